@@ -1,0 +1,35 @@
+# OpsDash developer commands. Everything sets itself up on a fresh clone.
+PYTHON ?= $(shell command -v python3.11 || command -v python3.12 || command -v python3)
+VENV   ?= .venv
+PY      = $(VENV)/bin/python
+STAMP   = $(VENV)/.installed
+PORT   ?= 5006
+
+.PHONY: install serve test test-fast bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## serve: the demo dashboard on http://localhost:$(PORT) (SQLite under ./var, seeded, logins printed)
+serve: install
+	$(VENV)/bin/opsdash serve --demo --port $(PORT)
+
+## test: the whole suite (PostgreSQL/Redis/browser tests skip locally when absent, fail under CI=true)
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+## test-fast: everything but browser and slow tests
+test-fast: install
+	$(PY) -m pytest -m "not browser and not slow" $(PYTEST_ARGS)
+
+## bench: benchmarks that print figures (see docs/performance.md)
+bench: install
+	$(PY) bench/run_all.py
+
+clean:
+	rm -rf $(VENV) var .pytest_cache test-output

@@ -1,0 +1,122 @@
+"""Sign-in against the users table (Panel auth provider ``opsdash``).
+
+Registered under the ``panel.auth`` entry-point group, so
+``panel serve ... --oauth-provider opsdash --cookie-secret ...`` uses it.
+Panel's BasicLoginHandler compares plaintext passwords; we override
+``_validate`` to verify argon2 hashes and throttle guessing.
+
+Keep module-level imports light: Panel imports this module while
+``panel.auth`` itself is still being imported.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import defaultdict, deque
+
+import tornado.escape
+from panel.auth import BasicLoginHandler
+
+log = logging.getLogger("opsdash.auth")
+GENERIC_ERROR = "Invalid username or password."
+THROTTLED_ERROR = "Too many sign-in attempts. Wait a few minutes and try again."
+
+
+class LoginThrottle:
+    """Failed attempts per key within a sliding window (per process).
+
+    Keys are both the username and the client address, so one address
+    cannot guess many accounts and many addresses cannot hammer one account.
+    """
+
+    def __init__(self, max_attempts: int, window_s: float) -> None:
+        self.max_attempts = max_attempts
+        self.window_s = window_s
+        self._failures: dict[str, deque[float]] = defaultdict(deque)
+        self._lock = threading.Lock()
+
+    def _trim(self, key: str, now: float) -> deque[float]:
+        q = self._failures[key]
+        while q and now - q[0] > self.window_s:
+            q.popleft()
+        if not q:
+            self._failures.pop(key, None)
+            q = self._failures[key]
+        return q
+
+    def blocked(self, *keys: str) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            return any(len(self._trim(k, now)) >= self.max_attempts for k in keys)
+
+    def failed(self, *keys: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            for key in keys:
+                self._trim(key, now).append(now)
+            if len(self._failures) > 100_000:  # bound memory under a spray attack
+                for key in list(self._failures)[: len(self._failures) // 2]:
+                    self._failures.pop(key, None)
+
+    def succeeded(self, *keys: str) -> None:
+        with self._lock:
+            for key in keys:
+                self._failures.pop(key, None)
+
+
+_throttle: LoginThrottle | None = None
+
+
+def get_throttle() -> LoginThrottle:
+    global _throttle
+    if _throttle is None:
+        from .settings import get_settings
+
+        s = get_settings()
+        _throttle = LoginThrottle(s.login_max_attempts, s.login_window_s)
+    return _throttle
+
+
+class OpsDashLoginHandler(BasicLoginHandler):
+    """``/login``: checks the users table's argon2 hashes, throttled."""
+
+    def _validate(self, username: str, password: str) -> bool:
+        from data.users import authenticate
+
+        from .settings import get_engine
+
+        keys = (f"user:{username.lower()[:150]}", f"ip:{self.request.remote_ip}")
+        throttle = get_throttle()
+        if throttle.blocked(*keys):
+            self._error = THROTTLED_ERROR
+            log.warning("sign-in throttled for %s from %s", username[:150], self.request.remote_ip)
+            return False
+        try:
+            account = authenticate(get_engine(), username, password)
+        except Exception:  # database down: say so without a traceback
+            log.exception("sign-in failed: database unavailable")
+            self._error = "Sign-in is unavailable right now (database unreachable). Try again shortly."
+            return False
+        if account is None:
+            throttle.failed(*keys)
+            self._error = GENERIC_ERROR
+            log.info("failed sign-in for %r from %s", username[:150], self.request.remote_ip)
+            return False
+        throttle.succeeded(keys[0])
+        log.info("sign-in: %s (%s)", account.username, account.role)
+        return True
+
+    def post(self):
+        username = self.get_argument("username", "")
+        password = self.get_argument("password", "")
+        self._error = GENERIC_ERROR
+        if self._validate(username, password):
+            self.set_current_user(username)
+            from panel.auth import _validate_next_url
+            from panel.io.state import state
+
+            next_url = _validate_next_url(self.get_cookie("next_url", state.base_url)) or "/"
+            self.redirect(next_url)
+            return
+        self.redirect(self._login_endpoint + "?error=" + tornado.escape.url_escape(self._error))

@@ -1,0 +1,214 @@
+"""The ``opsdash`` command line.
+
+Each subcommand is a small function taking the parsed arguments and
+returning an exit code; errors OpsDash raises on purpose print as one line
+(``opsdash: error: ...``) with exit code 2, never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import secrets
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+from data.errors import OpsDashError
+
+APP_PATH = Path(__file__).with_name("app.py")
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _engine(migrate: bool = True):
+    from data.db import migrate as run_migrations
+
+    from .settings import get_engine
+
+    engine = get_engine()
+    if migrate:
+        run_migrations(engine)
+    return engine
+
+
+def cmd_init_db(args: argparse.Namespace) -> int:
+    from data.db import schema_revision
+
+    engine = _engine()
+    print(f"database ready at revision {schema_revision(engine)}")
+    return 0
+
+
+def cmd_seed(args: argparse.Namespace) -> int:
+    from data.seed import seed
+
+    engine = _engine()
+    result = seed(
+        engine, tickets=args.tickets, wards=args.wards, municipalities=args.municipalities,
+        random_seed=args.random_seed,
+    )
+    if args.json:
+        print(result.to_json())
+    else:
+        print(f"seeded {len(result.municipalities)} municipalities, {len(result.users)} users, {result.tickets} tickets")
+        print_logins(result.users)
+    return 0
+
+
+def print_logins(users: Sequence[dict]) -> None:
+    for user in users:
+        extra = f", {user['ward_id']}" if user["role"] == "ward_councillor" else ""
+        print(f"login: {user['username']} / {user['password']} ({user['role']}{extra})", flush=True)
+
+
+def cmd_user_add(args: argparse.Namespace) -> int:
+    from data.users import create_user
+
+    if sys.stdin.isatty():
+        import getpass
+
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Repeat password: ") != password:
+            raise OpsDashError("the passwords do not match")
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    account = create_user(
+        _engine(), args.name, password, role=args.role, municipality_id=args.municipality,
+        ward_id=args.ward, email=args.email,
+    )
+    print(f"created user {account.username} ({account.role})")
+    return 0
+
+
+def _demo_environment() -> list[dict]:
+    """SQLite by default, schema migrated, seeded when empty. Returns the demo logins."""
+    from sqlalchemy import func, select
+
+    from data.models import Municipality
+    from data.seed import seed
+
+    from .settings import get_settings
+
+    demo_file = Path("var") / "demo-logins.json"
+    engine = _engine()
+    with engine.connect() as conn:
+        empty = conn.execute(select(func.count()).select_from(Municipality)).scalar_one() == 0
+    if empty:
+        print("seeding demo data (first run)...", flush=True)
+        result = seed(engine, tickets=5000, wards=6, municipalities=2, random_seed=2026)
+        demo_file.parent.mkdir(parents=True, exist_ok=True)
+        demo_file.write_text(json.dumps(result.users, indent=2), encoding="utf-8")
+        os.chmod(demo_file, 0o600)
+        return result.users
+    if demo_file.is_file():
+        return json.loads(demo_file.read_text(encoding="utf-8"))
+    print(f"note: {get_settings().database_url} already has data; demo passwords are not known", flush=True)
+    return []
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from . import settings as settings_module
+
+    if args.demo:
+        os.environ["OPSDASH_DEMO"] = "1"
+        os.environ.setdefault("OPSDASH_COOKIE_SECRET", secrets.token_urlsafe(32))
+        settings_module.reset()
+    settings = settings_module.get_settings()
+    if not settings.cookie_secret:
+        raise OpsDashError(
+            "OPSDASH_COOKIE_SECRET is not set: refusing to start without a cookie secret "
+            "(set it, or use --demo for a local demo)"
+        )
+    if args.demo:
+        users = _demo_environment()
+    else:
+        _engine()
+        users = []
+    argv = panel_serve_argv(args.address, args.port, settings.allowed_origins, settings.cookie_secret)
+    print(f"OpsDash on http://{'localhost' if args.address in ('0.0.0.0', '127.0.0.1') else args.address}:{args.port}/",
+          flush=True)
+    print_logins(users)
+    from panel.command import main as panel_main
+
+    sys.argv = argv
+    panel_main()
+    return 0
+
+
+def panel_serve_argv(address: str, port: int, origins: Sequence[str], cookie_secret: str) -> list[str]:
+    """The ``panel serve`` command line ``opsdash serve`` runs (also documented in README)."""
+    allowed = {f"{address}:{port}", f"localhost:{port}", f"127.0.0.1:{port}"}
+    allowed.update(origins)
+    argv = [
+        "panel", "serve", str(APP_PATH), "--address", address, "--port", str(port),
+        "--oauth-provider", "opsdash", "--cookie-secret", cookie_secret,
+        "--plugins", "dashboard_app.routes",
+        # Expire sessions of closed tabs quickly so their callbacks stop (design.md section 6).
+        "--check-unused-sessions", "5000", "--unused-session-lifetime", "15000",
+        "--index", "app",
+    ]
+    for origin in sorted(allowed):
+        argv += ["--allow-websocket-origin", origin]
+    return argv
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="opsdash", description="OpsDash: municipal operations dashboard")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("init-db", help="create or upgrade the schema (idempotent)")
+    p.set_defaults(handler=cmd_init_db)
+
+    p = sub.add_parser("seed", help="add realistic demo data and demo users")
+    p.add_argument("--tickets", type=int, default=3000)
+    p.add_argument("--wards", type=int, default=8)
+    p.add_argument("--municipalities", type=int, default=2)
+    p.add_argument("--random-seed", type=int, default=None)
+    p.add_argument("--json", action="store_true", help="print ids, wards and demo logins as JSON")
+    p.set_defaults(handler=cmd_seed)
+
+    p = sub.add_parser("user", help="manage users")
+    user_sub = p.add_subparsers(dest="user_command", required=True)
+    p = user_sub.add_parser("add", help="create a user; the password is read from stdin")
+    p.add_argument("name")
+    p.add_argument("--role", required=True,
+                   choices=["admin", "manager", "ward_councillor", "field_worker", "citizen"])
+    p.add_argument("--municipality", required=True, help="municipality id (uuid)")
+    p.add_argument("--ward", default=None, help="ward id (required for ward_councillor)")
+    p.add_argument("--email", default=None)
+    p.set_defaults(handler=cmd_user_add)
+
+    p = sub.add_parser("serve", help="serve the web dashboard")
+    p.add_argument("--port", type=int, default=5006)
+    p.add_argument("--address", default="127.0.0.1")
+    p.add_argument("--demo", action="store_true",
+                   help="local demo: SQLite, seeded when empty, simulator running, logins printed")
+    p.set_defaults(handler=cmd_serve)
+
+    for register in EXTRA_COMMANDS:
+        register(sub)
+    return parser
+
+
+#: Functions that add further subcommands (live events, export) to the parser.
+EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return args.handler(args)
+    except OpsDashError as exc:
+        print(f"opsdash: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,50 @@
+"""Extra HTTP routes, loaded by ``panel serve --plugins dashboard_app.routes``."""
+from __future__ import annotations
+
+import json
+import logging
+
+import tornado.web
+from sqlalchemy import text
+
+log = logging.getLogger("opsdash.routes")
+
+
+def health_status() -> tuple[int, dict]:
+    """Database and Redis status; 200 when the database answers."""
+    from .settings import get_engine, get_settings
+
+    settings = get_settings()
+    status: dict = {"database": "ok", "redis": "not configured", "live_bus": "in-process"}
+    code = 200
+    try:
+        with get_engine().connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except Exception as exc:  # report, never raise
+        status["database"] = f"error: {type(exc).__name__}"
+        code = 503
+    if settings.redis_url:
+        status["live_bus"] = "redis"
+        try:
+            import redis
+
+            client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=1, socket_timeout=1)
+            client.ping()
+            client.close()
+            status["redis"] = "ok"
+        except Exception as exc:
+            status["redis"] = f"error: {type(exc).__name__}"
+    status["status"] = "ok" if code == 200 else "degraded"
+    return code, status
+
+
+class HealthHandler(tornado.web.RequestHandler):
+    def get(self) -> None:
+        code, status = health_status()
+        self.set_status(code)
+        self.set_header("Content-Type", "application/json")
+        self.set_header("Cache-Control", "no-store")
+        self.finish(json.dumps(status))
+
+
+ROUTES = [(r"/health", HealthHandler, {})]

@@ -1,0 +1,30 @@
+"""The exceptions OpsDash raises on purpose.
+
+Each carries a message a person can act on; the UI and the command line show
+``str(exc)`` as it is, so never put internals (SQL, stack details) in one.
+"""
+from __future__ import annotations
+
+
+class OpsDashError(Exception):
+    """Base class of every error OpsDash raises deliberately."""
+
+
+class ConfigError(OpsDashError):
+    """A setting is missing or has a value OpsDash cannot use."""
+
+
+class NotAuthorized(OpsDashError):
+    """The user may not see this (unknown user, wrong role, no ward, ...)."""
+
+
+class InvalidValue(OpsDashError):
+    """A value given by a person (filter, CLI option, form field) is not acceptable."""
+
+
+class InvalidFilter(InvalidValue):
+    """A filter value is not one OpsDash accepts."""
+
+
+class NotFound(OpsDashError):
+    """A named record (user, municipality, ticket) does not exist."""

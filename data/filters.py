@@ -1,0 +1,165 @@
+"""TicketFilters: the filter values every view, export and frame share.
+
+Values are validated on construction, so a TicketFilters that exists is safe
+to turn into SQL (always as bound parameters). Widgets, URL parameters, the
+command line and notebooks all come through ``TicketFilters.parse``.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass
+from datetime import date, datetime
+from typing import Any, Iterable, Mapping
+
+from .errors import InvalidFilter
+from .models import VISIBLE_CATEGORIES, Status
+
+STATUSES: tuple[str, ...] = tuple(s.value for s in Status)
+MAX_SEARCH_LENGTH = 200
+MAX_VALUES = 500
+_WARD_RE = re.compile(r"^[\w.\-: ]{1,64}$")
+
+
+def _as_tuple(value: Any, name: str) -> tuple[str, ...]:
+    if value is None or value == "":
+        return ()
+    if isinstance(value, str):
+        items: Iterable[Any] = [v for v in value.split(",")]
+    elif isinstance(value, (list, tuple, set, frozenset)):
+        items = value
+    else:
+        raise InvalidFilter(f"{name} must be a list of text values, got {type(value).__name__}")
+    out: list[str] = []
+    for item in items:
+        if not isinstance(item, str):
+            raise InvalidFilter(f"{name} must contain text values, got {type(item).__name__}")
+        item = item.strip()
+        if item and item not in out:
+            out.append(item)
+    if len(out) > MAX_VALUES:
+        raise InvalidFilter(f"{name}: at most {MAX_VALUES} values")
+    return tuple(out)
+
+
+def _as_date(value: Any, name: str) -> date | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    if isinstance(value, str):
+        try:
+            return date.fromisoformat(value.strip()[:10])
+        except ValueError:
+            pass
+    raise InvalidFilter(f"{name} must be a date like 2026-01-31, got {str(value)[:40]!r}")
+
+
+@dataclass(frozen=True)
+class TicketFilters:
+    """Status, category, ward, created-date range (inclusive, local days) and search."""
+
+    statuses: tuple[str, ...] = ()
+    categories: tuple[str, ...] = ()
+    wards: tuple[str, ...] = ()
+    created_from: date | None = None
+    created_to: date | None = None
+    search: str = ""
+
+    def __post_init__(self) -> None:
+        statuses = _as_tuple(self.statuses, "status")
+        unknown = [s for s in statuses if s not in STATUSES]
+        if unknown:
+            raise InvalidFilter(f"unknown status {unknown[0][:40]!r}; choose from {', '.join(STATUSES)}")
+        categories = tuple(c.lower() for c in _as_tuple(self.categories, "category"))
+        unknown = [c for c in categories if c not in VISIBLE_CATEGORIES]
+        if unknown:
+            raise InvalidFilter(f"unknown category {unknown[0][:40]!r}; choose from {', '.join(VISIBLE_CATEGORIES)}")
+        wards = _as_tuple(self.wards, "ward")
+        bad = [w for w in wards if not _WARD_RE.match(w)]
+        if bad:
+            raise InvalidFilter(f"not a ward id: {bad[0][:40]!r}")
+        created_from = _as_date(self.created_from, "created from")
+        created_to = _as_date(self.created_to, "created to")
+        if created_from and created_to and created_from > created_to:
+            raise InvalidFilter("the 'created from' date is after the 'created to' date")
+        search = self.search
+        if search is None:
+            search = ""
+        if not isinstance(search, str):
+            raise InvalidFilter(f"search must be text, got {type(search).__name__}")
+        search = " ".join(search.split())
+        if len(search) > MAX_SEARCH_LENGTH:
+            raise InvalidFilter(f"search text is too long (at most {MAX_SEARCH_LENGTH} characters)")
+        if "\x00" in search:
+            raise InvalidFilter("search text contains a NUL character")
+        for name, value in (
+            ("statuses", statuses), ("categories", categories), ("wards", wards),
+            ("created_from", created_from), ("created_to", created_to), ("search", search),
+        ):
+            object.__setattr__(self, name, value)
+
+    @classmethod
+    def parse(cls, values: Mapping[str, Any] | None = None, **kwargs: Any) -> "TicketFilters":
+        """Build from loose input (URL query, widget values, CLI options).
+
+        Accepts singular or plural keys (``status`` / ``statuses``) and comma
+        separated strings. Unknown keys are an error, not silently ignored.
+        """
+        merged = dict(values or {})
+        merged.update(kwargs)
+        aliases = {
+            "status": "statuses", "statuses": "statuses",
+            "category": "categories", "categories": "categories",
+            "ward": "wards", "wards": "wards", "ward_id": "wards",
+            "created_from": "created_from", "from": "created_from", "start": "created_from",
+            "created_to": "created_to", "to": "created_to", "end": "created_to",
+            "search": "search", "q": "search",
+        }
+        clean: dict[str, Any] = {}
+        for key, value in merged.items():
+            target = aliases.get(key)
+            if target is None:
+                raise InvalidFilter(f"unknown filter {key[:40]!r}")
+            if isinstance(value, (list, tuple)) and target in ("created_from", "created_to", "search"):
+                value = value[0] if value else None
+            clean[target] = value
+        return cls(**clean)
+
+    def is_empty(self) -> bool:
+        return self == TicketFilters()
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able values (for the audit table and the URL)."""
+        data = asdict(self)
+        for key in ("statuses", "categories", "wards"):
+            data[key] = list(data[key])
+        for key in ("created_from", "created_to"):
+            data[key] = data[key].isoformat() if data[key] else None
+        return data
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    def to_query(self) -> dict[str, str]:
+        """Only the set values, as URL query parameters (comma separated)."""
+        out: dict[str, str] = {}
+        if self.statuses:
+            out["status"] = ",".join(self.statuses)
+        if self.categories:
+            out["category"] = ",".join(self.categories)
+        if self.wards:
+            out["ward"] = ",".join(self.wards)
+        if self.created_from:
+            out["from"] = self.created_from.isoformat()
+        if self.created_to:
+            out["to"] = self.created_to.isoformat()
+        if self.search:
+            out["q"] = self.search
+        return out
+
+    def describe(self) -> str:
+        parts = [f"{k}={v}" for k, v in self.to_query().items()]
+        return "; ".join(parts) if parts else "no filters"

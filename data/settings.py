@@ -1,0 +1,143 @@
+"""Settings: read once from the environment (and an optional ``.env``), validated.
+
+They live in the data layer because the command line, the server and a
+notebook all need the same values, and ``data`` is the layer all of them may
+import. ``dashboard_app.settings`` re-exports them.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from .errors import ConfigError
+
+DEFAULT_TIMEZONE = "Africa/Johannesburg"
+DEFAULT_SQLITE_PATH = Path("var") / "opsdash.sqlite3"
+
+
+def _read_dotenv(path: Path) -> dict[str, str]:
+    """Parse KEY=VALUE lines; comments and blank lines are skipped."""
+    values: dict[str, str] = {}
+    if not path.is_file():
+        return values
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        key = key.strip().removeprefix("export ").strip()
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[key] = value
+    return values
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str
+    redis_url: str | None = None
+    cookie_secret: str | None = None
+    timezone: str = DEFAULT_TIMEZONE
+    live_interval_ms: int = 500
+    allowed_origins: tuple[str, ...] = ()
+    login_max_attempts: int = 5
+    login_window_s: int = 300
+    large_export_rows: int = 50_000
+    extra: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def tzinfo(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    def describe(self) -> dict[str, object]:
+        """Settings safe to print or log (no secrets, passwords masked)."""
+        from sqlalchemy.engine import make_url
+
+        redis = self.redis_url
+        if redis and "@" in redis:
+            scheme, _, rest = redis.partition("://")
+            redis = f"{scheme}://***@{rest.split('@', 1)[1]}"
+        return {
+            "database_url": make_url(self.database_url).render_as_string(hide_password=True),
+            "redis_url": redis,
+            "cookie_secret": "set" if self.cookie_secret else "unset",
+            "timezone": self.timezone,
+            "live_interval_ms": self.live_interval_ms,
+            "allowed_origins": list(self.allowed_origins),
+        }
+
+
+def _int_setting(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name} must be between {low} and {high}, got {value}")
+    return value
+
+
+def load_settings(env: Mapping[str, str] | None = None, *, dotenv: Path | None = Path(".env")) -> Settings:
+    """Build validated Settings from ``env`` (default: ``os.environ`` over ``.env``).
+
+    Raises ConfigError with a message naming the variable for any bad value.
+    """
+    merged: dict[str, str] = {}
+    if dotenv is not None:
+        merged.update(_read_dotenv(dotenv))
+    merged.update(os.environ if env is None else env)
+
+    database_url = merged.get("OPSDASH_DATABASE_URL") or f"sqlite:///{DEFAULT_SQLITE_PATH}"
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        url = make_url(database_url)
+    except ArgumentError:
+        raise ConfigError(
+            f"OPSDASH_DATABASE_URL is not a database URL: {database_url!r} "
+            "(expected e.g. postgresql+psycopg://user@host/db or sqlite:///var/opsdash.sqlite3)"
+        ) from None
+    if url.get_backend_name() not in ("sqlite", "postgresql"):
+        raise ConfigError(
+            f"OPSDASH_DATABASE_URL must point at SQLite or PostgreSQL, got {url.get_backend_name()!r}"
+        )
+    if url.get_backend_name() == "postgresql" and url.get_driver_name() not in ("psycopg", ""):
+        raise ConfigError("OPSDASH_DATABASE_URL for PostgreSQL must use the psycopg driver (postgresql+psycopg://...)")
+    if url.get_backend_name() == "postgresql" and url.get_driver_name() == "":
+        database_url = url.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+
+    redis_url = merged.get("OPSDASH_REDIS_URL") or None
+    if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError(f"OPSDASH_REDIS_URL must start with redis://, rediss:// or unix://, got {redis_url!r}")
+
+    timezone = merged.get("OPSDASH_TIMEZONE") or DEFAULT_TIMEZONE
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"OPSDASH_TIMEZONE is not a known time zone: {timezone!r} (e.g. Africa/Johannesburg)") from None
+
+    origins = tuple(o.strip() for o in merged.get("OPSDASH_ALLOWED_ORIGINS", "").split(",") if o.strip())
+    return Settings(
+        database_url=database_url,
+        redis_url=redis_url,
+        cookie_secret=merged.get("OPSDASH_COOKIE_SECRET") or None,
+        timezone=timezone,
+        live_interval_ms=_int_setting(merged, "OPSDASH_LIVE_INTERVAL_MS", 500, 50, 60_000),
+        allowed_origins=origins,
+        login_max_attempts=_int_setting(merged, "OPSDASH_LOGIN_MAX_ATTEMPTS", 5, 1, 1000),
+        login_window_s=_int_setting(merged, "OPSDASH_LOGIN_WINDOW_S", 300, 1, 86_400),
+        large_export_rows=_int_setting(merged, "OPSDASH_LARGE_EXPORT_ROWS", 50_000, 1, 10**9),
+        extra={k: v for k, v in merged.items() if k.startswith("OPSDASH_")},
+    )

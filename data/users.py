@@ -1,0 +1,148 @@
+"""Accounts: creation, argon2 password hashes, verification."""
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from dataclasses import dataclass
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from argon2.profiles import CHEAPEST, RFC_9106_LOW_MEMORY
+from sqlalchemy import Engine, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from .errors import InvalidValue, NotFound
+from .models import Municipality, Role, User, Ward
+
+# Argon2id, RFC 9106 low-memory profile (64 MiB, t=3). Tests may ask for the
+# cheapest profile through OPSDASH_FAST_PASSWORD_HASH=1 so that seeding
+# hundreds of users stays quick; production never sets it.
+_hasher = PasswordHasher.from_parameters(
+    CHEAPEST if os.environ.get("OPSDASH_FAST_PASSWORD_HASH") == "1" else RFC_9106_LOW_MEMORY
+)
+# Verified when the username is unknown, so that a miss costs the same time
+# as a wrong password (no user enumeration by timing).
+_DUMMY_HASH = _hasher.hash("opsdash-dummy-password")
+USERNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@\-]{1,149}$")
+MIN_PASSWORD_LENGTH = 8
+
+
+def hash_password(password: str) -> str:
+    if not isinstance(password, str) or len(password) < MIN_PASSWORD_LENGTH:
+        raise InvalidValue(f"a password needs at least {MIN_PASSWORD_LENGTH} characters")
+    return _hasher.hash(password)
+
+
+def verify_password(password_hash: str | None, password: str) -> bool:
+    if not password_hash:
+        _safe_verify(_DUMMY_HASH, password)
+        return False
+    return _safe_verify(password_hash, password)
+
+
+def _safe_verify(password_hash: str, password: str) -> bool:
+    try:
+        return _hasher.verify(password_hash, password)
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return False
+
+
+@dataclass(frozen=True)
+class Account:
+    """What the sign-in and CLI code need of a user, detached from any Session."""
+
+    username: str
+    role: str
+    municipality_id: uuid.UUID
+    ward_id: str | None
+    email: str | None
+    is_active: bool
+
+
+def _account(user: User) -> Account:
+    return Account(user.username, user.role, user.municipality_id, user.ward_id, user.email, user.is_active)
+
+
+def authenticate(engine: Engine, username: str, password: str) -> Account | None:
+    """The account if ``password`` is right and the account active, else None.
+
+    Same answer and about the same time for an unknown user, a wrong
+    password and a disabled account.
+    """
+    if not isinstance(username, str) or not isinstance(password, str) or len(username) > 150 or len(password) > 1024:
+        verify_password(None, "x")
+        return None
+    with Session(engine) as session:
+        user = session.execute(select(User).where(User.username == username)).scalar_one_or_none()
+        if user is None:
+            verify_password(None, password)
+            return None
+        ok = verify_password(user.password_hash, password)
+        if ok and _hasher.check_needs_rehash(user.password_hash or ""):
+            user.password_hash = _hasher.hash(password)
+            session.commit()
+        if not ok or not user.is_active:
+            return None
+        return _account(user)
+
+
+def find_account(engine: Engine, *, username: str | None = None, email: str | None = None) -> Account | None:
+    with Session(engine) as session:
+        stmt = select(User)
+        if username is not None:
+            stmt = stmt.where(User.username == username)
+        elif email is not None:
+            stmt = stmt.where(User.email == email.lower())
+        else:
+            return None
+        user = session.execute(stmt).scalar_one_or_none()
+        return None if user is None else _account(user)
+
+
+def create_user(
+    engine: Engine,
+    username: str,
+    password: str,
+    *,
+    role: str,
+    municipality_id: uuid.UUID | str,
+    ward_id: str | None = None,
+    email: str | None = None,
+) -> Account:
+    """Create a user after checking role, municipality and ward. InvalidValue / NotFound on bad input."""
+    if not isinstance(username, str) or not USERNAME_RE.match(username):
+        raise InvalidValue("a username is 2-150 letters, digits or . _ - @, starting with a letter or digit")
+    try:
+        role_value = Role(role).value
+    except ValueError:
+        raise InvalidValue(f"unknown role {role!r}; choose from {', '.join(r.value for r in Role)}") from None
+    try:
+        muni_id = municipality_id if isinstance(municipality_id, uuid.UUID) else uuid.UUID(str(municipality_id))
+    except ValueError:
+        raise InvalidValue(f"not a municipality id: {municipality_id!r}") from None
+    password_hash = hash_password(password)
+    with Session(engine) as session:
+        if session.get(Municipality, muni_id) is None:
+            raise NotFound(f"no municipality with id {muni_id}")
+        if role_value == Role.WARD_COUNCILLOR.value and not ward_id:
+            raise InvalidValue("a ward councillor needs --ward")
+        if ward_id is not None:
+            ward = session.get(Ward, ward_id)
+            if ward is None or ward.municipality_id != muni_id:
+                raise NotFound(f"no ward {ward_id!r} in that municipality")
+        user = User(
+            username=username,
+            email=email.lower() if email else None,
+            password_hash=password_hash,
+            role=role_value,
+            municipality_id=muni_id,
+            ward_id=ward_id,
+        )
+        session.add(user)
+        try:
+            session.commit()
+        except IntegrityError:
+            raise InvalidValue(f"a user named {username!r} (or with that email) already exists") from None
+        return _account(user)

@@ -1,0 +1,152 @@
+"""Shared fixtures: real SQLite and PostgreSQL databases, Redis, served OpsDash processes.
+
+Service-backed tests skip with a clear reason when a service is absent on a
+laptop, and fail instead when CI=true (a CI run must never pass by skipping).
+"""
+from __future__ import annotations
+
+import os
+
+# Seeding hashes a password per demo user; the cheapest argon2 profile keeps
+# that fast in tests. Must be set before data.users is imported.
+os.environ.setdefault("OPSDASH_FAST_PASSWORD_HASH", "1")
+
+import uuid
+from typing import Callable, Iterator
+
+import pytest
+from sqlalchemy import Engine, text
+
+from data.db import make_engine, migrate
+from data.scope import Scope, scope_for_user
+from data.seed import SeedResult, seed
+
+from .support import (
+    CI,
+    PG_ADMIN_URL,
+    REDIS_URL,
+    OpsDashServer,
+    chromium_path,
+    postgres_available,
+    redis_available,
+    service_missing,
+)
+
+
+def require_postgres() -> None:
+    if not postgres_available():
+        service_missing(f"PostgreSQL is not running at {PG_ADMIN_URL}")
+
+
+def require_redis() -> None:
+    if not redis_available():
+        service_missing(f"Redis is not running at {REDIS_URL}")
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test run, migrated; dropped afterwards."""
+    require_postgres()
+    name = f"opsdash_t_{uuid.uuid4().hex[:10]}"
+    admin = make_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT", poolclass=None)
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    engine = make_engine(url)
+    migrate(engine)
+    engine.dispose()
+    yield url
+    from data.db import _engines
+
+    for key in [k for k in _engines if k == url]:
+        _engines.pop(key).dispose()
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def sqlite_url(tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("sqlite") / "opsdash.sqlite3"
+    url = f"sqlite:///{path}"
+    engine = make_engine(url)
+    migrate(engine)
+    engine.dispose()
+    return url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request) -> str:
+    """The same test on SQLite and on PostgreSQL."""
+    return request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url")
+
+
+@pytest.fixture
+def engine(db_url) -> Engine:
+    from data.db import get_engine
+
+    return get_engine(db_url)
+
+
+@pytest.fixture
+def pg_engine(pg_url) -> Engine:
+    from data.db import get_engine
+
+    return get_engine(pg_url)
+
+
+@pytest.fixture
+def make_seed(engine) -> Callable[..., SeedResult]:
+    """Seed fresh municipalities (tests isolate themselves by tenancy)."""
+
+    def _seed(**kwargs) -> SeedResult:
+        kwargs.setdefault("tickets", 400)
+        kwargs.setdefault("wards", 4)
+        kwargs.setdefault("municipalities", 2)
+        return seed(engine, **kwargs)
+
+    return _seed
+
+
+def user_of(result: SeedResult, role: str, municipality: int = 0, ward_index: int = 0) -> dict:
+    """The seeded user of ``role`` in the ``municipality``-th seeded municipality."""
+    muni_id = result.municipalities[municipality]["id"]
+    users = [u for u in result.users if u["role"] == role and u["municipality_id"] == muni_id]
+    return users[ward_index] if role == "ward_councillor" else users[0]
+
+
+def scope_of(engine: Engine, result: SeedResult, role: str, municipality: int = 0, ward_index: int = 0) -> Scope:
+    return scope_for_user(engine, user_of(result, role, municipality, ward_index)["username"])
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    require_redis()
+    return REDIS_URL
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    path = chromium_path()
+    if path is None:
+        service_missing("Debian's chromium is not installed (apt-get install -y chromium)")
+    return path
+
+
+@pytest.fixture
+def opsdash_server(tmp_path) -> Iterator[Callable[..., OpsDashServer]]:
+    """Start real ``opsdash serve`` processes; all are stopped after the test."""
+    started: list[OpsDashServer] = []
+
+    def _start(database_url: str, **kwargs) -> OpsDashServer:
+        server = OpsDashServer(database_url=database_url, log_dir=tmp_path, **kwargs)
+        server.start()
+        started.append(server)
+        return server
+
+    yield _start
+    for server in started:
+        server.stop()
+
+
+__all__ = ["CI", "scope_of", "user_of", "require_postgres", "require_redis"]

@@ -1,0 +1,140 @@
+"""Test support that is not a fixture: service probes and a served OpsDash process."""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.error import URLError
+from urllib.request import urlopen
+
+import pytest
+
+CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+PG_ADMIN_URL = os.environ.get("OPSDASH_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("OPSDASH_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+ROOT = Path(__file__).resolve().parent.parent
+OUTPUT_DIR = ROOT / "test-output"
+
+
+def service_missing(reason: str) -> None:
+    """Skip locally; fail under CI, where every service must be there."""
+    if CI:
+        pytest.fail(f"{reason} (CI=true: service tests must not skip)", pytrace=False)
+    pytest.skip(f"{reason}: start it to run this test (see design.md section 5)")
+
+
+def _port_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def postgres_available() -> bool:
+    from sqlalchemy.engine import make_url
+
+    url = make_url(PG_ADMIN_URL)
+    if not _port_open(url.host or "127.0.0.1", url.port or 5432):
+        return False
+    try:
+        import psycopg
+
+        with psycopg.connect(host=url.host, port=url.port or 5432, user=url.username, dbname=url.database,
+                             connect_timeout=3):
+            return True
+    except Exception:
+        return False
+
+
+def redis_available() -> bool:
+    try:
+        import redis
+
+        client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1)
+        client.ping()
+        client.close()
+        return True
+    except Exception:
+        return False
+
+
+def chromium_path() -> str | None:
+    for name in ("chromium", "chromium-browser"):
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class OpsDashServer:
+    """A real ``opsdash serve`` process on a free port (not demo mode)."""
+
+    def __init__(self, database_url: str, log_dir: Path, redis_url: str | None = None,
+                 env: dict[str, str] | None = None, cookie_secret: str = "test-cookie-secret-0123456789") -> None:
+        self.port = free_port()
+        self.database_url = database_url
+        self.redis_url = redis_url
+        self.cookie_secret = cookie_secret
+        self.log_path = log_dir / f"opsdash-{self.port}.log"
+        self.extra_env = env or {}
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 60) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("OPSDASH_")}
+        env.update({
+            "OPSDASH_DATABASE_URL": self.database_url,
+            "OPSDASH_COOKIE_SECRET": self.cookie_secret,
+            "OPSDASH_FAST_PASSWORD_HASH": "1",
+            **({"OPSDASH_REDIS_URL": self.redis_url} if self.redis_url else {}),
+            **self.extra_env,
+        })
+        self._log = open(self.log_path, "wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "dashboard_app.cli", "serve", "--port", str(self.port), "--address", "127.0.0.1"],
+            cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"opsdash serve exited early:\n{self.log()}")
+            try:
+                with urlopen(f"{self.url}/health", timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except (URLError, OSError):
+                pass
+            time.sleep(0.3)
+        self.stop()
+        raise RuntimeError(f"opsdash serve did not answer /health within {timeout}s:\n{self.log()}")
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-5000:]
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        if getattr(self, "_log", None):
+            self._log.close()
