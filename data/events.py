@@ -1,0 +1,512 @@
+"""Live events: the message format, its validation, and the buses that carry it.
+
+Messages arrive on Redis channel ``dashboard:{municipality_id}`` as JSON, in
+either shape (design.md section 4): the ticketing system's
+``{"type", "data", "ward_id"}`` (the municipality then comes from the channel)
+or the full shape with ``id``, ``municipality_id``, ``ticket_id``,
+``occurred_at`` and ``is_sensitive``. ``parse_event`` turns either into an
+immutable ``Event`` or raises ``EventRejected`` carrying a ``DropReason`` the
+hub counts; nothing a publisher sends can make it raise anything else.
+
+Two buses share one interface: ``RedisBus`` (redis.asyncio, one connection
+per subscription) and ``InProcessBus`` (one process, no Redis; the default for
+``make serve``). Publishers go through ``publish_event``, which refuses
+sensitive events (invariant 1) before anything is sent.
+"""
+from __future__ import annotations
+
+import asyncio
+import enum
+import fnmatch
+import json
+import os
+import threading
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from types import MappingProxyType
+from typing import Any, AsyncIterator, Mapping, Protocol
+
+from .errors import InvalidValue
+from .models import SENSITIVE_CATEGORY
+
+CHANNEL_PREFIX = "dashboard:"
+CHANNEL_PATTERN = CHANNEL_PREFIX + "*"
+EVENT_TYPES: frozenset[str] = frozenset({"ticket_created", "ticket_updated", "sla_breach", "assignment_changed"})
+#: Largest message accepted, in bytes of JSON. Real events are ~0.5 KB; the
+#: bound keeps one bad publisher from costing every session memory and time.
+MAX_EVENT_BYTES = 16 * 1024
+#: Longest string kept from ``data`` (a feed shows short fields only).
+MAX_FIELD_CHARS = 200
+
+
+class DropReason(str, enum.Enum):
+    """Why the hub dropped a message (the keys of its drop counters)."""
+
+    BAD_JSON = "bad_json"
+    TOO_LARGE = "too_large"
+    NOT_OBJECT = "not_object"
+    MISSING_TYPE = "missing_type"
+    UNKNOWN_TYPE = "unknown_type"
+    BAD_FIELD = "bad_field"
+    BAD_CHANNEL = "bad_channel"
+    WRONG_MUNICIPALITY = "wrong_municipality"
+    SENSITIVE_FLAG = "sensitive_flag"
+    SENSITIVE_CATEGORY = "sensitive_category"
+    SENSITIVE_TICKET = "sensitive_ticket"
+    LOOKUP_FAILED = "lookup_failed"
+
+
+SENSITIVE_REASONS = frozenset({DropReason.SENSITIVE_FLAG, DropReason.SENSITIVE_CATEGORY, DropReason.SENSITIVE_TICKET})
+
+
+class EventRejected(InvalidValue):
+    """A message that is not a valid, publishable event. ``reason`` says why."""
+
+    def __init__(self, reason: DropReason, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class SensitiveEventRefused(EventRejected):
+    """A publisher tried to send a sensitive event (invariant 1)."""
+
+
+def channel_for(municipality_id: uuid.UUID | str) -> str:
+    return f"{CHANNEL_PREFIX}{uuid.UUID(str(municipality_id))}"
+
+
+def municipality_from_channel(channel: str | bytes | None) -> uuid.UUID | None:
+    if isinstance(channel, bytes):
+        channel = channel.decode("utf-8", "replace")
+    if not channel or not channel.startswith(CHANNEL_PREFIX):
+        return None
+    try:
+        return uuid.UUID(channel[len(CHANNEL_PREFIX):])
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class Event:
+    """One validated, non-sensitive-by-content ticket event."""
+
+    type: str
+    municipality_id: uuid.UUID
+    ward_id: str | None = None
+    ticket_id: uuid.UUID | None = None
+    occurred_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    is_sensitive: bool = False
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "data", MappingProxyType(dict(self.data)))
+
+    @property
+    def tracking_number(self) -> str:
+        return _text(self.data.get("tracking_number"))
+
+    @property
+    def category(self) -> str:
+        return _text(self.data.get("category"))
+
+    @property
+    def status(self) -> str:
+        return _text(self.data.get("status"))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The full message shape of design.md section 4."""
+        return {
+            "id": self.id, "type": self.type, "municipality_id": str(self.municipality_id),
+            "ward_id": self.ward_id, "ticket_id": str(self.ticket_id) if self.ticket_id else None,
+            "occurred_at": self.occurred_at.isoformat(), "is_sensitive": self.is_sensitive,
+            "data": dict(self.data),
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), separators=(",", ":"), default=str)
+
+    @property
+    def channel(self) -> str:
+        return channel_for(self.municipality_id)
+
+
+def _text(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def _is_true(value: Any) -> bool:
+    # The ticketing system is not ours: "true", 1 and True all mean sensitive.
+    # Anything unrecognised that is not plainly false counts as sensitive (fail closed).
+    if value is None or value is False or value == 0:
+        return False
+    if isinstance(value, str):
+        return value.strip().lower() not in ("", "false", "0", "no", "off")
+    return True
+
+
+def sensitive_reason(payload: Mapping[str, Any]) -> DropReason | None:
+    """Whether a message is sensitive by its own content (flag or category, top level or in data)."""
+    data = payload.get("data")
+    data = data if isinstance(data, Mapping) else {}
+    if _is_true(payload.get("is_sensitive")) or _is_true(data.get("is_sensitive")):
+        return DropReason.SENSITIVE_FLAG
+    for source in (payload, data):
+        category = source.get("category")
+        if isinstance(category, str) and category.strip().lower() == SENSITIVE_CATEGORY:
+            return DropReason.SENSITIVE_CATEGORY
+        if category is not None and not isinstance(category, str):
+            # A non-string category cannot be checked, so it cannot be trusted.
+            raise EventRejected(DropReason.BAD_FIELD, "category must be a string")
+    return None
+
+
+def _optional_str(payload: Mapping[str, Any], data: Mapping[str, Any], name: str) -> str | None:
+    value = payload.get(name)
+    if value is None:
+        value = data.get(name)
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise EventRejected(DropReason.BAD_FIELD, f"{name} must be a string, got {type(value).__name__}")
+    value = str(value).strip()
+    if len(value) > 64:
+        raise EventRejected(DropReason.BAD_FIELD, f"{name} is longer than 64 characters")
+    return value or None
+
+
+def _optional_uuid(value: Any, name: str) -> uuid.UUID | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, uuid.UUID):
+        return value
+    try:
+        if not isinstance(value, str):
+            raise ValueError
+        return uuid.UUID(value)
+    except ValueError:
+        raise EventRejected(DropReason.BAD_FIELD, f"{name} is not a UUID") from None
+
+
+def _occurred_at(value: Any) -> datetime:
+    if value is None:
+        return datetime.now(timezone.utc)
+    if not isinstance(value, str):
+        raise EventRejected(DropReason.BAD_FIELD, "occurred_at must be an ISO-8601 string")
+    try:
+        stamp = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise EventRejected(DropReason.BAD_FIELD, "occurred_at is not an ISO-8601 date-time") from None
+    if stamp.tzinfo is None:
+        raise EventRejected(DropReason.BAD_FIELD, "occurred_at needs a UTC offset")
+    return stamp.astimezone(timezone.utc)
+
+
+def _clean_data(data: Mapping[str, Any]) -> dict[str, Any]:
+    """Scalars only, strings cut short: the feed shows fields, never nested blobs."""
+    clean: dict[str, Any] = {}
+    for key, value in data.items():
+        if not isinstance(key, str) or len(key) > 64:
+            continue
+        if isinstance(value, str):
+            clean[key] = value[:MAX_FIELD_CHARS]
+        elif value is None or isinstance(value, (bool, int, float)):
+            clean[key] = value
+    return clean
+
+
+def parse_event(raw: str | bytes | Mapping[str, Any], channel: str | bytes | None = None) -> Event:
+    """Validate one message; the municipality comes from the channel when the message has none.
+
+    Raises EventRejected (with a DropReason) for anything malformed or
+    sensitive by content. The database check of invariant 1 is the hub's
+    (``ticket_visibility``): parsing never touches the database.
+    """
+    if isinstance(raw, Mapping):
+        payload: Any = raw
+    else:
+        if len(raw) > MAX_EVENT_BYTES:
+            raise EventRejected(DropReason.TOO_LARGE, f"message of {len(raw)} bytes is over {MAX_EVENT_BYTES}")
+        try:
+            payload = json.loads(raw)
+        except (ValueError, RecursionError):
+            raise EventRejected(DropReason.BAD_JSON, "message is not JSON") from None
+    if not isinstance(payload, Mapping):
+        raise EventRejected(DropReason.NOT_OBJECT, "message must be a JSON object")
+    data = payload.get("data", {})
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise EventRejected(DropReason.BAD_FIELD, "data must be an object")
+    # Sensitivity first: a sensitive message is dropped as sensitive even when
+    # it is malformed otherwise, so the counters never under-report it.
+    reason = sensitive_reason(payload)
+    if reason is not None:
+        raise EventRejected(reason, "sensitive event")
+    kind = payload.get("type")
+    if kind is None or kind == "":
+        raise EventRejected(DropReason.MISSING_TYPE, "message has no type")
+    if not isinstance(kind, str) or kind not in EVENT_TYPES:
+        raise EventRejected(DropReason.UNKNOWN_TYPE, f"unknown event type {str(kind)[:40]!r}")
+    from_channel = municipality_from_channel(channel) if channel is not None else None
+    if channel is not None and from_channel is None:
+        raise EventRejected(DropReason.BAD_CHANNEL, "channel is not dashboard:{municipality_id}")
+    named = _optional_uuid(payload.get("municipality_id"), "municipality_id")
+    if named is not None and from_channel is not None and named != from_channel:
+        # A message naming another municipality than its channel is either a
+        # bug or an attempt to cross tenants: drop it rather than pick one.
+        raise EventRejected(DropReason.WRONG_MUNICIPALITY, "municipality_id does not match the channel")
+    municipality = named or from_channel
+    if municipality is None:
+        raise EventRejected(DropReason.BAD_FIELD, "no municipality_id and no channel to take it from")
+    ticket = payload.get("ticket_id", data.get("ticket_id"))
+    event_id = payload.get("id")
+    if event_id is not None and not isinstance(event_id, (str, int)):
+        raise EventRejected(DropReason.BAD_FIELD, "id must be a string")
+    return Event(
+        type=kind,
+        municipality_id=municipality,
+        ward_id=_optional_str(payload, data, "ward_id"),
+        ticket_id=_optional_uuid(ticket, "ticket_id"),
+        occurred_at=_occurred_at(payload.get("occurred_at", data.get("occurred_at"))),
+        id=str(event_id)[:64] if event_id is not None else str(uuid.uuid4()),
+        is_sensitive=False,
+        data=_clean_data(data),
+    )
+
+
+def make_event(
+    type: str, municipality_id: uuid.UUID | str, *, ward_id: str | None = None,
+    ticket_id: uuid.UUID | str | None = None, data: Mapping[str, Any] | None = None,
+    is_sensitive: bool = False, occurred_at: datetime | None = None,
+) -> Event:
+    """Build a full-shape event, validated exactly as a received one would be."""
+    message = {
+        "type": type, "municipality_id": str(municipality_id), "ward_id": ward_id,
+        "ticket_id": str(ticket_id) if ticket_id else None, "is_sensitive": is_sensitive,
+        "occurred_at": (occurred_at or datetime.now(timezone.utc)).isoformat(), "data": dict(data or {}),
+    }
+    return parse_event(message)
+
+
+# --------------------------------------------------------------------- buses
+
+
+class Subscription(Protocol):
+    """One subscriber connection: yields (channel, raw message) until closed or lost."""
+
+    def messages(self) -> AsyncIterator[tuple[str, bytes | str]]: ...
+
+    async def close(self) -> None: ...
+
+
+class EventBus(Protocol):
+    name: str
+
+    async def publish(self, channel: str, message: str) -> int: ...
+
+    async def subscribe(self, pattern: str = CHANNEL_PATTERN) -> Subscription: ...
+
+    async def close(self) -> None: ...
+
+
+class BusUnavailable(ConnectionError):
+    """The bus lost (or never had) its connection; the hub reconnects."""
+
+
+class RedisSubscription:
+    def __init__(self, client, pubsub) -> None:
+        self._client = client
+        self._pubsub = pubsub
+
+    async def messages(self) -> AsyncIterator[tuple[str, bytes | str]]:
+        from redis.exceptions import ConnectionError as RedisConnectionError
+        from redis.exceptions import TimeoutError as RedisTimeoutError
+
+        while True:
+            try:
+                message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                raise BusUnavailable(f"Redis subscription lost: {exc}") from exc
+            if message is None:
+                continue
+            if message.get("type") in ("pmessage", "message"):
+                channel = message["channel"]
+                yield (channel.decode("utf-8", "replace") if isinstance(channel, bytes) else channel), message["data"]
+
+    async def close(self) -> None:
+        try:
+            await self._pubsub.aclose()
+        except Exception:  # closing a dead connection must not mask the original error
+            pass
+        try:
+            await self._client.aclose()
+        except Exception:
+            pass
+
+
+class RedisBus:
+    """Redis Pub/Sub. Each ``subscribe`` opens exactly one connection (the hub calls it once)."""
+
+    name = "redis"
+
+    def __init__(self, url: str, *, client_name: str | None = None) -> None:
+        self.url = url
+        # The pid in the name lets an operator (and bench_live) count the
+        # subscriber connections of each process in CLIENT LIST.
+        self.client_name = client_name or f"opsdash-hub-{os.getpid()}"
+        self._publisher = None
+
+    def _client(self, **kwargs):
+        import redis.asyncio as aioredis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+
+        # No hidden retries: redis-py would otherwise reconnect and resubscribe
+        # silently, and the sessions would never learn they missed events.
+        return aioredis.Redis.from_url(
+            self.url, retry=Retry(NoBackoff(), 0), socket_connect_timeout=3, health_check_interval=15, **kwargs
+        )
+
+    async def publish(self, channel: str, message: str) -> int:
+        from redis.exceptions import ConnectionError as RedisConnectionError
+
+        if self._publisher is None:
+            self._publisher = self._client()
+        try:
+            return int(await self._publisher.publish(channel, message))
+        except (RedisConnectionError, OSError) as exc:
+            raise BusUnavailable(f"cannot publish to Redis at {self.url}: {exc}") from exc
+
+    async def subscribe(self, pattern: str = CHANNEL_PATTERN) -> RedisSubscription:
+        from redis.exceptions import ConnectionError as RedisConnectionError
+        from redis.exceptions import TimeoutError as RedisTimeoutError
+
+        client = self._client(client_name=self.client_name)
+        pubsub = client.pubsub(ignore_subscribe_messages=True)
+        try:
+            await pubsub.psubscribe(pattern)
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            await RedisSubscription(client, pubsub).close()
+            raise BusUnavailable(f"cannot subscribe at {self.url}: {exc}") from exc
+        return RedisSubscription(client, pubsub)
+
+    async def close(self) -> None:
+        if self._publisher is not None:
+            await self._publisher.aclose()
+            self._publisher = None
+
+
+class InProcessSubscription:
+    def __init__(self, bus: InProcessBus, pattern: str, loop: asyncio.AbstractEventLoop) -> None:
+        self.bus = bus
+        self.pattern = pattern
+        self.loop = loop
+        self.queue: asyncio.Queue = asyncio.Queue()
+
+    def deliver(self, item) -> None:
+        self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
+
+    async def messages(self) -> AsyncIterator[tuple[str, bytes | str]]:
+        while True:
+            item = await self.queue.get()
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    async def close(self) -> None:
+        self.bus._remove(self)
+
+
+class InProcessBus:
+    """Pub/Sub inside one process (no Redis). Thread-safe: publishers may run anywhere.
+
+    ``disconnect_all`` drops every subscription as a lost Redis connection
+    would, so the hub's reconnect path is exercised without Redis too.
+    """
+
+    name = "in-process"
+
+    def __init__(self) -> None:
+        self._subs: list[InProcessSubscription] = []
+        self._lock = threading.Lock()
+        self.available = True
+
+    async def publish(self, channel: str, message: str) -> int:
+        return self.publish_now(channel, message)
+
+    def publish_now(self, channel: str, message: str) -> int:
+        if not self.available:
+            raise BusUnavailable("the in-process bus is unavailable")
+        with self._lock:
+            targets = [s for s in self._subs if fnmatch.fnmatchcase(channel, s.pattern)]
+        for sub in targets:
+            sub.deliver((channel, message))
+        return len(targets)
+
+    async def subscribe(self, pattern: str = CHANNEL_PATTERN) -> InProcessSubscription:
+        if not self.available:
+            raise BusUnavailable("the in-process bus is unavailable")
+        sub = InProcessSubscription(self, pattern, asyncio.get_running_loop())
+        with self._lock:
+            self._subs.append(sub)
+        return sub
+
+    def _remove(self, sub: InProcessSubscription) -> None:
+        with self._lock:
+            if sub in self._subs:
+                self._subs.remove(sub)
+
+    @property
+    def subscriber_count(self) -> int:
+        with self._lock:
+            return len(self._subs)
+
+    def disconnect_all(self) -> None:
+        with self._lock:
+            subs, self._subs = self._subs, []
+        for sub in subs:
+            sub.deliver(BusUnavailable("in-process bus disconnected"))
+
+    async def close(self) -> None:
+        self.disconnect_all()
+
+
+_default_in_process: InProcessBus | None = None
+_default_lock = threading.Lock()
+
+
+def bus_for(redis_url: str | None) -> EventBus:
+    """The bus of the settings: Redis when a URL is set, else this process's in-process bus."""
+    global _default_in_process
+    if redis_url:
+        return RedisBus(redis_url)
+    with _default_lock:
+        if _default_in_process is None:
+            _default_in_process = InProcessBus()
+        return _default_in_process
+
+
+async def publish_event(bus: EventBus, event: Event | Mapping[str, Any], *, engine=None,
+                        channel: str | None = None) -> int:
+    """Publish one event; returns the number of subscribers that got it.
+
+    Refuses (SensitiveEventRefused) anything sensitive by content and, when an
+    engine is given, any event naming a ticket that is sensitive in the database.
+    A mapping is validated as a received message would be, so a publisher can
+    never send what the hub would drop as malformed.
+    """
+    try:
+        # An Event built by hand is re-validated too: its flag or category may say sensitive.
+        parsed = parse_event(event.to_dict() if isinstance(event, Event) else event, channel)
+    except EventRejected as exc:
+        if exc.reason in SENSITIVE_REASONS:
+            raise SensitiveEventRefused(exc.reason, "refusing to publish a sensitive event") from None
+        raise
+    if engine is not None and parsed.ticket_id is not None:
+        from .tickets import ticket_visibility
+
+        if await asyncio.to_thread(ticket_visibility, engine, parsed.ticket_id) == "sensitive":
+            raise SensitiveEventRefused(DropReason.SENSITIVE_TICKET, "refusing to publish an event of a sensitive ticket")
+    return await bus.publish(channel or parsed.channel, parsed.to_json())
