@@ -150,3 +150,14 @@ def opsdash_server(tmp_path) -> Iterator[Callable[..., OpsDashServer]]:
 
 
 __all__ = ["CI", "scope_of", "user_of", "require_postgres", "require_redis"]
+
+
+@pytest.fixture(params=["in-process", "redis"])
+def live_bus(request):
+    """The same live-event test on the in-process bus and on real Redis (fresh channels isolate tests)."""
+    from data.events import InProcessBus, RedisBus
+
+    if request.param == "redis":
+        require_redis()
+        return RedisBus(REDIS_URL, client_name=f"opsdash-hub-test-{uuid.uuid4().hex[:8]}")
+    return InProcessBus()

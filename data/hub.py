@@ -1,0 +1,311 @@
+"""The per-process hub: one bus subscription, fanned out to every session in memory.
+
+A browser session never owns a bus connection. The hub subscribes once
+(pattern ``dashboard:*``, so the count stays one whatever the number of
+municipalities), validates each message, drops malformed and sensitive ones
+(invariant 1, including a database lookup of the ticket), and routes the rest
+to the registered sessions whose Scope allows the event's ward. Each session
+has a bounded queue: when it falls behind, its oldest events go and it is
+marked for resync (its next drain reloads from the database).
+
+When the bus connection is lost the hub reports ``paused``, reconnects with
+capped exponential backoff and jitter, and marks every session for resync
+once live again, since events published during the gap are gone.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import random
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from sqlalchemy import Engine
+
+from .events import (
+    CHANNEL_PATTERN,
+    SENSITIVE_REASONS,
+    BusUnavailable,
+    DropReason,
+    Event,
+    EventBus,
+    EventRejected,
+    parse_event,
+)
+from .scope import Scope
+
+log = logging.getLogger("opsdash.hub")
+
+HubStatus = Literal["stopped", "connecting", "live", "paused"]
+DEFAULT_QUEUE_SIZE = 500
+
+
+def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random | None = None) -> float:
+    """Seconds to wait before reconnect ``attempt`` (0-based): capped exponential, half jittered.
+
+    Half of the delay is random so that many processes losing the same Redis
+    do not all reconnect in the same instant.
+    """
+    ceiling = min(cap, base * (2 ** min(attempt, 32)))
+    return ceiling / 2 + (rng or random).uniform(0, ceiling / 2)
+
+
+@dataclass(frozen=True)
+class Drained:
+    """What one drain of a session queue returns."""
+
+    events: list[Event]
+    resync: bool
+    status: HubStatus
+
+
+class SessionFeed:
+    """One session's registration: its Scope and a bounded queue (drop-oldest)."""
+
+    def __init__(self, hub: Hub, scope: Scope, maxlen: int) -> None:
+        self.hub = hub
+        self.scope = scope
+        self.key = uuid.uuid4().hex
+        self._queue: collections.deque[Event] = collections.deque(maxlen=maxlen)
+        self._lock = threading.Lock()
+        self._resync = False
+        self.overflowed = 0
+
+    def offer(self, event: Event) -> None:
+        with self._lock:
+            if len(self._queue) == self._queue.maxlen:
+                # deque(maxlen) drops the oldest on append; the session will
+                # have missed it, so it must reload from the database.
+                self.overflowed += 1
+                self._resync = True
+            self._queue.append(event)
+
+    def mark_resync(self) -> None:
+        with self._lock:
+            self._resync = True
+
+    def drain(self, max_items: int | None = None) -> Drained:
+        """Oldest first, at most ``max_items``; the resync flag is read and cleared."""
+        with self._lock:
+            count = len(self._queue) if max_items is None else min(max_items, len(self._queue))
+            events = [self._queue.popleft() for _ in range(count)]
+            resync, self._resync = self._resync, False
+        return Drained(events=events, resync=resync, status=self.hub.status)
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+
+class Hub:
+    """Process-wide subscriber and router. Start it once per process (``start``)."""
+
+    def __init__(
+        self, bus: EventBus, *, engine: Engine | None, queue_size: int = DEFAULT_QUEUE_SIZE,
+        base_delay: float = 0.5, max_delay: float = 30.0, rng: random.Random | None = None,
+    ) -> None:
+        """``engine`` answers "is this ticket sensitive in the database?"; None skips that
+        lookup and is meant only for tests and benchmarks of the bus itself."""
+        self.bus = bus
+        self.engine = engine
+        self.queue_size = queue_size
+        self.base_delay = base_delay
+        self.max_delay = max_delay
+        self._rng = rng or random.Random()
+        self._sessions: dict[uuid.UUID, dict[str, SessionFeed]] = {}
+        self._lock = threading.Lock()
+        self._task: asyncio.Task | None = None
+        self._status: HubStatus = "stopped"
+        self._status_changed: asyncio.Event | None = None
+        self.counters: collections.Counter[str] = collections.Counter()
+        self.dropped: collections.Counter[str] = collections.Counter()
+        self.last_error = ""
+        self.connected_at: float | None = None
+
+    # ------------------------------------------------------------ sessions
+
+    def register(self, scope: Scope, *, queue_size: int | None = None) -> SessionFeed:
+        if not isinstance(scope, Scope):
+            raise TypeError("a Scope is required to receive live events")
+        feed = SessionFeed(self, scope, queue_size or self.queue_size)
+        with self._lock:
+            self._sessions.setdefault(scope.municipality_id, {})[feed.key] = feed
+        return feed
+
+    def unregister(self, feed: SessionFeed) -> None:
+        """Idempotent: a session may be torn down by more than one path."""
+        with self._lock:
+            sessions = self._sessions.get(feed.scope.municipality_id)
+            if sessions is not None:
+                sessions.pop(feed.key, None)
+                if not sessions:
+                    del self._sessions[feed.scope.municipality_id]
+
+    @property
+    def session_count(self) -> int:
+        with self._lock:
+            return sum(len(s) for s in self._sessions.values())
+
+    def _audience(self, event: Event) -> list[SessionFeed]:
+        with self._lock:
+            sessions = list(self._sessions.get(event.municipality_id, {}).values())
+        # Scope.allows_ward fails closed: no ward never reaches a councillor.
+        return [s for s in sessions if s.scope.allows_ward(event.ward_id)]
+
+    # -------------------------------------------------------------- status
+
+    @property
+    def status(self) -> HubStatus:
+        return self._status
+
+    def _set_status(self, status: HubStatus) -> None:
+        if status == self._status:
+            return
+        previous, self._status = self._status, status
+        log.info("live hub %s -> %s", previous, status)
+        if status == "live" and previous == "paused":
+            # Whatever was published while we were away is lost: every session reloads.
+            with self._lock:
+                sessions = [f for group in self._sessions.values() for f in group.values()]
+            for feed in sessions:
+                feed.mark_resync()
+            self.counters["resyncs_after_reconnect"] += len(sessions)
+        if self._status_changed is not None:
+            self._status_changed.set()
+            self._status_changed = asyncio.Event()
+
+    async def wait_for_status(self, status: HubStatus, timeout: float) -> bool:
+        """Wait until the hub reaches ``status`` (tests, start-up); False on timeout."""
+        deadline = time.monotonic() + timeout
+        while self._status != status:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            waiter = self._status_changed
+            if waiter is None:
+                await asyncio.sleep(min(0.05, remaining))
+                continue
+            try:
+                await asyncio.wait_for(waiter.wait(), remaining)
+            except asyncio.TimeoutError:
+                return False
+        return True
+
+    def snapshot(self) -> dict[str, Any]:
+        """Counters an operator can read (``/health``)."""
+        return {
+            "status": self._status,
+            "bus": getattr(self.bus, "name", type(self.bus).__name__),
+            "sessions": self.session_count,
+            "counters": dict(self.counters),
+            "dropped": dict(self.dropped),
+            "last_error": self.last_error,
+        }
+
+    # ------------------------------------------------------------- routing
+
+    def _drop(self, reason: DropReason | str, channel: str) -> None:
+        key = reason.value if isinstance(reason, DropReason) else reason
+        self.dropped[key] += 1
+        n = self.dropped[key]
+        if n & (n - 1) == 0:  # 1, 2, 4, 8, ...: a flood cannot flood the log
+            # Reason and channel only: a sensitive message's content never reaches a log line.
+            log.warning("dropped live message (%s) on %s; %d so far for this reason", key, channel[:80], n)
+
+    async def handle_message(self, channel: str, raw: bytes | str) -> int:
+        """Validate and route one message; returns the number of sessions it reached."""
+        self.counters["received"] += 1
+        try:
+            event = parse_event(raw, channel)
+        except EventRejected as exc:
+            self._drop(exc.reason, channel)
+            return 0
+        except Exception:  # a parser bug must cost one message, never the hub
+            log.exception("unexpected error parsing a live message")
+            self._drop("parse_error", channel)
+            return 0
+        audience = self._audience(event)
+        if not audience:
+            self.counters["no_audience"] += 1
+            return 0
+        if event.ticket_id is not None and self.engine is not None:
+            reason = await self._database_check(event)
+            if reason is not None:
+                self._drop(reason, channel)
+                return 0
+            audience = self._audience(event)  # sessions may have left during the lookup
+        for feed in audience:
+            feed.offer(event)
+        self.counters["routed"] += 1
+        self.counters["delivered"] += len(audience)
+        return len(audience)
+
+    async def _database_check(self, event: Event) -> DropReason | None:
+        from .tickets import ticket_visibility
+
+        try:
+            visibility = await asyncio.to_thread(ticket_visibility, self.engine, event.ticket_id)
+        except Exception as exc:  # fail closed: unknown sensitivity is not delivered
+            log.warning("ticket lookup failed, event dropped: %s", type(exc).__name__)
+            return DropReason.LOOKUP_FAILED
+        return DropReason.SENSITIVE_TICKET if visibility == "sensitive" else None
+
+    # ------------------------------------------------------- the subscriber
+
+    async def start(self) -> None:
+        """Start the subscriber task on the running loop; idempotent."""
+        if self._task is not None and not self._task.done():
+            return
+        self._status_changed = asyncio.Event()
+        self._status = "connecting"
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="opsdash-hub")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):
+                pass
+        self._set_status("stopped")
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def _run(self) -> None:
+        attempt = 0
+        while True:
+            subscription = None
+            try:
+                subscription = await self.bus.subscribe(CHANNEL_PATTERN)
+                self.connected_at = time.time()
+                self.counters["connects"] += 1
+                attempt = 0
+                self._set_status("live")
+                async for channel, raw in subscription.messages():
+                    await self.handle_message(channel, raw)
+                raise BusUnavailable("subscription ended")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # BusUnavailable, or anything else the client raised
+                self.last_error = f"{type(exc).__name__}: {str(exc)[:200]}"
+                if self._status == "live":
+                    log.warning("live updates paused: %s", self.last_error)
+                self.counters["disconnects"] += 1
+                self._set_status("paused")
+            finally:
+                if subscription is not None:
+                    # Close every connection we opened, or reconnects would leak them.
+                    await subscription.close()
+            delay = backoff_delay(attempt, self.base_delay, self.max_delay, self._rng)
+            attempt += 1
+            self.counters["reconnect_attempts"] += 1
+            await asyncio.sleep(delay)
+
+
+__all__ = ["Drained", "Hub", "HubStatus", "SessionFeed", "backoff_delay", "SENSITIVE_REASONS"]
