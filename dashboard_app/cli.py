@@ -195,6 +195,10 @@ def build_parser() -> argparse.ArgumentParser:
 #: Functions that add further subcommands (live events, export) to the parser.
 EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []
 
+from . import cli_live  # noqa: E402  (live events: publish, simulate)
+
+EXTRA_COMMANDS.append(cli_live.register)
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()

@@ -76,7 +76,7 @@ def fresh_municipality() -> uuid.UUID:
 
 
 def add_ticket(engine, municipality_id: uuid.UUID | str, ward_id: str | None, *, sensitive: bool = False,
-               category: str = "water") -> dict:
+               category: str = "water", response_deadline=None) -> dict:
     """Insert one ticket (as the ticketing system would) and return its id and tracking number."""
     from datetime import datetime, timezone
 
@@ -87,7 +87,7 @@ def add_ticket(engine, municipality_id: uuid.UUID | str, ward_id: str | None, *,
     tracking = f"T-{ticket_id.hex[:12]}"
     insert_tickets(engine, [(
         ticket_id, uuid.UUID(str(municipality_id)), ward_id, tracking, category, "open", "medium", "test",
-        "1 Main Road", "en", sensitive, now, None, None, None, None, None, None, now,
+        "1 Main Road", "en", sensitive, now, response_deadline, None, None, None, None, None, now,
     )])
     return {"id": ticket_id, "tracking_number": tracking}
 
