@@ -34,6 +34,9 @@ def health_status() -> tuple[int, dict]:
             status["redis"] = "ok"
         except Exception as exc:
             status["redis"] = f"error: {type(exc).__name__}"
+    from .live import live_snapshot  # hub counters by drop reason, sessions, callbacks
+
+    status["live"] = live_snapshot()
     status["status"] = "ok" if code == 200 else "degraded"
     return code, status
 

@@ -1,0 +1,95 @@
+"""LiveFeed: the newest live events of a session, as plain text, and the connection state.
+
+It shows what ``dashboard_app.live`` hands it (already scoped and
+sensitive-free by the hub); it owns no connection. Everything shown is
+escaped text: event fields come from other systems and may contain markup.
+"""
+from __future__ import annotations
+
+from typing import Iterable
+from zoneinfo import ZoneInfo
+
+import pandas as pd
+import panel as pn
+import param
+
+from data.events import Event
+
+COLUMNS = ("Time", "Type", "Tracking number", "Category", "Ward", "Status")
+TYPE_LABELS = {
+    "ticket_created": "created",
+    "ticket_updated": "updated",
+    "sla_breach": "SLA breach",
+    "assignment_changed": "assigned",
+}
+STATUS_TEXT = {
+    "off": "Live updates off",
+    "connecting": "Connecting to live updates...",
+    "live": "\u25cf Live",
+    "paused": "Live updates paused, reconnecting...",
+}
+
+
+def feed_row(event: Event, tz: ZoneInfo) -> tuple[str, ...]:
+    """One feed line; the time in the municipality's time zone."""
+    return (
+        event.occurred_at.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S"),
+        TYPE_LABELS.get(event.type, event.type),
+        event.tracking_number,
+        event.category,
+        event.ward_id or "(no ward)",
+        event.status.replace("_", " "),
+    )
+
+
+class LiveFeed(pn.viewable.Viewer):
+    """Newest first, at most ``max_rows`` lines (older ones roll off)."""
+
+    store = param.Parameter(doc="The session's DashboardStore (its scope's time zone, its live_status).")
+    max_rows = param.Integer(default=50, bounds=(1, 1000))
+    received = param.Integer(default=0, doc="Events shown since the session started (rolled-off included).")
+
+    def __init__(self, **params) -> None:
+        super().__init__(**params)
+        self._rows: list[tuple[str, ...]] = []
+        self._table = pn.pane.DataFrame(self._frame(), escape=True, index=False, sizing_mode="stretch_width",
+                                        max_height=420, css_classes=["opsdash-live-feed"])
+        self._status = pn.pane.Str(self._status_text(), css_classes=["opsdash-live-status"])
+        if self.store is not None and "live_status" in self.store.param:
+            self.store.param.watch(self._on_status, "live_status")
+
+    @property
+    def timezone(self) -> ZoneInfo:
+        scope = getattr(self.store, "scope", None)
+        return ZoneInfo(getattr(scope, "timezone", None) or "Africa/Johannesburg")
+
+    def _status_text(self) -> str:
+        status = getattr(self.store, "live_status", "off") if self.store is not None else "off"
+        return STATUS_TEXT.get(status, STATUS_TEXT["off"])
+
+    def _on_status(self, *_events) -> None:
+        self._status.object = self._status_text()
+
+    def _frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self._rows, columns=list(COLUMNS))
+
+    def add(self, events: Iterable[Event]) -> None:
+        """Show ``events`` (oldest first, as drained) on top of the feed, in one update."""
+        tz = self.timezone
+        new = [feed_row(e, tz) for e in events]
+        if not new:
+            return
+        self._rows = (new[::-1] + self._rows)[: self.max_rows]
+        self.received += len(new)
+        self._table.object = self._frame()
+
+    @property
+    def rows(self) -> list[tuple[str, ...]]:
+        return list(self._rows)
+
+    def __panel__(self) -> pn.viewable.Viewable:
+        return pn.Column(
+            pn.Row(pn.pane.Markdown("### Live activity", margin=(0, 10)), self._status),
+            self._table,
+            sizing_mode="stretch_width",
+        )

@@ -1,0 +1,191 @@
+"""Live events in the server: one hub per process, wired into each session.
+
+``process_hub()`` creates the hub once per process and starts it on the
+server's event loop (in demo mode the simulator too). ``LiveSession`` is the
+per-session wiring: it registers the session's Scope with the hub, drains
+its queue every ``OPSDASH_LIVE_INTERVAL_MS`` in a periodic async callback,
+feeds the LiveFeed, refreshes the store (debounced, or at once on resync),
+raises a notification per SLA breach, and removes everything it registered
+when the session is destroyed.
+"""
+from __future__ import annotations
+
+import asyncio
+import html
+import inspect
+import logging
+import os
+import threading
+import time
+import weakref
+from typing import Any
+
+import panel as pn
+
+from data.events import Event, bus_for
+from data.hub import Hub
+
+from .settings import get_engine, get_settings
+
+log = logging.getLogger("opsdash.live")
+
+#: Events a session takes per tick; the rest wait for the next tick.
+DRAIN_BATCH = 200
+#: Least time between two store refreshes caused by ordinary events.
+REFRESH_DEBOUNCE_S = 2.0
+#: Demo simulator pace (changes a second) for `opsdash serve --demo`.
+DEMO_RATE = float(os.environ.get("OPSDASH_DEMO_RATE", "1.5"))
+
+_lock = threading.Lock()
+_hub: Hub | None = None
+_tasks: list[asyncio.Task] = []
+_sessions: weakref.WeakSet[LiveSession] = weakref.WeakSet()
+
+
+def _server_loop() -> asyncio.AbstractEventLoop:
+    from tornado.ioloop import IOLoop
+
+    return IOLoop.current().asyncio_loop  # type: ignore[attr-defined]
+
+
+def process_hub() -> Hub:
+    """This process's hub, created and started on first use (idempotent, thread-safe)."""
+    global _hub
+    with _lock:
+        if _hub is None:
+            settings = get_settings()
+            _hub = Hub(bus_for(settings.redis_url), engine=get_engine())
+        if not _tasks:
+            loop = _server_loop()
+            _tasks.append(loop.create_task(_hub.start(), name="opsdash-hub-start"))
+            if os.environ.get("OPSDASH_DEMO") == "1":
+                _tasks.append(loop.create_task(_run_demo_simulator(_hub), name="opsdash-demo-simulator"))
+    return _hub
+
+
+async def _run_demo_simulator(hub: Hub) -> None:
+    from data.simulator import Simulator
+
+    try:
+        simulator = await asyncio.to_thread(Simulator, hub.engine, hub.bus)
+    except Exception as exc:
+        log.warning("demo simulator not started: %s", exc)
+        return
+    log.info("demo simulator running at %.1f changes a second", DEMO_RATE)
+    await simulator.run(DEMO_RATE, None)
+
+
+def live_snapshot() -> dict[str, Any]:
+    """What /health shows about live updates (counts, never event content)."""
+    hub = _hub
+    return {
+        "sessions": len(_sessions),
+        "periodic_callbacks": sum(1 for s in list(_sessions) if s.callback is not None),
+        "hub": hub.snapshot() if hub is not None else {"status": "not started"},
+    }
+
+
+def breach_message(event: Event) -> str:
+    """Notification text. Escaped: the notification widget renders HTML, event fields are not ours."""
+    where = f", ward {event.ward_id}" if event.ward_id else ""
+    breach = event.data.get("breach")
+    kind = f" ({breach} deadline)" if isinstance(breach, str) else ""
+    return html.escape(f"SLA breach{kind}: {event.tracking_number} {event.category}{where}")
+
+
+class LiveSession:
+    """The live wiring of one browser session. ``start`` inside the session, once."""
+
+    def __init__(self, store, feed, *, hub: Hub, interval_ms: int | None = None,
+                 debounce_s: float = REFRESH_DEBOUNCE_S) -> None:
+        self.store = store
+        self.feed = feed
+        self.hub = hub
+        self.interval_ms = interval_ms or get_settings().live_interval_ms
+        self.debounce_s = debounce_s
+        self.registration = None
+        self.callback = None
+        self._dirty = False
+        self._last_refresh = time.monotonic()
+        self._last_status = None
+        self._ticking = False
+
+    def start(self) -> LiveSession:
+        self.registration = self.hub.register(self.store.scope)
+        self._set_status(self.hub.status)
+        self.callback = pn.state.add_periodic_callback(self.tick, period=self.interval_ms)
+        # Bokeh stops the callback only when it expires the session; unregister
+        # here too so a closed tab leaves nothing behind in the hub.
+        pn.state.on_session_destroyed(self.close)
+        _sessions.add(self)
+        return self
+
+    def close(self, *_session_context) -> None:
+        """Idempotent: runs on session destruction (and may run again on server stop)."""
+        if self.callback is not None:
+            try:
+                self.callback.stop()
+            except Exception:  # already stopped by Bokeh's own cleanup
+                pass
+            self.callback = None
+        if self.registration is not None:
+            self.hub.unregister(self.registration)
+            self.registration = None
+        _sessions.discard(self)
+
+    def _set_status(self, status: str) -> None:
+        mapped = {"stopped": "off"}.get(status, status)
+        if getattr(self.store, "live_status", None) != mapped:
+            self.store.live_status = mapped
+
+    async def _refresh(self) -> None:
+        self._dirty = False
+        self._last_refresh = time.monotonic()
+        result = self.store.refresh()
+        if inspect.isawaitable(result):
+            await result
+
+    async def tick(self) -> None:
+        if self.registration is None or self._ticking:
+            return
+        self._ticking = True  # a slow refresh must not let ticks pile up
+        try:
+            drained = self.registration.drain(DRAIN_BATCH)
+            self._set_status(drained.status)
+            if drained.events:
+                self.feed.add(drained.events)
+                self._notify(drained.events)
+                self._dirty = True
+            if drained.resync:
+                await self._refresh()  # events were missed: reload from the database now
+            elif self._dirty and time.monotonic() - self._last_refresh >= self.debounce_s:
+                await self._refresh()
+        except Exception:  # a bad tick must not kill the session's live updates
+            log.exception("live update tick failed")
+        finally:
+            self._ticking = False
+
+    def _notify(self, events: list[Event]) -> None:
+        notifications = pn.state.notifications
+        if notifications is None:
+            return
+        breaches = [e for e in events if e.type == "sla_breach"]
+        for event in breaches[:3]:  # a burst of breaches is one glance, not a wall of toasts
+            notifications.warning(breach_message(event), duration=8000)
+        if len(breaches) > 3:
+            notifications.warning(f"{len(breaches) - 3} more SLA breaches", duration=8000)
+
+
+def attach_live(store, feed) -> LiveSession | None:
+    """Wire live updates into the current session; None (and the feed says off) when impossible."""
+    doc = pn.state.curdoc
+    if doc is None or doc.session_context is None:
+        # Not a served session (a notebook): no periodic callbacks, no hub.
+        store.live_status = "off"
+        return None
+    try:
+        return LiveSession(store, feed, hub=process_hub()).start()
+    except Exception:
+        log.exception("live updates unavailable for this session")
+        store.live_status = "off"
+        return None
