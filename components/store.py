@@ -1,0 +1,63 @@
+"""DashboardStore: the one source of truth of a dashboard session.
+
+It holds the Scope (built on the server from the signed-in user's record,
+never from the browser) and the filter values every view reads. Widgets write
+filter values here through ``set_filters``; views depend on ``filters`` and
+``data_version`` and re-query the data layer with ``scope`` when they change.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import param
+
+from data.filters import TicketFilters
+from data.scope import Scope
+
+#: Filter keys (as accepted by TicketFilters.parse) that name a ward.
+WARD_KEYS = frozenset({"ward", "wards", "ward_id"})
+
+
+class DashboardStore(param.Parameterized):
+    """One per session: the Scope (from the server) and the filter values every view reads."""
+
+    scope = param.ClassSelector(class_=Scope, constant=True, doc="Who is looking; set at construction only.")
+    engine = param.Parameter(constant=True, doc="The SQLAlchemy Engine the views query.")
+    filters = param.ClassSelector(class_=TicketFilters, default=TicketFilters(), doc="Current filter values.")
+    data_version = param.Integer(default=0, doc="Bumped by refresh(); views re-query when it changes.")
+    live_status = param.Selector(default="off", objects=["off", "connecting", "live", "paused"])
+
+    def __init__(self, **params: Any) -> None:
+        if not isinstance(params.get("scope"), Scope):
+            # Fail closed: a store without a server-built Scope could only
+            # ever be an unscoped view.
+            raise TypeError("DashboardStore needs a data.scope.Scope")
+        super().__init__(**params)
+        # Also clean a filters value passed at construction.
+        self.filters = self._scoped(self.filters)
+
+    def _scoped(self, filters: TicketFilters) -> TicketFilters:
+        """``filters`` without a ward for a councillor.
+
+        The data layer ANDs the scope's ward in anyway; dropping the value
+        here keeps the URL, the widgets and exports honest about what is shown.
+        """
+        if self.scope.is_councillor and filters.wards:
+            return TicketFilters(**{**filters.__dict__, "wards": ()})
+        return filters
+
+    def set_filters(self, **values: Any) -> None:
+        """Replace the filters with ``values`` (loose input, see TicketFilters.parse).
+
+        InvalidFilter propagates (the caller shows its message) and the
+        current filters stay as they were. A councillor's ward value is ignored.
+        """
+        if self.scope.is_councillor:
+            values = {k: v for k, v in values.items() if k not in WARD_KEYS}
+        new = self._scoped(TicketFilters.parse(values))
+        if new != self.filters:
+            self.filters = new
+
+    def refresh(self) -> None:
+        """Make every data view re-query (live events, resync, retry after an error)."""
+        self.data_version += 1
