@@ -17,12 +17,16 @@ import pandas as pd
 from sqlalchemy import (
     ColumnElement,
     Engine,
+    Integer,
+    String,
     Select,
     and_,
     case,
+    cast,
     false,
     func,
     literal,
+    literal_column,
     or_,
     select,
 )
@@ -383,8 +387,11 @@ def created_and_resolved_by_day(
 ) -> pd.DataFrame:
     """Per local day over the last ``days``: tickets created, resolved and the open backlog.
 
-    Bucketing is done in SQL on UTC hours and folded into local days here,
-    which stays correct for any time zone without per-dialect tz functions.
+    Bucketing is done in SQL on 15-minute UTC slots and folded into local
+    days here. Every real UTC offset is a multiple of 15 minutes (India +5:30,
+    Nepal +5:45, Newfoundland -3:30), so a slot never straddles a local
+    midnight; whole hours would put e.g. 00:29 Newfoundland time on the
+    previous day. No per-dialect time zone functions are needed.
     """
     if not 1 <= int(days) <= 3660:
         raise InvalidFilter("days must be between 1 and 3660")
@@ -394,10 +401,13 @@ def created_and_resolved_by_day(
     where = [*scope_conditions(scope), *filter_conditions(scope, filters)]
     if engine.dialect.name == "postgresql":
         def hour(col):
-            return func.date_trunc("hour", col)
+            quarter = func.floor(func.extract("minute", col) / 15) * literal_column("interval '15 minutes'")
+            return func.date_trunc("hour", col) + quarter
     else:
         def hour(col):
-            return func.strftime("%Y-%m-%d %H:00:00", col)
+            minute = cast(func.strftime("%M", col), Integer) // 15 * 15
+            two_digits = func.substr(literal("0", String).concat(cast(minute, String)), -2)
+            return func.strftime("%Y-%m-%d %H:", col, type_=String).concat(two_digits).concat(":00")
     created = select(hour(Ticket.created_at).label("h"), func.count()).where(*where, Ticket.created_at >= start).group_by("h")
     resolved = select(hour(Ticket.resolved_at).label("h"), func.count()).where(*where, Ticket.resolved_at >= start).group_by("h")
     open_before = select(func.count()).select_from(Ticket).where(
