@@ -49,11 +49,14 @@ def _as_date(value: Any, name: str) -> date | None:
         return value.date()
     if isinstance(value, date):
         return value
-    if isinstance(value, str):
-        try:
-            return date.fromisoformat(value.strip()[:10])
-        except ValueError:
-            pass
+    if isinstance(value, str) and len(value) <= 40:
+        # A date or a full ISO timestamp; nothing trailing is silently cut off.
+        text = value.strip()
+        for parse in (date.fromisoformat, lambda t: datetime.fromisoformat(t).date()):
+            try:
+                return parse(text)
+            except ValueError:
+                continue
     raise InvalidFilter(f"{name} must be a date like 2026-01-31, got {str(value)[:40]!r}")
 
 
@@ -95,6 +98,10 @@ class TicketFilters:
             raise InvalidFilter(f"search text is too long (at most {MAX_SEARCH_LENGTH} characters)")
         if "\x00" in search:
             raise InvalidFilter("search text contains a NUL character")
+        try:
+            search.encode("utf-8")
+        except UnicodeEncodeError:  # lone surrogates: the database driver would fail later
+            raise InvalidFilter("search text is not valid Unicode text") from None
         for name, value in (
             ("statuses", statuses), ("categories", categories), ("wards", wards),
             ("created_from", created_from), ("created_to", created_to), ("search", search),
@@ -108,6 +115,8 @@ class TicketFilters:
         Accepts singular or plural keys (``status`` / ``statuses``) and comma
         separated strings. Unknown keys are an error, not silently ignored.
         """
+        if values is not None and not isinstance(values, Mapping):
+            raise InvalidFilter(f"filters must be given as names and values, got {type(values).__name__}")
         merged = dict(values or {})
         merged.update(kwargs)
         aliases = {
@@ -120,9 +129,9 @@ class TicketFilters:
         }
         clean: dict[str, Any] = {}
         for key, value in merged.items():
-            target = aliases.get(key)
+            target = aliases.get(key) if isinstance(key, str) else None
             if target is None:
-                raise InvalidFilter(f"unknown filter {key[:40]!r}")
+                raise InvalidFilter(f"unknown filter {str(key)[:40]!r}")
             if isinstance(value, (list, tuple)) and target in ("created_from", "created_to", "search"):
                 value = value[0] if value else None
             clean[target] = value
