@@ -161,3 +161,26 @@ def live_bus(request):
         require_redis()
         return RedisBus(REDIS_URL, client_name=f"opsdash-hub-test-{uuid.uuid4().hex[:8]}")
     return InProcessBus()
+
+
+def ticket_record(tenant_id: uuid.UUID, **values) -> dict:
+    """One tickets-table row for direct inserts (defaults: a visible open water ticket, now)."""
+    from datetime import datetime, timezone
+
+    row = {
+        "id": uuid.uuid4(), "tenant_id": tenant_id, "ward_id": "W1",
+        "tracking_number": f"T-{uuid.uuid4().hex[:16]}", "category": "water", "status": "open",
+        "severity": "medium", "description": "", "address": None, "language": "en", "is_sensitive": False,
+        "created_at": datetime.now(timezone.utc),
+    }
+    row.update(values)
+    return row
+
+
+def add_tickets(engine: Engine, rows: list[dict]) -> None:
+    """Insert ``ticket_record`` rows around the gate (tests build their own worlds)."""
+    from data.models import Ticket
+
+    if rows:
+        with engine.begin() as conn:
+            conn.execute(Ticket.__table__.insert(), rows)

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from data import NotAuthorized, TicketFilters
 from data.filters import STATUSES
-from data.models import OPEN_STATUSES, VISIBLE_CATEGORIES, Role, Ticket
+from data.models import OPEN_STATUSES, VISIBLE_CATEGORIES, Role
 from data.scope import Scope
 from data.tickets import (
     count_tickets,
@@ -33,6 +33,8 @@ from data.tickets import (
     ticket_kpis,
     ticket_page,
 )
+
+from .conftest import add_tickets, ticket_record
 
 NOW = datetime(2026, 11, 20, 9, 30, tzinfo=timezone.utc)
 WARDS = ("W1", "W2", "W3")
@@ -66,24 +68,21 @@ def ticket_rows(draw, tenant_id: uuid.UUID) -> dict:
         hours = draw(st.one_of(st.none(), st.integers(1, 200)))
         return None if hours is None else created + timedelta(hours=hours)
 
-    return {
-        "id": uuid.uuid4(),
-        "tenant_id": tenant_id,
-        "ward_id": draw(st.sampled_from((*WARDS, None))),
-        "tracking_number": f"T-{uuid.uuid4().hex[:16]}",
-        "category": draw(st.sampled_from(RAW_CATEGORIES)),
-        "status": draw(st.sampled_from((*STATUSES, "reopened"))),
-        "severity": draw(st.sampled_from(("low", "medium", "high", "critical"))),
-        "description": draw(TEXT),
-        "address": draw(st.one_of(st.none(), TEXT)),
-        "language": "en",
-        "is_sensitive": draw(st.booleans()),
-        "created_at": created,
-        "sla_response_deadline": deadline(),
-        "sla_resolution_deadline": deadline(),
-        "first_responded_at": after_created(),
-        "resolved_at": after_created(),
-    }
+    return ticket_record(
+        tenant_id,
+        ward_id=draw(st.sampled_from((*WARDS, None))),
+        category=draw(st.sampled_from(RAW_CATEGORIES)),
+        status=draw(st.sampled_from((*STATUSES, "reopened"))),
+        severity=draw(st.sampled_from(("low", "medium", "high", "critical"))),
+        description=draw(TEXT),
+        address=draw(st.one_of(st.none(), TEXT)),
+        is_sensitive=draw(st.booleans()),
+        created_at=created,
+        sla_response_deadline=deadline(),
+        sla_resolution_deadline=deadline(),
+        first_responded_at=after_created(),
+        resolved_at=after_created(),
+    )
 
 
 @st.composite
@@ -152,12 +151,6 @@ def expected_rows(rows: list[dict], scope: Scope, filters: TicketFilters) -> lis
     return [r for r in rows if visible(r)]
 
 
-def insert(engine, rows: list[dict]) -> None:
-    if rows:
-        with engine.begin() as conn:
-            conn.execute(Ticket.__table__.insert(), rows)
-
-
 def check_rows(engine, scope, filters, expected: list[dict], data) -> None:
     ids = {str(r["id"]) for r in expected}
     frame = scoped_tickets(engine, scope, filters)
@@ -218,7 +211,7 @@ def check_aggregates(engine, scope, filters, expected: list[dict]) -> None:
 @given(world=worlds(), user=users, data=st.data())
 def test_no_read_path_ever_leaks_and_every_aggregate_agrees_with_the_rows(engine, world, user, data):
     municipality_id, rows = world
-    insert(engine, rows)
+    add_tickets(engine, rows)
     try:
         scope = Scope(municipality_id=municipality_id, role=user.role, ward_id=user.ward_id, timezone=user.timezone)
     except NotAuthorized:
@@ -242,7 +235,7 @@ def test_no_read_path_ever_leaks_and_every_aggregate_agrees_with_the_rows(engine
 @given(world=worlds(), ward=st.sampled_from(WARDS), forged=st.sets(st.sampled_from((*WARDS, "X-W999")), min_size=1))
 def test_councillor_sees_only_own_ward_whatever_ward_filter_is_forged(engine, world, ward, forged):
     municipality_id, rows = world
-    insert(engine, rows)
+    add_tickets(engine, rows)
     councillor = Scope(municipality_id=municipality_id, role="ward_councillor", ward_id=ward)
     frame = scoped_tickets(engine, councillor, TicketFilters(wards=tuple(forged)))
     own = {str(r["id"]) for r in rows
