@@ -145,7 +145,7 @@ def seed(
                 result.users.append({"username": username, "password": password, "role": role,
                                      "municipality_id": str(muni_id), "ward_id": ward_id})
             munis.append((muni_id, code, ward_ids))
-            result.municipalities.append({"id": str(muni_id), "name": name, "slug": slug, "wards": ward_ids})
+            result.municipalities.append({"id": str(muni_id), "name": name, "wards": ward_ids})
         session.commit()
     if tickets:
         rows = _ticket_rows(rng, munis, tickets, now, sensitive_share, days)
