@@ -12,6 +12,7 @@ import os
 os.environ.setdefault("OPSDASH_FAST_PASSWORD_HASH", "1")
 
 import uuid
+from contextlib import contextmanager
 from typing import Callable, Iterator
 
 import pytest
@@ -46,23 +47,32 @@ def require_redis() -> None:
 @pytest.fixture(scope="session")
 def pg_url() -> Iterator[str]:
     """A fresh PostgreSQL database for this test run, migrated; dropped afterwards."""
+    with empty_pg_database() as url:
+        engine = make_engine(url)
+        migrate(engine)
+        engine.dispose()
+        yield url
+
+
+@contextmanager
+def empty_pg_database() -> Iterator[str]:
+    """A new, empty PostgreSQL database (no schema); dropped on exit, with any pooled engine."""
     require_postgres()
     name = f"opsdash_t_{uuid.uuid4().hex[:10]}"
     admin = make_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT", poolclass=None)
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    engine = make_engine(url)
-    migrate(engine)
-    engine.dispose()
-    yield url
-    from data.db import _engines
+    try:
+        yield url
+    finally:
+        from data.db import _engines
 
-    for key in [k for k in _engines if k == url]:
-        _engines.pop(key).dispose()
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+        for key in [k for k in _engines if k == url]:
+            _engines.pop(key).dispose()
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
 
 
 @pytest.fixture(scope="session")
@@ -184,3 +194,13 @@ def add_tickets(engine: Engine, rows: list[dict]) -> None:
     if rows:
         with engine.begin() as conn:
             conn.execute(Ticket.__table__.insert(), rows)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_db_url(request, tmp_path) -> Iterator[str]:
+    """A brand-new database without any schema, on SQLite and on PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'fresh.sqlite3'}"
+        return
+    with empty_pg_database() as url:
+        yield url

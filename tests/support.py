@@ -77,6 +77,25 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def opsdash_env(database_url: str | None, **settings: str) -> dict[str, str]:
+    """The environment of an ``opsdash`` child process: only the OPSDASH_* values given here."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPSDASH_")}
+    env["OPSDASH_FAST_PASSWORD_HASH"] = "1"
+    if database_url is not None:
+        env["OPSDASH_DATABASE_URL"] = database_url
+    env.update(settings)
+    return env
+
+
+def run_opsdash(*args: str, database_url: str | None, cwd: Path, stdin: str | None = None,
+                timeout: float = 300, **settings: str) -> subprocess.CompletedProcess:
+    """Run the ``opsdash`` command line as a real process (in ``cwd``, so no stray .env is read)."""
+    return subprocess.run(
+        [sys.executable, "-m", "dashboard_app.cli", *args], cwd=cwd, env=opsdash_env(database_url, **settings),
+        input=stdin, capture_output=True, text=True, timeout=timeout,
+    )
+
+
 class OpsDashServer:
     """A real ``opsdash serve`` process on a free port (not demo mode)."""
 
@@ -95,14 +114,10 @@ class OpsDashServer:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 60) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("OPSDASH_")}
-        env.update({
-            "OPSDASH_DATABASE_URL": self.database_url,
-            "OPSDASH_COOKIE_SECRET": self.cookie_secret,
-            "OPSDASH_FAST_PASSWORD_HASH": "1",
-            **({"OPSDASH_REDIS_URL": self.redis_url} if self.redis_url else {}),
-            **self.extra_env,
-        })
+        env = opsdash_env(
+            self.database_url, OPSDASH_COOKIE_SECRET=self.cookie_secret,
+            **({"OPSDASH_REDIS_URL": self.redis_url} if self.redis_url else {}), **self.extra_env,
+        )
         self._log = open(self.log_path, "wb")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "dashboard_app.cli", "serve", "--port", str(self.port), "--address", "127.0.0.1"],
