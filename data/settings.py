@@ -7,9 +7,11 @@ import. ``dashboard_app.settings`` re-exports them.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .errors import ConfigError
@@ -75,6 +77,26 @@ class Settings:
         }
 
 
+def _without_credentials(url: str) -> str:
+    """``url`` with any user:password part masked, for error messages and logs."""
+    return re.sub(r"://[^@/]*@", "://***@", url)
+
+
+def _check_redis_url(url: str) -> None:
+    """Refuse at start-up what redis-py would only reject at the first connection."""
+    shown = _without_credentials(url)
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError(f"OPSDASH_REDIS_URL must start with redis://, rediss:// or unix://, got {shown!r}")
+    parsed = urlsplit(url)
+    try:
+        parsed.port
+    except ValueError:
+        raise ConfigError(f"OPSDASH_REDIS_URL has a port that is not a number from 0 to 65535: {shown!r}") from None
+    database = parsed.path.strip("/")
+    if parsed.scheme != "unix" and database and not database.isdigit():
+        raise ConfigError(f"OPSDASH_REDIS_URL must end in a database number like /0, got {shown!r}")
+
+
 def _int_setting(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
     raw = env.get(name)
     if raw is None or raw == "":
@@ -104,9 +126,9 @@ def load_settings(env: Mapping[str, str] | None = None, *, dotenv: Path | None =
 
     try:
         url = make_url(database_url)
-    except ArgumentError:
+    except (ArgumentError, ValueError):
         raise ConfigError(
-            f"OPSDASH_DATABASE_URL is not a database URL: {database_url!r} "
+            f"OPSDASH_DATABASE_URL is not a database URL: {_without_credentials(database_url)!r} "
             "(expected e.g. postgresql+psycopg://user@host/db or sqlite:///var/opsdash.sqlite3)"
         ) from None
     if url.get_backend_name() not in ("sqlite", "postgresql"):
@@ -115,12 +137,12 @@ def load_settings(env: Mapping[str, str] | None = None, *, dotenv: Path | None =
         )
     if url.get_backend_name() == "postgresql" and url.get_driver_name() not in ("psycopg", ""):
         raise ConfigError("OPSDASH_DATABASE_URL for PostgreSQL must use the psycopg driver (postgresql+psycopg://...)")
-    if url.get_backend_name() == "postgresql" and url.get_driver_name() == "":
+    if url.drivername == "postgresql":  # no driver named: use the one we ship, whatever SQLAlchemy defaults to
         database_url = url.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
 
     redis_url = merged.get("OPSDASH_REDIS_URL") or None
-    if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://")):
-        raise ConfigError(f"OPSDASH_REDIS_URL must start with redis://, rediss:// or unix://, got {redis_url!r}")
+    if redis_url:
+        _check_redis_url(redis_url)
 
     timezone = merged.get("OPSDASH_TIMEZONE") or DEFAULT_TIMEZONE
     try:
