@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from data.errors import OpsDashError
 
 APP_PATH = Path(__file__).with_name("app.py")
@@ -209,6 +211,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.handler(args)
     except OpsDashError as exc:
         print(f"opsdash: error: {exc}", file=sys.stderr)
+        return 2
+    except SQLAlchemyError as exc:  # database down or refusing us: say so in one line
+        detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300]
+        print(f"opsdash: error: the database cannot be used ({detail}); check OPSDASH_DATABASE_URL",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

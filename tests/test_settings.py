@@ -1,0 +1,114 @@
+"""Settings are validated at start-up: a bad value stops OpsDash with a message naming the variable."""
+from __future__ import annotations
+
+import pytest
+
+from data import ConfigError, load_settings
+
+from .support import run_opsdash
+
+
+@pytest.mark.parametrize("variable,value", [
+    ("OPSDASH_DATABASE_URL", "not a url"),
+    ("OPSDASH_DATABASE_URL", "::"),
+    ("OPSDASH_DATABASE_URL", "mysql://u@h/db"),
+    ("OPSDASH_DATABASE_URL", "postgresql+asyncpg://u@h/db"),
+    ("OPSDASH_DATABASE_URL", "postgresql+psycopg://u@h:notaport/db"),
+    ("OPSDASH_TIMEZONE", "Mars/Olympus_Mons"),
+    ("OPSDASH_TIMEZONE", "../../etc/passwd"),
+    ("OPSDASH_TIMEZONE", "Africa/johannesburg "),
+    ("OPSDASH_LIVE_INTERVAL_MS", "fast"),
+    ("OPSDASH_LIVE_INTERVAL_MS", "1e3"),
+    ("OPSDASH_LIVE_INTERVAL_MS", "0"),
+    ("OPSDASH_LIVE_INTERVAL_MS", "-500"),
+    ("OPSDASH_LIVE_INTERVAL_MS", "99999999999"),
+    ("OPSDASH_REDIS_URL", "http://127.0.0.1:6379/0"),
+    ("OPSDASH_REDIS_URL", "127.0.0.1:6379"),
+    ("OPSDASH_REDIS_URL", "redis://127.0.0.1:port/0"),
+    ("OPSDASH_REDIS_URL", "redis://127.0.0.1:70000/0"),
+    ("OPSDASH_REDIS_URL", "redis://127.0.0.1:6379/zero"),
+    ("OPSDASH_LOGIN_MAX_ATTEMPTS", "many"),
+])
+def test_a_bad_setting_raises_config_error_naming_the_variable(variable, value):
+    with pytest.raises(ConfigError) as caught:
+        load_settings({variable: value}, dotenv=None)
+    assert variable in str(caught.value)
+
+
+@pytest.mark.parametrize("variable,value", [
+    ("OPSDASH_DATABASE_URL", "postgresql+psycopg://opsdash:hunter2-secret@db.example:notaport/ops"),
+    ("OPSDASH_REDIS_URL", "redis://:hunter2-secret@cache.example:port/0"),
+    ("OPSDASH_REDIS_URL", "http://:hunter2-secret@cache.example:6379/0"),
+])
+def test_config_errors_never_echo_a_password(variable, value):
+    with pytest.raises(ConfigError) as caught:
+        load_settings({variable: value}, dotenv=None)
+    assert "hunter2-secret" not in str(caught.value) and variable in str(caught.value)
+
+
+def test_good_values_and_defaults_are_accepted():
+    defaults = load_settings({}, dotenv=None)
+    assert defaults.database_url.startswith("sqlite:///") and defaults.timezone == "Africa/Johannesburg"
+    assert defaults.live_interval_ms == 500 and defaults.redis_url is None and defaults.cookie_secret is None
+    custom = load_settings({
+        "OPSDASH_DATABASE_URL": "postgresql://u@h/db", "OPSDASH_REDIS_URL": "redis://:pw@127.0.0.1:6379/2",
+        "OPSDASH_TIMEZONE": "UTC", "OPSDASH_LIVE_INTERVAL_MS": "250", "OPSDASH_ALLOWED_ORIGINS": "a.example, b:8080,",
+    }, dotenv=None)
+    assert custom.database_url == "postgresql+psycopg://u@h/db"  # the driver we ship
+    assert (custom.timezone, custom.live_interval_ms) == ("UTC", 250)
+    assert custom.allowed_origins == ("a.example", "b:8080")
+    assert "pw" not in str(custom.describe())
+
+
+def test_dotenv_is_read_and_the_environment_wins(tmp_path):
+    dotenv = tmp_path / ".env"
+    dotenv.write_text("# local\nOPSDASH_TIMEZONE='UTC'\nexport OPSDASH_LIVE_INTERVAL_MS=750\n\nnot a line\n")
+    assert load_settings({}, dotenv=dotenv).timezone == "UTC"
+    assert load_settings({}, dotenv=dotenv).live_interval_ms == 750
+    assert load_settings({"OPSDASH_TIMEZONE": "Africa/Johannesburg"}, dotenv=dotenv).timezone == "Africa/Johannesburg"
+    dotenv.write_text("OPSDASH_TIMEZONE=Nowhere/Land\n")
+    with pytest.raises(ConfigError, match="OPSDASH_TIMEZONE"):
+        load_settings({}, dotenv=dotenv)
+
+
+def assert_one_line_error(result, *fragments: str) -> None:
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("opsdash: error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_serve_refuses_to_start_without_a_cookie_secret(tmp_path):
+    result = run_opsdash("serve", "--port", "1", database_url=f"sqlite:///{tmp_path / 'x.sqlite3'}", cwd=tmp_path,
+                         timeout=60)
+    assert_one_line_error(result, "OPSDASH_COOKIE_SECRET is not set", "refusing to start")
+    assert not (tmp_path / "x.sqlite3").exists()  # refused before touching anything
+
+
+@pytest.mark.parametrize("command", [("init-db",), ("seed", "--tickets", "1"), ("serve", "--port", "1")])
+@pytest.mark.parametrize("variable,value", [
+    ("OPSDASH_TIMEZONE", "Mars/Olympus_Mons"),
+    ("OPSDASH_DATABASE_URL", "mysql://u@h/db"),
+    ("OPSDASH_LIVE_INTERVAL_MS", "fast"),
+    ("OPSDASH_REDIS_URL", "http://127.0.0.1:6379/0"),
+])
+def test_cli_prints_a_bad_setting_as_one_line_not_a_traceback(tmp_path, command, variable, value):
+    settings = {variable: value, "OPSDASH_COOKIE_SECRET": "s" * 32}
+    db_url = None if variable == "OPSDASH_DATABASE_URL" else f"sqlite:///{tmp_path / 'x.sqlite3'}"
+    result = run_opsdash(*command, database_url=db_url, cwd=tmp_path, timeout=60, **settings)
+    assert_one_line_error(result, variable)
+
+
+def test_cli_reports_an_unreachable_database_in_one_line(tmp_path):
+    # Port 1 on loopback: nothing listens there, so the connection is refused at once.
+    result = run_opsdash("init-db", database_url="postgresql+psycopg://postgres@127.0.0.1:1/nowhere", cwd=tmp_path,
+                         timeout=60)
+    assert_one_line_error(result, "database cannot be used", "OPSDASH_DATABASE_URL")
+
+
+def test_a_bad_setting_in_dotenv_is_reported_by_the_cli(tmp_path):
+    (tmp_path / ".env").write_text("OPSDASH_LIVE_INTERVAL_MS=soon\n")
+    result = run_opsdash("init-db", database_url=f"sqlite:///{tmp_path / 'x.sqlite3'}", cwd=tmp_path, timeout=60)
+    assert_one_line_error(result, "OPSDASH_LIVE_INTERVAL_MS")
