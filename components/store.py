@@ -14,6 +14,10 @@ import param
 from data.filters import TicketFilters
 from data.scope import Scope
 
+#: What the banner says when a view could not load its data. No internals:
+#: the details are in the server log.
+UNAVAILABLE = "The ticket database could not be reached, so figures may be out of date."
+
 #: Filter keys (as accepted by TicketFilters.parse) that name a ward.
 WARD_KEYS = frozenset({"ward", "wards", "ward_id"})
 
@@ -26,6 +30,7 @@ class DashboardStore(param.Parameterized):
     filters = param.ClassSelector(class_=TicketFilters, default=TicketFilters(), doc="Current filter values.")
     data_version = param.Integer(default=0, doc="Bumped by refresh(); views re-query when it changes.")
     live_status = param.Selector(default="off", objects=["off", "connecting", "live", "paused"])
+    error = param.String(default="", doc="Why data could not be loaded (shown as a banner); '' when fine.")
 
     def __init__(self, **params: Any) -> None:
         if not isinstance(params.get("scope"), Scope):
@@ -61,3 +66,12 @@ class DashboardStore(param.Parameterized):
     def refresh(self) -> None:
         """Make every data view re-query (live events, resync, retry after an error)."""
         self.data_version += 1
+
+    def retry(self) -> None:
+        """Forget the last error and load everything again (the banner's Retry button)."""
+        self.error = ""
+        self.refresh()
+
+    def report_unavailable(self) -> None:
+        """A view could not reach the database: one banner for all views."""
+        self.error = UNAVAILABLE

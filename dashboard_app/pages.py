@@ -1,4 +1,4 @@
-"""The page a session gets: the dashboard, or a clear message instead."""
+"""The page a session gets: the dashboard, or a clear message instead (never a traceback)."""
 from __future__ import annotations
 
 import logging
@@ -6,42 +6,41 @@ import logging
 import panel as pn
 
 from data.errors import NotAuthorized, OpsDashError
-from data.tickets import count_tickets, counts_by
 
-from .session import current_scope
-from .settings import get_engine
+from .dashboard import ACCENT, Dashboard
+from .session import current_username
 
 log = logging.getLogger("opsdash.pages")
 
+NO_ACCESS = "No access"
+UNAVAILABLE_TITLE = "Dashboard unavailable"
+UNAVAILABLE_TEXT = "The ticket database could not be reached. Reload the page in a moment to try again."
 
-def message_page(title: str, text: str) -> pn.viewable.Viewable:
-    return pn.Column(
-        pn.pane.Markdown(f"## {title}"),
-        pn.pane.Str(text),
-        pn.pane.HTML('<a href="/logout">Sign out</a>'),
-        sizing_mode="stretch_width",
+
+def message_page(title: str, text: str) -> pn.template.BaseTemplate:
+    """A page with one message and a way out; ``text`` is shown literally."""
+    body = pn.Column(
+        pn.pane.Markdown(f"## {title}"),  # our own fixed titles only
+        pn.pane.Str(text, styles={"font-size": "1.1em", "white-space": "pre-wrap"}, css_classes=["opsdash-message"]),
+        pn.pane.HTML('<p><a href="/">Reload</a> &middot; <a href="/logout">Sign out</a></p>'),
+        sizing_mode="stretch_width", css_classes=["opsdash-message-page"],
     )
+    return pn.template.FastListTemplate(title="OpsDash", main=[body], accent=ACCENT, header_background=ACCENT)
 
 
 def build_page() -> pn.viewable.Viewable:
+    """The signed-in user's dashboard template, or a message page."""
     try:
-        scope = current_scope()
+        username = current_username()
+        dashboard = Dashboard(username=username)
+        dashboard.connect_session()
+        return dashboard.template()
     except NotAuthorized as exc:
-        return message_page("No access", str(exc))
-    try:
-        engine = get_engine()
-        total = count_tickets(engine, scope)
-        by_status = counts_by(engine, scope, "status")
+        log.info("no dashboard for %r: %s", pn.state.user, exc)
+        return message_page(NO_ACCESS, f"{exc}. The operations dashboard is for municipal managers, "
+                                       "administrators and ward councillors.")
     except OpsDashError as exc:
         return message_page("Something is wrong", str(exc))
     except Exception:
-        log.exception("could not load the dashboard")
-        return message_page("Dashboard unavailable", "The database could not be reached. Reload to try again.")
-    who = f"{scope.username} ({scope.role.value.replace('_', ' ')})"
-    return pn.Column(
-        pn.pane.Markdown(f"## {scope.describe()}"),
-        pn.pane.Str(f"Signed in as {who}"),
-        pn.indicators.Number(name="Visible tickets", value=total, format="{value:,}"),
-        pn.widgets.Tabulator(by_status.reset_index(), disabled=True, show_index=False),
-        pn.pane.HTML('<a href="/logout">Sign out</a>'),
-    )
+        log.exception("could not build the dashboard")
+        return message_page(UNAVAILABLE_TITLE, UNAVAILABLE_TEXT)

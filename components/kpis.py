@@ -1,0 +1,71 @@
+"""KpiCards: headline figures of the filtered, scoped set, computed in SQL."""
+from __future__ import annotations
+
+from datetime import datetime
+
+import panel as pn
+import param
+
+from data.tickets import Kpis, ticket_kpis
+
+from .store_view import StoreView
+
+
+def format_duration(seconds: float | None) -> str:
+    """``1 d 4 h``, ``3 h 20 min``, ``12 min``; an em dash when unknown."""
+    if seconds is None:
+        return "\u2014"
+    minutes = int(round(seconds / 60))
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    days, hours = divmod(hours, 24)
+    return f"{days} d {hours} h" if hours else f"{days} d"
+
+
+def kpi_values(kpis: Kpis) -> dict[str, str]:
+    """Card title -> shown text, in display order (also what tests compare)."""
+    rate = kpis.resolution_rate
+    return {
+        "Open tickets": f"{kpis.open:,}",
+        "Created today": f"{kpis.created_today:,}",
+        "SLA response breaches": f"{kpis.response_breaches:,}",
+        "SLA resolution breaches": f"{kpis.resolution_breaches:,}",
+        "Median first response": format_duration(kpis.median_first_response_s),
+        "Resolution rate": "\u2014" if rate is None else f"{rate:.0%}",
+    }
+
+
+def _card(title: str, value: str, alert: bool = False) -> pn.viewable.Viewable:
+    # Both texts are ours (numbers and fixed titles); Str keeps it so anyway.
+    return pn.Column(
+        pn.pane.Str(title, styles={"font-size": "0.85em", "color": "#555"}, margin=(4, 10, 0, 10)),
+        pn.pane.Str(value, styles={"font-size": "1.7em", "font-weight": "600",
+                                   "color": "#b3261e" if alert else "#1a1a1a"},
+                    margin=(0, 10, 6, 10), css_classes=["opsdash-kpi-value"]),
+        css_classes=["opsdash-kpi"], min_width=150, sizing_mode="stretch_width",
+        styles={"background": "white", "border": "1px solid #ddd", "border-radius": "6px"},
+    )
+
+
+class KpiCards(StoreView):
+    """Open, created today, SLA breaches, median first response, resolution rate."""
+
+    now = param.Date(default=None, doc="Fixed 'now' for tests; None: the current time.")
+
+    def load(self) -> Kpis:
+        now: datetime | None = self.now
+        return ticket_kpis(self.store.engine, self.store.scope, self.store.filters, now=now)
+
+    def render(self, data: Kpis) -> pn.viewable.Viewable:
+        values = kpi_values(data)
+        breaches = {"SLA response breaches", "SLA resolution breaches"}
+        cards = [_card(title, value, title in breaches and value != "0") for title, value in values.items()]
+        caption = pn.pane.Str(f"{data.total:,} tickets match the filters", styles={"color": "#555"},
+                              css_classes=["opsdash-kpi-total"])
+        return pn.Column(
+            pn.FlexBox(*cards, gap="10px", flex_wrap="wrap", sizing_mode="stretch_width"),
+            caption, sizing_mode="stretch_width",
+        )

@@ -1,0 +1,193 @@
+"""Dashboard: the whole operations view of one signed-in user.
+
+One set of classes serves ``opsdash serve`` and Jupyter: in a notebook
+``Dashboard(username=...)`` (or ``Dashboard.for_user(engine, username)``)
+displays inline; served, ``.servable()`` returns the FastListTemplate.
+
+The Scope is built here on the server from the users table; nothing the
+browser sends (widgets, URL) can change it.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+from urllib.parse import parse_qs, urlencode
+
+import panel as pn
+import param
+from sqlalchemy import Engine
+
+from components.charts import TicketCharts
+from components.filters import FilterBar
+from components.kpis import KpiCards
+from components.store import DashboardStore
+from components.table import TicketTable
+from data.errors import InvalidFilter
+from data.scope import Scope, scope_for_user
+
+log = logging.getLogger("opsdash.dashboard")
+
+ACCENT = "#0b6e4f"
+#: URL query keys the dashboard reads (``TicketFilters.to_query`` writes the same).
+URL_KEYS = ("status", "category", "ward", "from", "to", "q")
+LIVE_TEXT = {"off": "\u25cb Live off", "connecting": "\u25cc Connecting", "live": "\u25cf Live",
+             "paused": "\u25cc Reconnecting"}
+
+
+def role_label(scope: Scope) -> str:
+    return scope.role.value.replace("_", " ")
+
+
+def filters_from_url(search: str) -> dict[str, str]:
+    """The known filter keys of a URL query string (others, e.g. tracking tags, are ignored)."""
+    parsed = parse_qs(search.lstrip("?"), keep_blank_values=False)
+    return {k: v[-1] for k, v in parsed.items() if k in URL_KEYS and v}
+
+
+class Dashboard(pn.viewable.Viewer):
+    """Filters, KPI cards, charts, ticket table and the live feed of one user's scope."""
+
+    username = param.String(default=None, allow_None=True, doc="Whose dashboard (a users-table username).")
+    engine = param.Parameter(default=None, doc="SQLAlchemy Engine; default: the configured database.")
+    store = param.ClassSelector(class_=DashboardStore, doc="Built from username + engine when not given.")
+    title = param.String(default="OpsDash")
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        if self.store is None:
+            if self.engine is None:
+                from .settings import get_engine
+
+                self.engine = get_engine()
+            if not self.username:
+                raise TypeError("Dashboard needs a username (or a store)")
+            # NotAuthorized propagates: unknown user, disabled, no dashboard role.
+            self.store = DashboardStore(scope=scope_for_user(self.engine, self.username), engine=self.engine)
+        self.filter_bar = FilterBar(store=self.store)
+        self.kpis = KpiCards(store=self.store)
+        self.charts = TicketCharts(store=self.store)
+        self.table = TicketTable(store=self.store)
+
+        # ---- LIVE FEED AREA (issue 3) -------------------------------------------------
+        # The live-events work puts its LiveFeed(store=self.store) into this column
+        # (and wires it in ``connect_session``); the dashboard itself owns no live state.
+        self.live_area = pn.Column(sizing_mode="stretch_width", css_classes=["opsdash-live-area"])
+        # ---- EXPORT AREA (issue 5) ------------------------------------------------------
+        # The export work puts ExportButtons(store=self.store) into this sidebar column.
+        self.export_area = pn.Column(sizing_mode="stretch_width", css_classes=["opsdash-export-area"])
+
+        self._banner = pn.pane.Alert("", alert_type="danger", visible=False, sizing_mode="stretch_width",
+                                     css_classes=["opsdash-error-banner"])
+        self._retry = pn.widgets.Button(name="Retry", button_type="danger", visible=False, width=90)
+        self._retry.on_click(lambda *_: self.store.retry())
+        self.store.param.watch(self._on_error, "error")
+        self._template: pn.template.BaseTemplate | None = None
+
+    @classmethod
+    def for_user(cls, engine: Engine, username: str, **params: Any) -> "Dashboard":
+        return cls(engine=engine, username=username, **params)
+
+    @property
+    def scope(self) -> Scope:
+        return self.store.scope
+
+    # -- pieces --------------------------------------------------------------------
+    def who(self) -> str:
+        """Header text: municipality, user, role and, for a councillor, the ward."""
+        scope = self.scope
+        parts = [scope.municipality_name or str(scope.municipality_id), scope.username or "", role_label(scope)]
+        if scope.is_councillor:
+            parts.append(f"ward {scope.ward_id}")
+        return " \u00b7 ".join(p for p in parts if p)
+
+    def live_indicator(self) -> pn.viewable.Viewable:
+        return pn.pane.Str(pn.bind(LIVE_TEXT.get, self.store.param.live_status),
+                           css_classes=["opsdash-live-indicator"], styles={"color": "white"}, margin=(0, 10))
+
+    def _on_error(self, *_events) -> None:
+        self._banner.object = self.store.error  # fixed text from components.store, never citizen data
+        self._banner.visible = self._retry.visible = bool(self.store.error)
+
+    def sidebar(self) -> list[pn.viewable.Viewable]:
+        return [pn.pane.Markdown("### Filters"), self.filter_bar, self.export_area]
+
+    def main(self) -> list[pn.viewable.Viewable]:
+        return [
+            pn.Row(self._banner, self._retry, sizing_mode="stretch_width"),
+            self.kpis,
+            self.charts,
+            pn.pane.Markdown("### Tickets", margin=(10, 10, 0, 10)),
+            self.table,
+            self.live_area,
+        ]
+
+    def __panel__(self) -> pn.viewable.Viewable:
+        """The notebook view: header line, sidebar column, main column."""
+        return pn.Column(
+            pn.pane.Str(self.who(), styles={"font-weight": "600"}),
+            pn.Row(pn.Column(*self.sidebar(), width=280), pn.Column(*self.main(), sizing_mode="stretch_width"),
+                   sizing_mode="stretch_width"),
+            sizing_mode="stretch_width",
+        )
+
+    def template(self) -> pn.template.BaseTemplate:
+        """The served page (built once per session)."""
+        if self._template is None:
+            header = [
+                pn.pane.Str(self.who(), styles={"color": "white", "font-size": "1.05em"},
+                            css_classes=["opsdash-who"], margin=(0, 10)),
+                self.live_indicator(),
+                pn.pane.HTML('<a href="/logout" style="color:white">Sign out</a>', margin=(0, 10)),
+            ]
+            self._template = pn.template.FastListTemplate(
+                title=self.title, sidebar=self.sidebar(), main=self.main(), header=header,
+                accent=ACCENT, header_background=ACCENT, sidebar_width=300, main_layout=None,
+            )
+        return self._template
+
+    # -- served sessions ---------------------------------------------------------------
+    def connect_session(self) -> None:
+        """Per-session wiring when served: filters <-> URL (then live updates, issue 3)."""
+        self.sync_url()
+
+    def sync_url(self) -> None:
+        """Apply the page URL's filters, then keep the URL in step with the filters.
+
+        The URL only ever feeds ``store.set_filters``: it can narrow the view,
+        never widen the Scope (a councillor's ``ward=`` is dropped there).
+        """
+        location = pn.state.location
+        if location is None:
+            return
+        values = filters_from_url(location.search or "")
+        if values:
+            try:
+                self.store.set_filters(**values)
+            except InvalidFilter as exc:
+                self.notify(f"The link's filters were not applied: {exc}")
+        self._write_url()
+        self.store.param.watch(lambda *_: self._write_url(), "filters")
+
+    def _write_url(self) -> None:
+        location = pn.state.location
+        if location is None:
+            return
+        query = self.store.filters.to_query()
+        search = "?" + urlencode(query) if query else ""
+        if (location.search or "") != search:
+            location.search = search
+
+    def notify(self, text: str, kind: str = "warning") -> None:
+        notifications = pn.state.notifications
+        if notifications is not None:
+            # The notification widget renders HTML: escape what we pass.
+            import html
+
+            getattr(notifications, kind)(html.escape(text), duration=8000)
+
+    def servable(self, title: str | None = None, location: bool = True, area: str = "main",
+                 target: str | None = None) -> pn.viewable.Viewable:
+        if pn.state.served:
+            self.connect_session()
+            return self.template().servable(title=title or self.title, location=location)
+        return super().servable(title=title, location=location, area=area, target=target)
