@@ -78,18 +78,12 @@ def fresh_municipality() -> uuid.UUID:
 def add_ticket(engine, municipality_id: uuid.UUID | str, ward_id: str | None, *, sensitive: bool = False,
                category: str = "water", response_deadline=None) -> dict:
     """Insert one ticket (as the ticketing system would) and return its id and tracking number."""
-    from datetime import datetime, timezone
+    from .conftest import add_tickets, ticket_record
 
-    from data.seed import insert_tickets
-
-    now = datetime.now(timezone.utc)
-    ticket_id = uuid.uuid4()
-    tracking = f"T-{ticket_id.hex[:12]}"
-    insert_tickets(engine, [(
-        ticket_id, uuid.UUID(str(municipality_id)), ward_id, tracking, category, "open", "medium", "test",
-        "1 Main Road", "en", sensitive, now, response_deadline, None, None, None, None, None, now,
-    )])
-    return {"id": ticket_id, "tracking_number": tracking}
+    record = ticket_record(uuid.UUID(str(municipality_id)), ward_id=ward_id, is_sensitive=sensitive,
+                           category=category, sla_response_deadline=response_deadline)
+    add_tickets(engine, [record])
+    return {"id": record["id"], "tracking_number": record["tracking_number"]}
 
 
 def ticketing_message(kind: str, ward: str | None, tracking: str, *, ward_in_data: bool = False,
@@ -102,5 +96,104 @@ def ticketing_message(kind: str, ward: str | None, tracking: str, *, ward_in_dat
     return {"type": kind, "data": body, "ward_id": ward}
 
 
-__all__ = ["add_ticket", "channel_for", "drop_connection", "fresh_municipality", "kill_subscribers", "run",
+def make_live_store(scope, engine):
+    """The session store the dashboard uses (components.store)."""
+    from components.store import DashboardStore
+
+    return DashboardStore(scope=scope, engine=engine)
+
+
+class LivePanelServer:
+    """A Panel server in this process whose sessions get a LiveFeed wired by LiveSession."""
+
+    def __init__(self, bus, database_url: str, municipality_id: uuid.UUID, role: str, ward: str | None) -> None:
+        from data.db import get_engine
+        from data.hub import Hub
+
+        self.bus = bus
+        self.engine = get_engine(database_url)
+        self.hub = Hub(bus, engine=self.engine, base_delay=0.3, max_delay=1.0)
+        self.municipality_id, self.role, self.ward = municipality_id, role, ward
+        self.thread = None
+
+    def app(self):
+        from components.live_feed import LiveFeed
+        from dashboard_app.live import LiveSession
+        from data.scope import Scope
+
+        scope = Scope(municipality_id=self.municipality_id, role=self.role, ward_id=self.ward)
+        store = make_live_store(scope, self.engine)
+        feed = LiveFeed(store=store)
+        LiveSession(store, feed, hub=self.hub, interval_ms=100, debounce_s=0.5).start()
+        return feed
+
+    def start(self) -> None:
+        import panel as pn
+
+        from .support import free_port
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/app"
+        # Sessions of closed clients are destroyed within ~0.2 s (Bokeh's own expiry).
+        self.thread = pn.serve({"app": self.app}, port=self.port, address="127.0.0.1", threaded=True, show=False,
+                               websocket_origin=[f"127.0.0.1:{self.port}"],
+                               check_unused_sessions_milliseconds=100, unused_session_lifetime_milliseconds=100)
+        wait_until(lambda: getattr(self.thread, "asyncio_loop", None) is not None and self._answers(),
+                   what="the Panel server to answer")
+        self.on_loop(self.hub.start())
+        wait_until(lambda: self.hub.status == "live", what="the hub to be live")
+
+    def _answers(self) -> bool:
+        from urllib.request import urlopen
+
+        try:
+            with urlopen(f"http://127.0.0.1:{self.port}/liveness", timeout=1):
+                return True
+        except OSError as exc:
+            return getattr(exc, "code", None) is not None  # an HTTP answer, even 404, means it is up
+
+    def on_loop(self, coro, timeout: float = 20):
+        return asyncio.run_coroutine_threadsafe(coro, self.thread.asyncio_loop).result(timeout)
+
+    def publish(self, municipality_id: uuid.UUID, message: dict) -> None:
+        import json
+
+        self.on_loop(self.bus.publish(channel_for(municipality_id), json.dumps(message)))
+
+    def stop(self) -> None:
+        if self.thread is None:
+            return
+        from dashboard_app import live
+
+        try:
+            # Closed clients' sessions expire within ~0.2 s; anything left (a failed test) is closed here.
+            wait_until(lambda: self.hub.session_count == 0, timeout=5, what="sessions to expire")
+        except AssertionError:
+            pass
+        for session in list(live._sessions):
+            if session.hub is self.hub:
+                session.close()
+        try:
+            self.on_loop(self.hub.stop())
+            self.on_loop(self.bus.close())
+        finally:
+            self.thread.stop()
+
+
+class live_panel_server:
+    """``with live_panel_server(bus, db_url, muni) as server:`` (stopped even when the test fails)."""
+
+    def __init__(self, bus, database_url: str, municipality_id: uuid.UUID, role: str = "manager",
+                 ward: str | None = None) -> None:
+        self.server = LivePanelServer(bus, database_url, municipality_id, role, ward)
+
+    def __enter__(self) -> LivePanelServer:
+        self.server.start()
+        return self.server
+
+    def __exit__(self, *exc) -> None:
+        self.server.stop()
+
+
+__all__ = ["add_ticket", "channel_for", "drop_connection", "fresh_municipality", "kill_subscribers", "live_panel_server", "make_live_store", "run",
            "subscriber_connections", "ticketing_message", "until", "wait_until"]

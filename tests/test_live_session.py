@@ -1,0 +1,168 @@
+"""Per-session live wiring in a real Panel server (in this process), driven by Bokeh client sessions."""
+from __future__ import annotations
+
+import collections
+import gc
+import html
+import logging
+import subprocess
+import sys
+import uuid
+
+import panel as pn
+import psutil
+import pytest
+from bokeh.client import pull_session
+
+from components.live_feed import LiveFeed
+from dashboard_app import live
+from data.events import make_event
+
+from .live_support import (
+    drop_connection,
+    fresh_municipality,
+    live_panel_server,
+    make_live_store,
+    ticketing_message,
+    wait_until,
+)
+
+
+def only_session():
+    sessions = list(live._sessions)
+    assert len(sessions) == 1, f"expected one live session, found {len(sessions)}"
+    return sessions[0]
+
+
+def test_feed_shows_scoped_events_newest_first_as_escaped_text(live_bus, sqlite_url):
+    muni = fresh_municipality()
+    with live_panel_server(live_bus, sqlite_url, muni, role="ward_councillor", ward="W1") as server:
+        client = pull_session(url=server.url)
+        try:
+            wait_until(lambda: len(live._sessions) == 1, what="the session to register")
+            session = only_session()
+            wait_until(lambda: session.store.live_status == "live", what="live status")
+            server.publish(muni, ticketing_message("ticket_created", "W2", "other-ward"))
+            server.publish(muni, ticketing_message("ticket_created", None, "no-ward"))
+            server.publish(muni, ticketing_message("ticket_created", "W1", "first", status="in_progress"))
+            server.publish(muni, make_event("ticket_updated", muni, ward_id="W1", data={
+                "tracking_number": "<img src=x onerror=alert(1)>", "category": "<b>water</b>", "status": "open",
+            }).to_dict())
+            wait_until(lambda: session.feed.received == 2, what="two events in the feed")
+            rows = session.feed.rows
+            assert [r[2] for r in rows] == ["<img src=x onerror=alert(1)>", "first"]  # newest first
+            assert rows[1][1] == "created" and rows[1][4] == "W1" and rows[1][5] == "in progress"
+            # The time is shown in the municipality's zone (SAST, UTC+2).
+            assert rows[0][0].endswith(tuple(f"{h:02d}" for h in range(60)))
+
+            # The HTML the browser puts in the page (Panel's HTML model carries it escaped once more).
+            def rendered() -> str:
+                return " ".join(html.unescape(model.text) for model, _ in session.feed._table._models.values())
+
+            wait_until(lambda: "first" in rendered(), what="the feed model to update")
+            assert "<img src=x" not in rendered() and html.escape("<img src=x onerror=alert(1)>") in rendered()
+            assert "<b>water" not in rendered()
+        finally:
+            client.close()
+
+
+def test_breach_notification_text_is_escaped():
+    event = make_event("sla_breach", uuid.uuid4(), ward_id="W<1>",
+                       data={"tracking_number": "<script>x</script>", "category": "roads", "breach": "response"})
+    text = live.breach_message(event)
+    assert "<script>" not in text and "&lt;script&gt;" in text and "response deadline" in text
+
+
+def test_lost_bus_shows_paused_then_resyncs_the_store(live_bus, sqlite_url):
+    muni = fresh_municipality()
+    with live_panel_server(live_bus, sqlite_url, muni) as server:
+        client = pull_session(url=server.url)
+        try:
+            wait_until(lambda: len(live._sessions) == 1, what="the session to register")
+            session = only_session()
+            wait_until(lambda: session.store.live_status == "live", what="live status")
+            version = session.store.data_version
+            drop_connection(live_bus)
+            wait_until(lambda: session.store.live_status in ("paused", "connecting") or
+                       session.store.data_version > version, what="the paused state")
+            wait_until(lambda: session.store.live_status == "live", what="live again")
+            wait_until(lambda: session.store.data_version > version, what="a resync after reconnecting")
+        finally:
+            client.close()
+
+
+def test_bursts_of_events_refresh_the_store_debounced(live_bus, sqlite_url):
+    muni = fresh_municipality()
+    with live_panel_server(live_bus, sqlite_url, muni) as server:
+        client = pull_session(url=server.url)
+        try:
+            wait_until(lambda: len(live._sessions) == 1, what="the session to register")
+            session = only_session()
+            wait_until(lambda: session.store.live_status == "live", what="live status")
+            version = session.store.data_version
+            for i in range(40):
+                server.publish(muni, ticketing_message("ticket_updated", "W1", f"burst-{i}"))
+            wait_until(lambda: session.feed.received == 40, what="all forty events in the feed")
+            wait_until(lambda: session.store.data_version > version, what="a refresh")
+            assert session.store.data_version - version <= 2  # debounced, not one per event
+        finally:
+            client.close()
+
+
+def test_failing_refresh_does_not_stop_live_updates(live_bus, sqlite_url, caplog):
+    muni = fresh_municipality()
+    with live_panel_server(live_bus, sqlite_url, muni) as server:
+        client = pull_session(url=server.url)
+        try:
+            wait_until(lambda: len(live._sessions) == 1, what="the session to register")
+            session = only_session()
+            wait_until(lambda: session.store.live_status == "live", what="live status")
+            session.registration.mark_resync()
+            original = session.store.refresh
+            session.store.refresh = lambda: 1 / 0
+            with caplog.at_level(logging.ERROR, logger="opsdash.live"):
+                wait_until(lambda: "live update tick failed" in caplog.text, what="the logged failure")
+            session.store.refresh = original
+            server.publish(muni, ticketing_message("ticket_created", "W1", "still-live"))
+            wait_until(lambda: session.feed.received >= 1, what="events after the failure")
+        finally:
+            client.close()
+
+
+@pytest.mark.slow
+def test_thousand_session_open_close_cycles_leave_nothing_behind(sqlite_url):
+    from data.events import InProcessBus
+
+    bus = InProcessBus()
+    muni = fresh_municipality()
+    process = psutil.Process()
+    with live_panel_server(bus, sqlite_url, muni) as server:
+
+        def cycles(n: int) -> None:
+            # Clients in another process: Bokeh's client keeps each closed websocket object
+            # alive, which would hide the server's own memory behind the client's.
+            script = f"import panel\nfrom bokeh.client import pull_session\nfor _ in range({n}): pull_session(url={server.url!r}).close()"
+            done = subprocess.run([sys.executable, "-c", script], timeout=600, capture_output=True, text=True)
+            assert done.returncode == 0, done.stderr[-2000:]
+
+        def instances() -> dict[str, int]:
+            gc.collect()
+            names = {"LiveSession", "LiveFeed", "SessionFeed", "DashboardStore", "ServerSession"}
+            return dict(collections.Counter(type(o).__name__ for o in gc.get_objects() if type(o).__name__ in names))
+
+        def nothing_left() -> bool:
+            return (server.hub.session_count == 0 and len(live._sessions) == 0
+                    and sum(len(cbs) for cbs in pn.state._periodic.values()) == 0)
+
+        cycles(100)  # warm-up: caches, first imports
+        wait_until(nothing_left, what="the warm-up sessions to be destroyed")
+        gc.collect()
+        rss_before = process.memory_info().rss
+        cycles(900)
+        wait_until(nothing_left, timeout=30, what="every session to be destroyed")
+        gc.collect()
+        grown_mb = (process.memory_info().rss - rss_before) / 2**20
+        assert server.hub.session_count == 0 and server.hub._sessions == {}
+        assert instances() == {}
+        assert grown_mb < 15, f"memory grew by {grown_mb:.1f} MB over 900 sessions"
+        assert bus.subscriber_count == 1  # still one subscription for the process
