@@ -15,6 +15,8 @@ import param
 
 from data.events import Event
 
+from .store import DashboardStore
+
 COLUMNS = ("Time", "Type", "Tracking number", "Category", "Ward", "Status")
 TYPE_LABELS = {
     "ticket_created": "created",
@@ -45,7 +47,7 @@ def feed_row(event: Event, tz: ZoneInfo) -> tuple[str, ...]:
 class LiveFeed(pn.viewable.Viewer):
     """Newest first, at most ``max_rows`` lines (older ones roll off)."""
 
-    store = param.Parameter(doc="The session's DashboardStore (its scope's time zone, its live_status).")
+    store = param.ClassSelector(class_=DashboardStore, doc="The session's store: its scope's time zone, its live_status.")
     max_rows = param.Integer(default=50, bounds=(1, 1000))
     received = param.Integer(default=0, doc="Events shown since the session started (rolled-off included).")
 
@@ -55,7 +57,7 @@ class LiveFeed(pn.viewable.Viewer):
         self._table = pn.pane.DataFrame(self._frame(), escape=True, index=False, sizing_mode="stretch_width",
                                         max_height=420, css_classes=["opsdash-live-feed"])
         self._status = pn.pane.Str(self._status_text(), css_classes=["opsdash-live-status"])
-        if self.store is not None and "live_status" in self.store.param:
+        if self.store is not None:
             self.store.param.watch(self._on_status, "live_status")
 
     @property

@@ -20,6 +20,7 @@ from sqlalchemy import Engine
 from components.charts import TicketCharts
 from components.filters import FilterBar
 from components.kpis import KpiCards
+from components.live_feed import LiveFeed
 from components.store import DashboardStore
 from components.table import TicketTable
 from data.errors import InvalidFilter
@@ -71,7 +72,8 @@ class Dashboard(pn.viewable.Viewer):
         # ---- LIVE FEED AREA (issue 3) -------------------------------------------------
         # The live-events work puts its LiveFeed(store=self.store) into this column
         # (and wires it in ``connect_session``); the dashboard itself owns no live state.
-        self.live_area = pn.Column(sizing_mode="stretch_width", css_classes=["opsdash-live-area"])
+        self.live_feed = LiveFeed(store=self.store)
+        self.live_area = pn.Column(self.live_feed, sizing_mode="stretch_width", css_classes=["opsdash-live-area"])
         # ---- EXPORT AREA (issue 5) ------------------------------------------------------
         # The export work puts ExportButtons(store=self.store) into this sidebar column.
         self.export_area = pn.Column(sizing_mode="stretch_width", css_classes=["opsdash-export-area"])
@@ -149,6 +151,9 @@ class Dashboard(pn.viewable.Viewer):
     def connect_session(self) -> None:
         """Per-session wiring when served: filters <-> URL (then live updates, issue 3)."""
         self.sync_url()
+        from .live import attach_live
+
+        self.live_session = attach_live(self.store, self.live_feed)
 
     def sync_url(self) -> None:
         """Apply the page URL's filters, then keep the URL in step with the filters.
