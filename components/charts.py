@@ -18,6 +18,9 @@ from data.tickets import counts_by_pair, created_and_resolved_by_day
 from .store_view import StoreView, notice
 
 NO_TICKETS = "No tickets match the filters."
+#: One colour per status in every chart, so a glance across charts agrees.
+STATUS_COLORS = {"open": "#e0a030", "in_progress": "#1f77b4", "escalated": "#b3261e",
+                 "resolved": "#2e7d32", "closed": "#8c8c8c"}
 
 
 @dataclass(frozen=True)
@@ -45,18 +48,18 @@ class TicketCharts(StoreView):
         )
 
     def render(self, data: ChartData) -> pn.viewable.Viewable:
-        common = dict(responsive=True, height=300, legend="top_right", toolbar=None)
+        common = dict(responsive=True, height=300, legend="top", toolbar=None)
         if data.by_category_status.empty:
             category = notice(NO_TICKETS)
         else:
             category = data.by_category_status.hvplot.bar(
-                x="category", y="tickets", by="status", stacked=True, rot=30,
+                x="category", y="tickets", by="status", stacked=True, rot=30, cmap=STATUS_COLORS,
                 title="Tickets by category and status", xlabel="", ylabel="tickets", **common,
             )
         by_day = data.by_day.reset_index()
         by_day["day"] = pd.to_datetime(by_day["day"])
         backlog = by_day.hvplot.line(
-            x="day", y=["created", "resolved", "backlog"], title="Created, resolved and open backlog per day",
+            x="day", y=["created", "resolved", "backlog"], color=["#1f77b4", "#2e7d32", "#333333"], title="Created, resolved and open backlog per day",
             xlabel="", ylabel="tickets", **common,
         )
         panes = [pn.panel(category, sizing_mode="stretch_width"), pn.panel(backlog, sizing_mode="stretch_width")]
@@ -67,7 +70,7 @@ class TicketCharts(StoreView):
                 wards = data.by_ward_status.copy()
                 wards["ward_id"] = wards["ward_id"].fillna("(no ward)")
                 panes.append(pn.panel(wards.hvplot.bar(
-                    x="ward_id", y="tickets", by="status", stacked=True, rot=30,
+                    x="ward_id", y="tickets", by="status", stacked=True, rot=30, cmap=STATUS_COLORS,
                     title="Tickets per ward", xlabel="", ylabel="tickets", **common,
                 ), sizing_mode="stretch_width"))
         return pn.FlexBox(*[pn.Column(p, min_width=320, sizing_mode="stretch_width",

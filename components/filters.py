@@ -18,6 +18,7 @@ from data.models import VISIBLE_CATEGORIES
 from data.tickets import visible_ward_ids
 
 from .store import DashboardStore
+from .store_view import set_text, text
 
 
 def _label(value: str) -> str:
@@ -52,8 +53,7 @@ class FilterBar(pn.viewable.Viewer):
             name="Search", placeholder="tracking number, description or address",
             max_length=200, sizing_mode="stretch_width")
         self.clear = pn.widgets.Button(name="Clear filters", button_type="light", sizing_mode="stretch_width")
-        self._message = pn.pane.Str("", visible=False, styles={"color": "#b3261e", "white-space": "pre-wrap"},
-                                    css_classes=["opsdash-filter-error"])
+        self._message = text("", visible=False, styles={"color": "#b3261e"}, css_classes=["opsdash-filter-error"])
         self._syncing = False
         self.widgets = (self.status, self.category, self.ward, self.created_from, self.created_to, self.search)
         for widget in self.widgets:
@@ -80,7 +80,7 @@ class FilterBar(pn.viewable.Viewer):
             self.message = str(exc)
         else:
             self.message = ""
-        self._message.object = self.message
+        set_text(self._message, self.message)
         self._message.visible = bool(self.message)
 
     def _on_widget(self, *_events) -> None:

@@ -8,7 +8,7 @@ import param
 
 from data.tickets import Kpis, ticket_kpis
 
-from .store_view import StoreView
+from .store_view import StoreView, text
 
 
 def format_duration(seconds: float | None) -> str:
@@ -39,13 +39,11 @@ def kpi_values(kpis: Kpis) -> dict[str, str]:
 
 
 def _card(title: str, value: str, alert: bool = False) -> pn.viewable.Viewable:
-    # Both texts are ours (numbers and fixed titles); Str keeps it so anyway.
     return pn.Column(
-        pn.pane.Str(title, styles={"font-size": "0.85em", "color": "#555"}, margin=(4, 10, 0, 10)),
-        pn.pane.Str(value, styles={"font-size": "1.7em", "font-weight": "600",
-                                   "color": "#b3261e" if alert else "#1a1a1a"},
-                    margin=(0, 10, 6, 10), css_classes=["opsdash-kpi-value"]),
-        css_classes=["opsdash-kpi"], min_width=150, sizing_mode="stretch_width",
+        text(title, styles={"font-size": "0.85em", "color": "#555"}, margin=(6, 12, 0, 12)),
+        text(value, styles={"font-size": "1.8em", "font-weight": "600", "color": "#b3261e" if alert else "#1a1a1a"},
+             margin=(0, 12, 8, 12), css_classes=["opsdash-kpi-value"]),
+        css_classes=["opsdash-kpi"], width=190, margin=0,
         styles={"background": "white", "border": "1px solid #ddd", "border-radius": "6px"},
     )
 
@@ -63,8 +61,8 @@ class KpiCards(StoreView):
         values = kpi_values(data)
         breaches = {"SLA response breaches", "SLA resolution breaches"}
         cards = [_card(title, value, title in breaches and value != "0") for title, value in values.items()]
-        caption = pn.pane.Str(f"{data.total:,} tickets match the filters", styles={"color": "#555"},
-                              css_classes=["opsdash-kpi-total"])
+        caption = text(f"{data.total:,} tickets match the filters", styles={"color": "#555"},
+                       css_classes=["opsdash-kpi-total"])
         return pn.Column(
             pn.FlexBox(*cards, gap="10px", flex_wrap="wrap", sizing_mode="stretch_width"),
             caption, sizing_mode="stretch_width",

@@ -9,6 +9,7 @@ message, or the store's "database unreachable" banner; never a traceback.
 from __future__ import annotations
 
 import asyncio
+import html
 import logging
 from typing import Any
 
@@ -22,12 +23,21 @@ from .store import DashboardStore
 log = logging.getLogger("opsdash.views")
 
 
-def notice(text: str, kind: str = "info") -> pn.viewable.Viewable:
-    """A short message in place of a view (``text`` is shown literally, never as HTML)."""
+def text(value: str, **params: Any) -> pn.pane.HTML:
+    """``value`` as literal text in the page font (escaped here, so never interpreted as HTML)."""
+    return pn.pane.HTML(html.escape(str(value)), **params)
+
+
+def set_text(pane: pn.pane.HTML, value: str) -> None:
+    """Replace the text of a ``text()`` pane (escaped again: it may echo user input)."""
+    pane.object = html.escape(str(value))
+
+
+def notice(value: str, kind: str = "info") -> pn.pane.HTML:
+    """A short message in place of a view."""
     color = "#555" if kind == "info" else "#8a1c1c"
-    return pn.pane.Str(text, css_classes=["opsdash-notice", f"opsdash-notice-{kind}"],
-                       styles={"color": color, "font-family": "inherit", "white-space": "pre-wrap"},
-                       sizing_mode="stretch_width")
+    return text(value, css_classes=["opsdash-notice", f"opsdash-notice-{kind}"],
+                styles={"color": color}, sizing_mode="stretch_width")
 
 
 class StoreView(pn.viewable.Viewer):

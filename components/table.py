@@ -24,7 +24,7 @@ from data.errors import OpsDashError
 from data.tickets import SORTABLE_COLUMNS, TicketPage, ticket_page
 
 from .store import DashboardStore
-from .store_view import notice
+from .store_view import notice, set_text
 
 log = logging.getLogger("opsdash.table")
 
@@ -135,7 +135,7 @@ class TicketTable(pn.viewable.Viewer):
                 return
             self.tabulator.total_rows = page.total
             self.tabulator.value = display_frame(page.frame)
-        self._notice.object = self.message
+        set_text(self._notice, self.message)
         self._notice.visible = bool(self.message)
 
     def _fetch(self) -> tuple[TicketPage | None, str]:

@@ -22,6 +22,7 @@ from components.filters import FilterBar
 from components.kpis import KpiCards
 from components.live_feed import LiveFeed
 from components.store import DashboardStore
+from components.store_view import text
 from components.table import TicketTable
 from data.errors import InvalidFilter
 from data.scope import Scope, scope_for_user
@@ -103,8 +104,8 @@ class Dashboard(pn.viewable.Viewer):
         return " \u00b7 ".join(p for p in parts if p)
 
     def live_indicator(self) -> pn.viewable.Viewable:
-        return pn.pane.Str(pn.bind(LIVE_TEXT.get, self.store.param.live_status),
-                           css_classes=["opsdash-live-indicator"], styles={"color": "white"}, margin=(0, 10))
+        return pn.pane.HTML(pn.bind(LIVE_TEXT.get, self.store.param.live_status),
+                            css_classes=["opsdash-live-indicator"], styles={"color": "white"}, margin=(0, 10))
 
     def _on_error(self, *_events) -> None:
         self._banner.object = self.store.error  # fixed text from components.store, never citizen data
@@ -126,7 +127,7 @@ class Dashboard(pn.viewable.Viewer):
     def __panel__(self) -> pn.viewable.Viewable:
         """The notebook view: header line, sidebar column, main column."""
         return pn.Column(
-            pn.pane.Str(self.who(), styles={"font-weight": "600"}),
+            text(self.who(), styles={"font-weight": "600"}),
             pn.Row(pn.Column(*self.sidebar(), width=280), pn.Column(*self.main(), sizing_mode="stretch_width"),
                    sizing_mode="stretch_width"),
             sizing_mode="stretch_width",
@@ -136,8 +137,9 @@ class Dashboard(pn.viewable.Viewer):
         """The served page (built once per session)."""
         if self._template is None:
             header = [
-                pn.pane.Str(self.who(), styles={"color": "white", "font-size": "1.05em"},
-                            css_classes=["opsdash-who"], margin=(0, 10)),
+                text(self.who(), styles={"color": "white", "font-size": "1em", "white-space": "nowrap",
+                                         "overflow": "hidden", "text-overflow": "ellipsis", "max-width": "60vw"},
+                     css_classes=["opsdash-who"], margin=(0, 10)),
                 self.live_indicator(),
                 pn.pane.HTML('<a href="/logout" style="color:white">Sign out</a>', margin=(0, 10)),
             ]

@@ -5,6 +5,7 @@ import logging
 
 import panel as pn
 
+from components.store_view import text
 from data.errors import NotAuthorized, OpsDashError
 
 from .dashboard import ACCENT, Dashboard
@@ -17,11 +18,11 @@ UNAVAILABLE_TITLE = "Dashboard unavailable"
 UNAVAILABLE_TEXT = "The ticket database could not be reached. Reload the page in a moment to try again."
 
 
-def message_page(title: str, text: str) -> pn.template.BaseTemplate:
-    """A page with one message and a way out; ``text`` is shown literally."""
+def message_page(title: str, message: str) -> pn.template.BaseTemplate:
+    """A page with one message and a way out; ``message`` is shown literally."""
     body = pn.Column(
         pn.pane.Markdown(f"## {title}"),  # our own fixed titles only
-        pn.pane.Str(text, styles={"font-size": "1.1em", "white-space": "pre-wrap"}, css_classes=["opsdash-message"]),
+        text(message, styles={"font-size": "1.1em"}, css_classes=["opsdash-message"]),
         pn.pane.HTML('<p><a href="/">Reload</a> &middot; <a href="/logout">Sign out</a></p>'),
         sizing_mode="stretch_width", css_classes=["opsdash-message-page"],
     )
