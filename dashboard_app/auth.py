@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 from collections import defaultdict, deque
+from pathlib import Path
 
 import tornado.escape
 from panel.auth import BasicLoginHandler
@@ -21,6 +22,21 @@ from panel.auth import BasicLoginHandler
 log = logging.getLogger("opsdash.auth")
 GENERIC_ERROR = "Invalid username or password."
 THROTTLED_ERROR = "Too many sign-in attempts. Wait a few minutes and try again."
+UNAVAILABLE_ERROR = "Sign-in is unavailable right now (database unreachable). Try again shortly."
+#: The only texts the sign-in page shows for ``?error=``: anything else in
+#: the URL (a phishing text, markup) is replaced by the generic message.
+KNOWN_ERRORS = (GENERIC_ERROR, THROTTLED_ERROR, UNAVAILABLE_ERROR)
+TEMPLATE_DIR = Path(__file__).with_name("templates")
+ACCENT = "#0b6e4f"
+
+
+def login_page(login_endpoint: str, error: str) -> str:
+    """The styled sign-in page (fields ``username`` and ``password``), escaped by Jinja."""
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATE_DIR), autoescape=True)
+    shown = "" if not error else (error if error in KNOWN_ERRORS else GENERIC_ERROR)
+    return env.get_template("login.html").render(login_endpoint=login_endpoint, errormessage=shown, accent=ACCENT)
 
 
 class LoginThrottle:
@@ -81,6 +97,17 @@ def get_throttle() -> LoginThrottle:
 class OpsDashLoginHandler(BasicLoginHandler):
     """``/login``: checks the users table's argon2 hashes, throttled."""
 
+    def get(self) -> None:
+        from panel.auth import _validate_next_url
+        from panel.io.state import state
+
+        next_url = _validate_next_url(self.get_argument("next", state.base_url))
+        if next_url:
+            self.set_cookie("next_url", next_url, httponly=True)
+        self.set_header("Cache-Control", "no-store")
+        self.set_header("X-Frame-Options", "DENY")  # no clickjacking of the sign-in form
+        self.write(login_page(self._login_endpoint, self.get_argument("error", "")))
+
     def _validate(self, username: str, password: str) -> bool:
         from data.users import authenticate
 
@@ -96,7 +123,7 @@ class OpsDashLoginHandler(BasicLoginHandler):
             account = authenticate(get_engine(), username, password)
         except Exception:  # database down: say so without a traceback
             log.exception("sign-in failed: database unavailable")
-            self._error = "Sign-in is unavailable right now (database unreachable). Try again shortly."
+            self._error = UNAVAILABLE_ERROR
             return False
         if account is None:
             throttle.failed(*keys)

@@ -1,20 +1,46 @@
 """Who is this session? Decided on the server from Panel's signed cookie."""
 from __future__ import annotations
 
+from typing import Any, Mapping
+
 import panel as pn
 
 from data.errors import NotAuthorized
 from data.scope import Scope, scope_for_user
+from data.users import find_account
 
 from .settings import get_engine
 
+#: Panel auth providers whose signed-in name is already an OpsDash username.
+OWN_PROVIDERS = frozenset({"opsdash"})
+
+
+def username_for_sign_in(user: str | None, provider: str | None, user_info: Mapping[str, Any] | None) -> str:
+    """The users-table username of a signed-in browser.
+
+    With our own provider the cookie holds the username. With an external
+    OAuth/OIDC provider (``--oauth-provider generic|azure|google|...``) the
+    provider's e-mail claim is looked up in ``users.email``: an identity
+    provider can never pick a local username, and an address the provider
+    marks unverified is refused.
+    """
+    if not user or user == "guest":
+        raise NotAuthorized("you are not signed in")
+    if provider in OWN_PROVIDERS:
+        return str(user)
+    info = dict(user_info or {})
+    if info.get("email_verified") is False:
+        raise NotAuthorized("your sign-in provider has not verified your e-mail address")
+    email = info.get("email") or (user if "@" in str(user) else None)
+    account = find_account(get_engine(), email=str(email)) if email else None
+    if account is None:
+        raise NotAuthorized("no OpsDash account uses the e-mail address of this sign-in; ask an administrator")
+    return account.username
+
 
 def current_username() -> str:
-    """``pn.state.user`` (Panel sets it from the signed cookie); NotAuthorized when nobody signed in."""
-    username = pn.state.user
-    if not username or username == "guest":
-        raise NotAuthorized("you are not signed in")
-    return str(username)
+    """The signed-in user of this session (NotAuthorized when none or unmapped)."""
+    return username_for_sign_in(pn.state.user, pn.config.oauth_provider, pn.state.user_info)
 
 
 def current_scope() -> Scope:
