@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from typing import Awaitable, Callable, TypeVar
@@ -195,5 +196,80 @@ class live_panel_server:
         self.server.stop()
 
 
-__all__ = ["add_ticket", "channel_for", "drop_connection", "fresh_municipality", "kill_subscribers", "live_panel_server", "make_live_store", "run",
+# ------------------------------------------------------------------ browsers
+
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@contextlib.contextmanager
+def browser_pages(chromium: str, count: int):
+    """``count`` pages in separate browser contexts (separate cookies), closed afterwards."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            yield [browser.new_context().new_page() for _ in range(count)]
+        finally:
+            browser.close()
+
+
+def sign_in_page(page, base_url: str, user: dict):
+    page.goto(f"{base_url}/login")
+    page.fill("input[name=username]", user["username"])
+    page.fill("input[name=password]", user["password"])
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
+    assert "/login" not in page.url, f"sign-in of {user['username']} failed: {page.url}"
+    return page
+
+
+def wait_for_text(page, text: str, timeout: float = 30, what: str = "text") -> None:
+    """Wait until ``text`` is shown anywhere on the page (shadow DOM included)."""
+    from playwright.sync_api import expect
+
+    try:
+        expect(page.get_by_text(text).first).to_be_visible(timeout=timeout * 1000)
+    except AssertionError:
+        raise AssertionError(f"timed out after {timeout}s waiting for {what} ({text!r}) on {page.url}") from None
+
+
+def feed_text(page) -> str:
+    """The live feed's table text as the user sees it."""
+    return page.locator(".opsdash-live-feed table").first.inner_text()
+
+
+# -------------------------------------------------------------------- Redis
+
+REDIS_START = ["redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "-::1", "--port", "6379",
+               "--save", "", "--appendonly", "no", "--dir", "/var/lib/redis",
+               "--logfile", "/var/log/redis/ci.log"]  # design.md section 5
+
+
+@contextlib.contextmanager
+def restarted_redis(redis_url: str):
+    """Stop the Redis at 127.0.0.1:6379 for the body, then start it again (always, even on failure)."""
+    import subprocess
+
+    from .support import redis_available
+
+    assert redis_url.startswith("redis://127.0.0.1:6379"), "only the local development Redis is restarted"
+    client = redis.Redis.from_url(redis_url)
+    try:
+        client.shutdown(nosave=True)
+    except (redis.ConnectionError, redis.ResponseError):
+        pass  # the server closes the connection as it stops
+    finally:
+        client.close()
+    try:
+        wait_until(lambda: not redis_available(), timeout=10, what="Redis to stop")
+        yield
+    finally:
+        if not redis_available():
+            subprocess.run(REDIS_START, check=False, timeout=30)
+        wait_until(redis_available, timeout=30, what="Redis to run again")
+
+
+__all__ = ["add_ticket", "browser_pages", "feed_text", "restarted_redis", "sign_in_page", "wait_for_text", "channel_for", "drop_connection", "fresh_municipality", "kill_subscribers", "live_panel_server", "make_live_store", "run",
            "subscriber_connections", "ticketing_message", "until", "wait_until"]
