@@ -1,0 +1,122 @@
+"""What an exported cell may contain: the column layout and the cell rules.
+
+Both writers (CSV, XLSX) and the PostgreSQL COPY path take their columns and
+their formula rule from here, so the three can never disagree about which
+text is neutralised (OWASP CSV injection; design.md invariant 4).
+"""
+from __future__ import annotations
+
+import re
+
+import pandas as pd
+from sqlalchemy import ColumnElement, String, case, func, literal
+
+from .models import Ticket
+
+#: (header, tickets column): the ticketing system's export layout plus Ward.
+EXPORT_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("Tracking Number", "tracking_number"),
+    ("Category", "category"),
+    ("Status", "status"),
+    ("Severity", "severity"),
+    ("Description", "description"),
+    ("Address", "address"),
+    ("Ward", "ward_id"),
+    ("Language", "language"),
+    ("Created", "created_at"),
+    ("SLA Response Deadline", "sla_response_deadline"),
+    ("SLA Resolution Deadline", "sla_resolution_deadline"),
+    ("First Responded", "first_responded_at"),
+    ("Resolved At", "resolved_at"),
+    ("Escalated At", "escalated_at"),
+)
+HEADERS: tuple[str, ...] = tuple(h for h, _ in EXPORT_COLUMNS)
+SOURCE_COLUMNS: tuple[str, ...] = tuple(c for _, c in EXPORT_COLUMNS)
+DATETIME_SOURCES = frozenset(
+    {"created_at", "sla_response_deadline", "sla_resolution_deadline", "first_responded_at", "resolved_at",
+     "escalated_at"}
+)
+TEXT_SOURCES: tuple[str, ...] = tuple(c for c in SOURCE_COLUMNS if c not in DATETIME_SOURCES)
+
+# A spreadsheet evaluates a cell whose text starts with one of these, also
+# after leading spaces or quotes (OWASP CSV injection, ASVS 1.2.10).
+FORMULA_START = re.compile(r"""^[ "']*[=+\-@\t\r\n]""")
+# The same rule as a PostgreSQL regular expression (ARE), for the COPY path.
+_FORMULA_START_PG = "^[ \"']*[=+@\\t\\r\\n-]"
+NEUTRALISER = "'"
+
+#: XML 1.0 cannot hold these (xlsx is XML): C0 controls except tab/LF/CR,
+#: U+FFFE/U+FFFF and lone surrogates. They are removed, not escaped.
+XLSX_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
+XLSX_MAX_CELL_CHARS = 32_767
+TRUNCATION_MARKER = " [...truncated]"
+
+
+def neutralise(text: str) -> str:
+    """``text`` made inert for a spreadsheet: a leading apostrophe when it could start a formula."""
+    return NEUTRALISER + text if FORMULA_START.match(text) else text
+
+
+def is_formula_like(text: str) -> bool:
+    return bool(FORMULA_START.match(text))
+
+
+def neutralised_sql(column: ColumnElement) -> ColumnElement[str]:
+    """``neutralise`` as SQL (PostgreSQL); NULL becomes ''."""
+    value = func.coalesce(column, "")
+    return case(
+        (value.regexp_match(_FORMULA_START_PG), literal(NEUTRALISER, String).concat(value)),
+        else_=value,
+    )
+
+
+def iso_local_sql(column: ColumnElement) -> ColumnElement[str]:
+    """ISO 8601 with offset in the session time zone (set per COPY); NULL becomes ''."""
+    return func.coalesce(func.to_char(column, 'YYYY-MM-DD"T"HH24:MI:SSTZH:TZM'), "")
+
+
+def copy_columns() -> list[ColumnElement]:
+    """The export columns as SQL expressions, labelled with their headers."""
+    out = []
+    for header, source in EXPORT_COLUMNS:
+        column = getattr(Ticket, source)
+        expr = iso_local_sql(column) if source in DATETIME_SOURCES else neutralised_sql(column)
+        out.append(expr.label(header))
+    return out
+
+
+def text_series(frame: pd.DataFrame, column: str) -> pd.Series:
+    """A text column as plain ``str`` values, missing values as ''."""
+    return frame[column].astype(object).where(frame[column].notna(), "").astype(str)
+
+
+def csv_cells(frame: pd.DataFrame) -> list[list[str]]:
+    """One chunk (from ``iter_ticket_chunks``, datetimes already local) as CSV columns."""
+    columns: list[list[str]] = []
+    for source in SOURCE_COLUMNS:
+        if source in DATETIME_SOURCES:
+            stamps = frame[source]
+            text = stamps.dt.strftime("%Y-%m-%dT%H:%M:%S%z")
+            # %z gives +0200; ISO 8601 extended format wants +02:00.
+            text = text.str[:-2] + ":" + text.str[-2:]
+            columns.append(text.where(stamps.notna(), "").tolist())
+        else:
+            text = text_series(frame, source).str.replace("\x00", "", regex=False)
+            columns.append([neutralise(v) for v in text.tolist()])
+    return columns
+
+
+def xlsx_text(value: str) -> str:
+    """Text an xlsx cell can hold: illegal characters removed, cut to the cell limit with a marker."""
+    value = XLSX_ILLEGAL.sub("", value)
+    # Excel counts UTF-16 code units; a non-BMP character takes two.
+    if len(value) > XLSX_MAX_CELL_CHARS // 2 and len(value.encode("utf-16-le")) // 2 > XLSX_MAX_CELL_CHARS:
+        budget = XLSX_MAX_CELL_CHARS - len(TRUNCATION_MARKER)
+        kept, used = [], 0
+        for ch in value:
+            used += 2 if ord(ch) > 0xFFFF else 1
+            if used > budget:
+                break
+            kept.append(ch)
+        value = "".join(kept) + TRUNCATION_MARKER
+    return value
