@@ -201,6 +201,10 @@ from . import cli_live  # noqa: E402  (live events: publish, simulate)
 
 EXTRA_COMMANDS.append(cli_live.register)
 
+from . import cli_export  # noqa: E402  (opsdash export)
+
+EXTRA_COMMANDS.append(cli_export.register)
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
