@@ -7,6 +7,7 @@ widget from the server side is dropped by the store.
 """
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import panel as pn
@@ -19,6 +20,8 @@ from data.tickets import visible_ward_ids
 
 from .store import DashboardStore
 from .store_view import set_text, text
+
+log = logging.getLogger("opsdash.filters")
 
 
 def _label(value: str) -> str:
@@ -34,25 +37,26 @@ class FilterBar(pn.viewable.Viewer):
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
         scope = self.store.scope
-        self.status = pn.widgets.MultiChoice(
-            name="Status", options={_label(s): s for s in STATUSES}, sizing_mode="stretch_width")
-        self.category = pn.widgets.MultiChoice(
-            name="Category", options={_label(c): c for c in VISIBLE_CATEGORIES}, sizing_mode="stretch_width")
+        self.status = pn.widgets.MultiChoice(label="Status", options={_label(s): s for s in STATUSES}, sizing_mode="stretch_width")
+        self.category = pn.widgets.MultiChoice(label="Category", options={_label(c): c for c in VISIBLE_CATEGORIES}, sizing_mode="stretch_width")
         if scope.sees_whole_municipality:
-            wards = visible_ward_ids(self.store.engine, scope)
-            self.ward = pn.widgets.MultiChoice(name="Ward", options=wards, sizing_mode="stretch_width")
+            try:
+                wards = visible_ward_ids(self.store.engine, scope)
+            except Exception:  # database down: the banner says so; the other filters still work
+                log.exception("ward list could not be loaded")
+                self.store.report_unavailable()
+                wards = []
+            self.ward = pn.widgets.MultiChoice(label="Ward", options=wards, sizing_mode="stretch_width")
         else:
             # Shown for orientation only; the store ignores whatever it holds.
-            self.ward = pn.widgets.MultiChoice(
-                name="Ward (yours)", options=[scope.ward_id], value=[scope.ward_id], disabled=True,
+            self.ward = pn.widgets.MultiChoice(label="Ward (yours)", options=[scope.ward_id], value=[scope.ward_id], disabled=True,
                 sizing_mode="stretch_width")
         # Two pickers rather than a range picker: an open range ("since 1 May") is common.
-        self.created_from = pn.widgets.DatePicker(name="Created from", sizing_mode="stretch_width")
-        self.created_to = pn.widgets.DatePicker(name="Created to", sizing_mode="stretch_width")
-        self.search = pn.widgets.TextInput(
-            name="Search", placeholder="tracking number, description or address",
+        self.created_from = pn.widgets.DatePicker(label="Created from", sizing_mode="stretch_width")
+        self.created_to = pn.widgets.DatePicker(label="Created to", sizing_mode="stretch_width")
+        self.search = pn.widgets.TextInput(label="Search", placeholder="tracking number, description or address",
             max_length=200, sizing_mode="stretch_width")
-        self.clear = pn.widgets.Button(name="Clear filters", button_type="light", sizing_mode="stretch_width")
+        self.clear = pn.widgets.Button(label="Clear filters", color="light", sizing_mode="stretch_width")
         self._message = text("", visible=False, styles={"color": "#b3261e"}, css_classes=["opsdash-filter-error"])
         self._syncing = False
         self.widgets = (self.status, self.category, self.ward, self.created_from, self.created_to, self.search)
@@ -77,9 +81,10 @@ class FilterBar(pn.viewable.Viewer):
         try:
             self.store.set_filters(**self.widget_values())
         except InvalidFilter as exc:
-            self.message = str(exc)
+            self.message = str(exc)  # widgets keep the input, so it can be corrected
         else:
             self.message = ""
+            self._on_store()  # show what the store kept (a forced councillor ward goes back)
         set_text(self._message, self.message)
         self._message.visible = bool(self.message)
 

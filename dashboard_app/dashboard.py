@@ -81,9 +81,10 @@ class Dashboard(pn.viewable.Viewer):
 
         self._banner = pn.pane.Alert("", alert_type="danger", visible=False, sizing_mode="stretch_width",
                                      css_classes=["opsdash-error-banner"])
-        self._retry = pn.widgets.Button(name="Retry", button_type="danger", visible=False, width=90)
+        self._retry = pn.widgets.Button(label="Retry", color="danger", visible=False, width=90)
         self._retry.on_click(lambda *_: self.store.retry())
         self.store.param.watch(self._on_error, "error")
+        self._on_error()  # a view may already have failed while being built
         self._template: pn.template.BaseTemplate | None = None
 
     @classmethod

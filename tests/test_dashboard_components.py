@@ -1,0 +1,271 @@
+"""Dashboard components without a browser, on SQLite and PostgreSQL.
+
+Expected values come from independent computations on the scoped pandas
+frame (``scoped_tickets``) or from the raw rows, never from the function
+the component itself calls.
+"""
+from __future__ import annotations
+
+import pandas as pd
+import panel as pn
+import pytest
+
+from components.charts import TicketCharts
+from components.filters import FilterBar
+from components.kpis import KpiCards, format_duration
+from components.store import UNAVAILABLE, DashboardStore
+from components.table import TABLE_COLUMNS, UNTRUSTED_COLUMNS, TicketTable, sort_spec
+from dashboard_app.dashboard import Dashboard, filters_from_url
+from data.db import make_engine
+from data.errors import InvalidFilter, NotAuthorized
+from data.filters import TicketFilters
+from data.models import OPEN_STATUSES
+from data.scope import Scope
+from data.tickets import scoped_tickets
+
+from .conftest import scope_of, user_of
+from .dashboard_support import XSS_DESCRIPTION, add_ticket, kpi_cards, other_ward, rendered_texts
+
+
+def store_for(engine, result, role: str, **kwargs) -> DashboardStore:
+    return DashboardStore(scope=scope_of(engine, result, role, **kwargs), engine=engine)
+
+
+# -- the store: the one place filters are written ------------------------------------
+def test_councillor_store_drops_every_spelling_of_a_ward_filter(engine, make_seed):
+    result = make_seed(tickets=50, random_seed=21)
+    store = store_for(engine, result, "ward_councillor")
+    forged = other_ward(result, store.scope)
+    for key in ("ward", "wards", "ward_id"):
+        store.set_filters(**{key: forged, "status": "open"})
+        assert store.filters.wards == ()
+        assert store.filters.statuses == ("open",)
+    constructed = DashboardStore(scope=store.scope, engine=engine, filters=TicketFilters(wards=(forged,)))
+    assert constructed.filters.wards == ()
+
+
+def test_store_scope_cannot_be_replaced_after_construction(engine, make_seed):
+    result = make_seed(tickets=10, random_seed=22)
+    store = store_for(engine, result, "ward_councillor")
+    manager = scope_of(engine, result, "manager")
+    with pytest.raises(TypeError):
+        store.scope = manager
+    assert store.scope.is_councillor
+
+
+def test_store_refuses_to_exist_without_a_server_built_scope(engine):
+    with pytest.raises(TypeError):
+        DashboardStore(engine=engine)
+    with pytest.raises((TypeError, ValueError)):
+        DashboardStore(scope={"municipality_id": "x", "role": "admin"}, engine=engine)
+
+
+def test_invalid_filter_leaves_the_previous_filters_in_place(engine, make_seed):
+    store = store_for(engine, make_seed(tickets=10, random_seed=23), "manager")
+    store.set_filters(status="open")
+    with pytest.raises(InvalidFilter):
+        store.set_filters(status="open", **{"from": "2026-05-02", "to": "2026-05-01"})
+    with pytest.raises(InvalidFilter):
+        store.set_filters(nonsense="1")
+    assert store.filters == TicketFilters(statuses=("open",))
+
+
+# -- filter bar -> store ---------------------------------------------------------------
+def test_filter_widgets_write_the_store_and_every_view_shows_the_same_set(engine, make_seed):
+    result = make_seed(tickets=300, random_seed=24)
+    store = store_for(engine, result, "manager")
+    bar, table, kpis = FilterBar(store=store), TicketTable(store=store), KpiCards(store=store)
+    ward = result.municipalities[0]["wards"][1]
+    bar.status.value = ["open", "in_progress"]
+    bar.ward.value = [ward]
+    assert store.filters == TicketFilters(statuses=("open", "in_progress"), wards=(ward,))
+    frame = scoped_tickets(engine, store.scope)
+    expected = frame[frame.status.isin(["open", "in_progress"]) & (frame.ward_id == ward)]
+    assert table.tabulator.total_rows == len(expected)
+    assert kpi_cards(kpis.render(kpis.load()))["Open tickets"] == f"{len(expected):,}"
+    bar.clear.clicks += 1
+    assert store.filters.is_empty() and bar.status.value == [] and bar.ward.value == []
+
+
+def test_bad_filter_input_shows_a_message_and_keeps_the_store(engine, make_seed):
+    store = store_for(engine, make_seed(tickets=10, random_seed=25), "manager")
+    bar = FilterBar(store=store)
+    bar.search.value = "pipe"
+    before = store.filters
+    bar.search.value = "x" * 300  # longer than the data layer accepts (the widget's max_length is client-side)
+    assert store.filters == before
+    assert "too long" in bar.message
+    assert bar._message.visible
+    bar.search.value = "leak"
+    assert bar.message == "" and store.filters.search == "leak"
+
+
+def test_councillor_never_sees_other_ward_even_with_forged_widget_value(engine, make_seed):
+    result = make_seed(tickets=400, random_seed=26)
+    store = store_for(engine, result, "ward_councillor")
+    bar, table, kpis = FilterBar(store=store), TicketTable(store=store), KpiCards(store=store)
+    assert bar.ward.disabled
+    forged = other_ward(result, store.scope)
+    bar.ward.options = [forged, store.scope.ward_id]  # what a forged websocket message could set
+    bar.ward.value = [forged]
+    bar.status.value = []  # any widget change re-applies all values
+    assert store.filters.wards == ()
+    own = scoped_tickets(engine, scope_of(engine, result, "manager"))
+    own = own[own.ward_id == store.scope.ward_id]
+    assert table.tabulator.total_rows == len(own)
+    assert set(table.tabulator.value.ward_id) == {store.scope.ward_id}
+    cards = kpi_cards(kpis.render(kpis.load()))
+    assert cards["Open tickets"] == f"{own.status.isin(OPEN_STATUSES).sum():,}"
+    assert bar.ward.value == [store.scope.ward_id]  # the widget shows the truth again
+
+
+# -- KPIs --------------------------------------------------------------------------------
+def test_kpi_cards_equal_figures_computed_from_the_scoped_rows(engine, make_seed):
+    result = make_seed(tickets=300, random_seed=27)
+    store = store_for(engine, result, "manager")
+    now = pd.Timestamp.now(tz="UTC")
+    kpis = KpiCards(store=store, now=now.to_pydatetime())
+    frame = scoped_tickets(engine, store.scope)
+    cards = kpi_cards(kpis.render(kpis.load()))
+    today = now.tz_convert(store.scope.timezone).normalize()
+    resolved = frame.status.isin(["resolved", "closed"]).sum()
+    responded = frame.dropna(subset=["first_responded_at"])
+    median_s = (responded.first_responded_at - responded.created_at).dt.total_seconds().median()
+    assert cards["Open tickets"] == f"{frame.status.isin(OPEN_STATUSES).sum():,}"
+    assert cards["Created today"] == f"{(frame.created_at >= today).sum():,}"
+    assert cards["Resolution rate"] == f"{resolved / len(frame):.0%}"
+    assert cards["Median first response"] == format_duration(median_s)
+    assert rendered_texts(kpis.render(kpis.load()), "opsdash-kpi-total") == [f"{len(frame):,} tickets match the filters"]
+
+
+def test_sensitive_tickets_count_nowhere_in_the_dashboard(engine, make_seed):
+    result = make_seed(tickets=200, random_seed=28)
+    store = store_for(engine, result, "manager")
+    ward = result.municipalities[0]["wards"][0]
+    table, kpis, charts = TicketTable(store=store), KpiCards(store=store), TicketCharts(store=store)
+    before = (table.tabulator.total_rows, kpi_cards(kpis.render(kpis.load())), charts.load())
+    for category, flag in (("GBV", False), ("water", True), ("gbv", True)):
+        add_ticket(engine, store.scope.municipality_id, ward, category=category, is_sensitive=flag,
+                   description="sensitive report")
+    store.refresh()
+    after = charts.load()
+    assert table.tabulator.total_rows == before[0]
+    assert kpi_cards(kpis.render(kpis.load())) == before[1]
+    assert after.by_category_status.equals(before[2].by_category_status)
+    assert "sensitive report" not in set(table.tabulator.value.description)
+
+
+# -- charts --------------------------------------------------------------------------------
+def test_charts_agree_with_the_rows_and_only_managers_get_the_ward_comparison(engine, make_seed):
+    result = make_seed(tickets=300, random_seed=29)
+    manager, councillor = store_for(engine, result, "manager"), store_for(engine, result, "ward_councillor")
+    manager.set_filters(category="water")
+    data = TicketCharts(store=manager).load()
+    frame = scoped_tickets(engine, manager.scope, manager.filters)
+    assert data.by_category_status.tickets.sum() == len(frame)
+    assert data.by_ward_status.groupby("ward_id", dropna=False).tickets.sum().sum() == len(frame)
+    assert TicketCharts(store=councillor).load().by_ward_status is None
+    assert isinstance(TicketCharts(store=manager).render(data), pn.viewable.Viewable)
+
+
+def test_no_matching_tickets_shows_empty_states_not_errors(engine, make_seed):
+    store = store_for(engine, make_seed(tickets=50, random_seed=30), "manager")
+    store.set_filters(q="no ticket says this 7f3a")
+    table, charts = TicketTable(store=store), TicketCharts(store=store)
+    assert table.tabulator.total_rows == 0 and table.message == "No tickets match the filters."
+    view = charts.render(charts.load())
+    assert "No tickets match the filters." in rendered_texts(view, "opsdash-notice")
+
+
+# -- the ticket table: paged and sorted in SQL --------------------------------------------
+def test_table_pages_and_sorts_in_the_database(engine, make_seed):
+    result = make_seed(tickets=300, random_seed=31)
+    store = store_for(engine, result, "manager")
+    table = TicketTable(store=store, page_size=20)
+    frame = scoped_tickets(engine, store.scope).sort_values(["tracking_number", "id"]).reset_index(drop=True)
+    assert len(table.tabulator.value) == 20 and table.tabulator.total_rows == len(frame)
+    table.tabulator.sorters = [{"field": "tracking_number", "dir": "asc"}]
+    table.tabulator.page = 3
+    assert list(table.tabulator.value.tracking_number) == list(frame.tracking_number[40:60])
+    assert table.tabulator.param.page.bounds == (1, -(-len(frame) // 20))
+    store.set_filters(status="open")  # new filters: back to page 1
+    assert table.tabulator.page == 1
+    assert table.tabulator.total_rows == (frame.status == "open").sum()
+
+
+def test_table_ignores_forged_sorters_instead_of_trusting_them(engine, make_seed):
+    store = store_for(engine, make_seed(tickets=40, random_seed=32), "manager")
+    table = TicketTable(store=store)
+    for forged in ([{"field": "description", "dir": "asc"}], [{"field": "id; DROP TABLE tickets", "dir": "asc"}],
+                   [{"field": "created_at", "dir": "sideways"}], [{"nonsense": 1}]):
+        assert sort_spec(forged) == [("created_at", "desc")]
+        table.tabulator.sorters = forged
+        assert table.message == "" and table.tabulator.total_rows > 0
+
+
+def test_citizen_text_is_never_given_an_html_formatter(engine, make_seed):
+    result = make_seed(tickets=10, random_seed=33)
+    store = store_for(engine, result, "manager")
+    add_ticket(engine, store.scope.municipality_id, result.municipalities[0]["wards"][0],
+               description=XSS_DESCRIPTION, address='"><script>window.__xss=2</script>')
+    table = TicketTable(store=store)
+    assert table.tabulator.value.description.iloc[0] == XSS_DESCRIPTION  # newest first, literal
+    for column in UNTRUSTED_COLUMNS:
+        assert table.tabulator.formatters[column] == {"type": "plaintext"}
+    assert not any("html" in str(f).lower() for f in table.tabulator.formatters.values())
+    assert set(TABLE_COLUMNS) == set(table.tabulator.value.columns)
+
+
+def test_table_holds_only_one_page_in_memory(engine, make_seed):
+    store = store_for(engine, make_seed(tickets=400, random_seed=34), "manager")
+    table = TicketTable(store=store, page_size=25)
+    table.tabulator.page = 4
+    assert len(table.tabulator.value) == 25 < table.tabulator.total_rows
+
+
+# -- failures: a banner, never a traceback ------------------------------------------------
+def test_unreachable_database_sets_the_banner_and_retry_reports_again(engine, make_seed, tmp_path):
+    scope = scope_of(engine, make_seed(tickets=10, random_seed=35), "manager")
+    down = make_engine(f"sqlite:///{tmp_path}/missing/dir/db.sqlite3")
+    store = DashboardStore(scope=scope, engine=down)
+    dashboard = Dashboard(store=store)
+    assert store.error == UNAVAILABLE
+    assert dashboard._banner.visible and dashboard._retry.visible
+    assert dashboard.table.message == "The tickets could not be loaded right now."
+    data, failed = KpiCards(store=store).load_safely()
+    assert data is None and rendered_texts(failed, "opsdash-notice") == ["Not available right now."]
+    dashboard._retry.clicks += 1
+    assert store.error == UNAVAILABLE and store.data_version == 1
+
+
+def test_roles_without_a_dashboard_get_no_dashboard_object(engine, make_seed):
+    result = make_seed(tickets=10, random_seed=36)
+    for role in ("field_worker", "citizen"):
+        with pytest.raises(NotAuthorized):
+            Dashboard.for_user(engine, user_of(result, role)["username"])
+    with pytest.raises(NotAuthorized):
+        Dashboard.for_user(engine, "nobody-by-this-name")
+
+
+def test_header_names_municipality_user_role_and_councillor_ward(engine, make_seed):
+    result = make_seed(tickets=10, random_seed=37)
+    councillor = user_of(result, "ward_councillor")
+    dashboard = Dashboard.for_user(engine, councillor["username"])
+    name = result.municipalities[0]["name"]
+    assert dashboard.who() == f"{name} \u00b7 {councillor['username']} \u00b7 ward councillor \u00b7 ward {councillor['ward_id']}"
+    assert isinstance(dashboard.template(), pn.template.FastListTemplate)
+    assert isinstance(dashboard.__panel__(), pn.Column)
+
+
+def test_url_filters_keep_known_keys_only():
+    assert filters_from_url("?status=open,closed&ward=W1&utm_source=x&q=pipe&q=leak") == {
+        "status": "open,closed", "ward": "W1", "q": "leak"}
+    assert filters_from_url("") == {}
+
+
+def test_url_can_never_widen_a_councillor_scope(engine, make_seed):
+    result = make_seed(tickets=100, random_seed=38)
+    store = store_for(engine, result, "ward_councillor")
+    store.set_filters(**filters_from_url(f"?ward={other_ward(result, store.scope)}&status=open"))
+    assert store.filters.wards == () and store.filters.to_query() == {"status": "open"}
+    assert isinstance(store.scope, Scope) and store.scope.is_councillor
