@@ -148,7 +148,7 @@ def opsdash_server(tmp_path) -> Iterator[Callable[..., OpsDashServer]]:
     """Start real ``opsdash serve`` processes; all are stopped after the test."""
     started: list[OpsDashServer] = []
 
-    def _start(database_url: str, **kwargs) -> OpsDashServer:
+    def _start(database_url: str | None, **kwargs) -> OpsDashServer:
         server = OpsDashServer(database_url=database_url, log_dir=tmp_path, **kwargs)
         server.start()
         started.append(server)
@@ -204,3 +204,20 @@ def empty_db_url(request, tmp_path) -> Iterator[str]:
         return
     with empty_pg_database() as url:
         yield url
+
+
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture
+def chromium_browser(chromium):
+    """A Playwright Browser on Debian's chromium (never a downloaded browser); closed after the test."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()

@@ -97,11 +97,19 @@ def run_opsdash(*args: str, database_url: str | None, cwd: Path, stdin: str | No
 
 
 class OpsDashServer:
-    """A real ``opsdash serve`` process on a free port (not demo mode)."""
+    """A real ``opsdash serve`` process on a free port.
 
-    def __init__(self, database_url: str, log_dir: Path, redis_url: str | None = None,
-                 env: dict[str, str] | None = None, cookie_secret: str = "test-cookie-secret-0123456789") -> None:
+    ``demo=True`` runs ``opsdash serve --demo`` in ``cwd`` without a cookie
+    secret (pass ``database_url=None`` for the demo's own SQLite under
+    ``cwd/var``); its printed logins are in ``log()``.
+    """
+
+    def __init__(self, database_url: str | None, log_dir: Path, redis_url: str | None = None,
+                 env: dict[str, str] | None = None, cookie_secret: str | None = "test-cookie-secret-0123456789",
+                 demo: bool = False, cwd: Path = ROOT) -> None:
         self.port = free_port()
+        self.demo = demo
+        self.cwd = cwd
         self.database_url = database_url
         self.redis_url = redis_url
         self.cookie_secret = cookie_secret
@@ -114,14 +122,15 @@ class OpsDashServer:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 60) -> None:
-        env = opsdash_env(
-            self.database_url, OPSDASH_COOKIE_SECRET=self.cookie_secret,
-            **({"OPSDASH_REDIS_URL": self.redis_url} if self.redis_url else {}), **self.extra_env,
-        )
+        settings = {"OPSDASH_COOKIE_SECRET": self.cookie_secret} if self.cookie_secret and not self.demo else {}
+        if self.redis_url:
+            settings["OPSDASH_REDIS_URL"] = self.redis_url
+        env = opsdash_env(self.database_url, **settings, **self.extra_env)
         self._log = open(self.log_path, "wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "dashboard_app.cli", "serve", "--port", str(self.port), "--address", "127.0.0.1"],
-            cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+            [sys.executable, "-m", "dashboard_app.cli", "serve", "--port", str(self.port), "--address", "127.0.0.1",
+             *(["--demo"] if self.demo else [])],
+            cwd=self.cwd, env=env, stdout=self._log, stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -137,9 +146,9 @@ class OpsDashServer:
         self.stop()
         raise RuntimeError(f"opsdash serve did not answer /health within {timeout}s:\n{self.log()}")
 
-    def log(self) -> str:
+    def log(self, tail: int = 5000) -> str:
         try:
-            return self.log_path.read_text(errors="replace")[-5000:]
+            return self.log_path.read_text(errors="replace")[-tail:]
         except OSError:
             return ""
 
