@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 import panel as pn
+from sqlalchemy import Engine
 
 from data.errors import NotAuthorized
 from data.scope import Scope, scope_for_user
@@ -15,7 +16,9 @@ from .settings import get_engine
 OWN_PROVIDERS = frozenset({"opsdash"})
 
 
-def username_for_sign_in(user: str | None, provider: str | None, user_info: Mapping[str, Any] | None) -> str:
+def username_for_sign_in(
+    engine: Engine, user: str | None, provider: str | None, user_info: Mapping[str, Any] | None
+) -> str:
     """The users-table username of a signed-in browser.
 
     With our own provider the cookie holds the username. With an external
@@ -32,7 +35,7 @@ def username_for_sign_in(user: str | None, provider: str | None, user_info: Mapp
     if info.get("email_verified") is False:
         raise NotAuthorized("your sign-in provider has not verified your e-mail address")
     email = info.get("email") or (user if "@" in str(user) else None)
-    account = find_account(get_engine(), email=str(email)) if email else None
+    account = find_account(engine, email=str(email)) if email else None
     if account is None:
         raise NotAuthorized("no OpsDash account uses the e-mail address of this sign-in; ask an administrator")
     return account.username
@@ -40,7 +43,7 @@ def username_for_sign_in(user: str | None, provider: str | None, user_info: Mapp
 
 def current_username() -> str:
     """The signed-in user of this session (NotAuthorized when none or unmapped)."""
-    return username_for_sign_in(pn.state.user, pn.config.oauth_provider, pn.state.user_info)
+    return username_for_sign_in(get_engine(), pn.state.user, pn.config.oauth_provider, pn.state.user_info)
 
 
 def current_scope() -> Scope:

@@ -1,0 +1,63 @@
+"""Sign-in page and the mapping from a signed-in browser to a users-table account."""
+from __future__ import annotations
+
+import uuid
+
+import panel.auth  # noqa: F401  (first: it imports our provider while it loads, see dashboard_app/auth.py)
+import pytest
+
+from dashboard_app.auth import GENERIC_ERROR, THROTTLED_ERROR, login_page
+from dashboard_app.session import username_for_sign_in
+from data.errors import NotAuthorized
+from data.users import create_user
+
+from .conftest import user_of
+
+
+def test_login_page_keeps_the_username_and_password_fields():
+    page = login_page("/login", "")
+    assert 'name="username"' in page and 'name="password"' in page and 'type="password"' in page
+    assert 'action="./login"' in page and 'method="post"' in page
+    assert GENERIC_ERROR not in page
+
+
+def test_login_page_shows_only_its_own_error_texts():
+    assert THROTTLED_ERROR in login_page("/login", THROTTLED_ERROR)
+    for forged in ("<script>alert(1)</script>", "Your account is locked, call 0800 123 456",
+                   '"><img src=x onerror=alert(1)>'):
+        page = login_page("/login", forged)
+        assert GENERIC_ERROR in page
+        assert forged not in page and "<script>alert" not in page and "0800" not in page
+
+
+def test_own_provider_cookie_user_is_the_username(engine):
+    assert username_for_sign_in(engine, "thandi", "opsdash", None) == "thandi"
+    for nobody in (None, "", "guest"):
+        with pytest.raises(NotAuthorized):
+            username_for_sign_in(engine, nobody, "opsdash", None)
+
+
+def test_oidc_sign_in_maps_the_verified_email_to_the_user_record(engine, make_seed):
+    result = make_seed(tickets=0, random_seed=41)
+    name = f"oidc-{uuid.uuid4().hex[:8]}"
+    email = f"{name}@municipality.example"
+    create_user(engine, name, "a-long-password-1", role="manager",
+                municipality_id=result.municipalities[0]["id"], email=email)
+    info = {"email": email.upper(), "email_verified": True}
+    assert username_for_sign_in(engine, "provider-subject-123", "generic", info) == name
+    assert username_for_sign_in(engine, email, "azure", None) == name  # --oauth-jwt-user email
+
+
+def test_oidc_never_signs_in_by_local_username_or_unverified_email(engine, make_seed):
+    result = make_seed(tickets=0, random_seed=42)
+    manager = user_of(result, "manager")
+    name = f"oidc-{uuid.uuid4().hex[:8]}"
+    email = f"{name}@municipality.example"
+    create_user(engine, name, "a-long-password-1", role="admin",
+                municipality_id=result.municipalities[0]["id"], email=email)
+    with pytest.raises(NotAuthorized):  # a provider account named like a local user is not that user
+        username_for_sign_in(engine, manager["username"], "generic", {"name": manager["username"]})
+    with pytest.raises(NotAuthorized):
+        username_for_sign_in(engine, "x", "generic", {"email": email, "email_verified": False})
+    with pytest.raises(NotAuthorized):
+        username_for_sign_in(engine, "x", "generic", {"email": f"other-{email}"})
