@@ -1,0 +1,96 @@
+"""Reading exported files back, and the oracle they are compared with.
+
+The oracle restates the export rules independently of data/export_cells.py
+(its own regular expression, its own formatting), and starts from
+``data.tickets.scoped_tickets``: the rows the table shows.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import re
+from pathlib import Path
+
+import openpyxl
+import pandas as pd
+
+from data.filters import TicketFilters
+from data.scope import Scope
+from data.tickets import scoped_tickets
+
+HEADERS = [
+    "Tracking Number", "Category", "Status", "Severity", "Description", "Address", "Ward", "Language", "Created",
+    "SLA Response Deadline", "SLA Resolution Deadline", "First Responded", "Resolved At", "Escalated At",
+]
+SOURCES = [
+    "tracking_number", "category", "status", "severity", "description", "address", "ward_id", "language",
+    "created_at", "sla_response_deadline", "sla_resolution_deadline", "first_responded_at", "resolved_at",
+    "escalated_at",
+]
+DATETIMES = set(SOURCES[8:])
+RISKY = re.compile(r"""^[ '"]*[=+\-@\t\r\n]""")
+XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
+
+
+def read_csv(path: Path | bytes) -> tuple[list[str], list[list[str]]]:
+    raw = path if isinstance(path, bytes) else Path(path).read_bytes()
+    assert raw.startswith(b"\xef\xbb\xbf"), "CSV must start with a UTF-8 BOM"
+    rows = list(csv.reader(io.StringIO(raw[3:].decode("utf-8"), newline="")))
+    return rows[0], rows[1:]
+
+
+_XSTRING_ESCAPE = re.compile(r"_x([0-9A-Fa-f]{4})_")
+
+
+def excel_text(value):
+    """A cell value as Excel shows it: openpyxl leaves the spec's ``_xHHHH_`` escapes (ST_Xstring) undecoded."""
+    if not isinstance(value, str):
+        return value
+    return _XSTRING_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), value)
+
+
+def read_xlsx(path: Path) -> tuple[list[str], list[list], openpyxl.Workbook]:
+    """Header and data rows of every data sheet (all but the last, which describes the export)."""
+    book = openpyxl.load_workbook(path)
+    data_sheets = book.worksheets[:-1]
+    header = [excel_text(c.value) for c in data_sheets[0][1]]
+    rows = []
+    for sheet in data_sheets:
+        assert [excel_text(c.value) for c in sheet[1]] == header, f"{sheet.title} repeats the header"
+        rows += [[excel_text(v) for v in r] for r in sheet.iter_rows(min_row=2, values_only=True)]
+    return header, rows, book
+
+
+def oracle_frame(engine, scope: Scope, filters: TicketFilters | None) -> pd.DataFrame:
+    return scoped_tickets(engine, scope, filters, columns=SOURCES)
+
+
+def expected_csv(frame: pd.DataFrame) -> list[list[str]]:
+    out = []
+    for record in frame.to_dict("records"):
+        row = []
+        for source in SOURCES:
+            value = record[source]
+            if source in DATETIMES:
+                row.append("" if pd.isna(value) else value.isoformat(timespec="seconds"))
+            else:
+                text = "" if value is None or (isinstance(value, float) and pd.isna(value)) else str(value)
+                row.append("'" + text if RISKY.match(text) else text)
+        out.append(row)
+    return out
+
+
+def expected_xlsx(frame: pd.DataFrame) -> list[list]:
+    """Cell values openpyxl reads back: literal text (no apostrophe), local naive datetimes to the second."""
+    out = []
+    for record in frame.to_dict("records"):
+        row = []
+        for source in SOURCES:
+            value = record[source]
+            if source in DATETIMES:
+                row.append(None if pd.isna(value) else value.tz_localize(None).floor("s").to_pydatetime())
+            else:
+                text = "" if value is None or (isinstance(value, float) and pd.isna(value)) else str(value)
+                row.append(XML_ILLEGAL.sub("", text) or None)
+        out.append(row)
+    return out
