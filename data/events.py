@@ -163,9 +163,12 @@ def sensitive_reason(payload: Mapping[str, Any]) -> DropReason | None:
 
 
 def _optional_str(payload: Mapping[str, Any], data: Mapping[str, Any], name: str) -> str | None:
-    value = payload.get(name)
+    value, inner = payload.get(name), data.get(name)
+    if value not in (None, "") and inner not in (None, "") and str(value).strip() != str(inner).strip():
+        # Two different wards in one message: route it nowhere rather than guess.
+        raise EventRejected(DropReason.BAD_FIELD, f"{name} differs between the message and its data")
     if value is None:
-        value = data.get(name)
+        value = inner
     if value is None or value == "":
         return None
     if isinstance(value, bool) or not isinstance(value, (str, int)):

@@ -100,6 +100,7 @@ def test_sensitive_messages_are_rejected_whatever_the_spelling(message, reason):
     ('{"type": "ticket_created", "data": {"category": 5}}', DropReason.BAD_FIELD),
     ('{"type": "ticket_created", "id": {"a": 1}}', DropReason.BAD_FIELD),
     ('{"type": "ticket_created", "ward_id": "' + "W" * 65 + '"}', DropReason.BAD_FIELD),
+    ('{"type": "ticket_created", "ward_id": "W1", "data": {"ward_id": "W2"}}', DropReason.BAD_FIELD),
     ("[" * 100_000, DropReason.TOO_LARGE),
     (json.dumps({"type": "ticket_created", "data": {"description": "x" * MAX_EVENT_BYTES}}), DropReason.TOO_LARGE),
 ])
