@@ -41,7 +41,7 @@ from .scope import Scope
 log = logging.getLogger("opsdash.hub")
 
 HubStatus = Literal["stopped", "connecting", "live", "paused"]
-DEFAULT_QUEUE_SIZE = 500
+DEFAULT_QUEUE_SIZE = 2000  # references to shared Event objects: cheap, and 4 s of 500 events/s
 
 
 def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random | None = None) -> float:
