@@ -1,0 +1,83 @@
+"""Schema migrations: the search indexes of 0002 on PostgreSQL, a no-op on SQLite, skipped without pg_trgm."""
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from alembic import command
+from sqlalchemy import inspect, text
+
+from data import TicketFilters, scoped_tickets
+from data.db import _alembic_config, make_engine, migrate, schema_revision
+from data.scope import Scope
+
+from .conftest import add_tickets, empty_pg_database, ticket_record
+
+TRGM_INDEXES = {"ix_tickets_description_trgm", "ix_tickets_tracking_number_trgm", "ix_tickets_address_trgm"}
+
+
+def index_names(engine) -> set[str]:
+    return {ix["name"] for ix in inspect(engine).get_indexes("tickets")}
+
+
+def test_search_indexes_exist_on_postgresql_and_serve_ilike(pg_engine):
+    assert TRGM_INDEXES <= index_names(pg_engine)
+    with pg_engine.connect() as conn:
+        conn.execute(text("SET enable_seqscan = off"))  # tiny table: make the planner show it can use them
+        plan = "\n".join(r[0] for r in conn.execute(
+            text("EXPLAIN SELECT id FROM tickets WHERE description ILIKE '%burst pipe%'")))
+    assert "ix_tickets_description_trgm" in plan
+
+
+def test_search_migration_is_a_no_op_on_sqlite(sqlite_url):
+    engine = make_engine(sqlite_url)
+    assert schema_revision(engine) == "0002"
+    assert not TRGM_INDEXES & index_names(engine)
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
+def test_migrations_downgrade_and_upgrade_again(dialect, tmp_path):
+    def round_trip(engine) -> None:
+        migrate(engine)
+        config = _alembic_config(engine)
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.downgrade(config, "0001")
+        assert schema_revision(engine) == "0001" and not TRGM_INDEXES & index_names(engine)
+        migrate(engine)
+        assert schema_revision(engine) == "0002"
+        engine.dispose()
+
+    if dialect == "sqlite":
+        round_trip(make_engine(f"sqlite:///{tmp_path / 'm.sqlite3'}"))
+        return
+    with empty_pg_database() as url:
+        round_trip(make_engine(url))
+        assert TRGM_INDEXES <= index_names(make_engine(url))
+
+
+def test_migration_skips_search_indexes_when_pg_trgm_cannot_be_created(tmp_path):
+    """A role that may create tables but not extensions (a locked-down ticketing database)."""
+    role = f"opsdash_r_{uuid.uuid4().hex[:8]}"
+    with empty_pg_database() as url:
+        admin = make_engine(url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE ROLE "{role}" LOGIN'))
+            conn.execute(text(f'GRANT CREATE, USAGE ON SCHEMA public TO "{role}"'))
+            conn.execute(text(f'REVOKE CREATE ON DATABASE "{url.rsplit("/", 1)[1]}" FROM PUBLIC'))
+        limited = make_engine(url.replace("postgres@", f"{role}@"))
+        try:
+            migrate(limited)  # no error: the indexes are skipped with a warning
+            assert schema_revision(limited) == "0002"
+            assert not TRGM_INDEXES & index_names(limited)
+            tenant = uuid.uuid4()
+            add_tickets(limited, [ticket_record(tenant, description="100% burst_pipe")])
+            found = scoped_tickets(limited, Scope(municipality_id=tenant, role="admin"), TicketFilters(search="t_p"))
+            assert len(found) == 1  # search still correct, only unindexed
+        finally:
+            limited.dispose()
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP OWNED BY "{role}"'))
+            admin.dispose()
+        with make_engine(url.rsplit("/", 1)[0] + "/test", isolation_level="AUTOCOMMIT").connect() as conn:
+            conn.execute(text(f'DROP ROLE IF EXISTS "{role}"'))
