@@ -113,7 +113,10 @@ def export_tickets(
     total = count_tickets(engine, scope, filters)
     report = progress or (lambda done, total: None)
     report(0, total)
-    fd, tmp_name = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=".part")
+    try:
+        fd, tmp_name = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=".part")
+    except OSError as exc:  # read-only file system, quota, ...: os.access cannot tell in advance
+        raise InvalidValue(f"cannot write the export to {output}: {exc.strerror or exc}") from None
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as handle:

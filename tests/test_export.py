@@ -218,16 +218,11 @@ def test_an_export_failing_midway_leaves_neither_file_nor_audit_row_and_keeps_an
     assert target.read_bytes() == b"previous export" and audit_count(engine) == before
 
 
-def test_unwritable_folder_is_refused(engine, tmp_path):
-    locked = tmp_path / "locked"
-    locked.mkdir(mode=0o500)
-    try:
-        if __import__("os").access(locked, __import__("os").W_OK):
-            pytest.skip("running as a user who can write anywhere (root)")
-        with pytest.raises(InvalidValue, match="no permission"):
-            export_tickets(engine, scope_for(uuid.uuid4()), None, "csv", locked / "x.csv")
-    finally:
-        locked.chmod(0o700)
+def test_unwritable_folder_is_refused_with_a_clear_message(engine):
+    """A read-only file system (/proc): refused even for root, whom permission bits do not stop."""
+    with pytest.raises(InvalidValue, match="cannot write the export to /proc/x.csv"):
+        export_tickets(engine, scope_for(uuid.uuid4()), None, "csv", "/proc/x.csv")
+    assert not Path("/proc/x.csv").exists()
 
 
 def test_postgresql_copy_path_writes_the_same_bytes_as_the_chunked_path(pg_engine, tmp_path):
