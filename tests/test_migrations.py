@@ -81,3 +81,29 @@ def test_migration_skips_search_indexes_when_pg_trgm_cannot_be_created(tmp_path)
             admin.dispose()
         with make_engine(url.rsplit("/", 1)[0] + "/test", isolation_level="AUTOCOMMIT").connect() as conn:
             conn.execute(text(f'DROP ROLE IF EXISTS "{role}"'))
+
+
+def seed_rows(tenant: uuid.UUID, count: int, fail_after: int | None = None):
+    from data.seed import TICKET_COLUMNS
+
+    for i in range(count):
+        if fail_after is not None and i == fail_after:
+            raise RuntimeError("generator failed mid-load")
+        record = ticket_record(tenant, description=f"bulk row {i}")
+        yield tuple(record.get(column) for column in TICKET_COLUMNS)
+
+
+def test_bulk_load_rebuilds_the_search_indexes_and_a_failed_load_keeps_them(pg_engine):
+    from data.seed import insert_tickets
+
+    tenant = uuid.uuid4()
+    assert insert_tickets(pg_engine, seed_rows(tenant, 50), rebuild_search_indexes=True) == 50
+    assert TRGM_INDEXES <= index_names(pg_engine)
+    scope = Scope(municipality_id=tenant, role="manager")
+    assert len(scoped_tickets(pg_engine, scope, TicketFilters(search="bulk row 4"))) == 1 + 10  # 4, 40-49
+
+    other = uuid.uuid4()
+    with pytest.raises(RuntimeError, match="mid-load"):
+        insert_tickets(pg_engine, seed_rows(other, 50, fail_after=20), rebuild_search_indexes=True)
+    assert TRGM_INDEXES <= index_names(pg_engine)  # the drop was rolled back with the rows
+    assert scoped_tickets(pg_engine, Scope(municipality_id=other, role="manager")).empty
