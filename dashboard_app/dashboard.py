@@ -76,8 +76,10 @@ class Dashboard(pn.viewable.Viewer):
         self.live_feed = LiveFeed(store=self.store)
         self.live_area = pn.Column(self.live_feed, sizing_mode="stretch_width", css_classes=["opsdash-live-area"])
         # ---- EXPORT AREA (issue 5) ------------------------------------------------------
-        # The export work puts ExportButtons(store=self.store) into this sidebar column.
-        self.export_area = pn.Column(sizing_mode="stretch_width", css_classes=["opsdash-export-area"])
+        from .export_route import export_buttons  # "Download CSV" / "Download Excel", streamed when large
+
+        self.export = export_buttons(self.store)
+        self.export_area = pn.Column(self.export, sizing_mode="stretch_width", css_classes=["opsdash-export-area"])
 
         self._banner = pn.pane.Alert("", alert_type="danger", visible=False, sizing_mode="stretch_width",
                                      css_classes=["opsdash-error-banner"])

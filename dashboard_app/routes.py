@@ -51,3 +51,7 @@ class HealthHandler(tornado.web.RequestHandler):
 
 
 ROUTES = [(r"/health", HealthHandler, {})]
+
+from .export_route import EXPORT_PATH, ExportDownloadHandler  # noqa: E402  (issue 5: large exports)
+
+ROUTES.append((EXPORT_PATH, ExportDownloadHandler, {}))
