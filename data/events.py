@@ -296,10 +296,19 @@ def make_event(
 # --------------------------------------------------------------------- buses
 
 
-class Subscription(Protocol):
-    """One subscriber connection: yields (channel, raw message) until closed or lost."""
+Message = tuple[str, "bytes | str"]
+#: Most messages handed to the hub at once (what is already buffered, never a wait).
+MAX_BATCH = 500
 
-    def messages(self) -> AsyncIterator[tuple[str, bytes | str]]: ...
+
+class Subscription(Protocol):
+    """One subscriber connection: yields lists of (channel, raw message) until closed or lost.
+
+    A list holds what had already arrived (at most MAX_BATCH): a hub that
+    falls behind catches up in batches, one database lookup per batch.
+    """
+
+    def batches(self) -> AsyncIterator[list[Message]]: ...
 
     async def close(self) -> None: ...
 
@@ -323,20 +332,28 @@ class RedisSubscription:
         self._client = client
         self._pubsub = pubsub
 
-    async def messages(self) -> AsyncIterator[tuple[str, bytes | str]]:
+    async def batches(self) -> AsyncIterator[list[Message]]:
         from redis.exceptions import ConnectionError as RedisConnectionError
         from redis.exceptions import TimeoutError as RedisTimeoutError
 
         while True:
+            batch: list[Message] = []
             try:
+                # Wait for the first message, then take what is already buffered.
                 message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                while message is not None:
+                    if message.get("type") in ("pmessage", "message"):
+                        channel = message["channel"]
+                        if isinstance(channel, bytes):
+                            channel = channel.decode("utf-8", "replace")
+                        batch.append((channel, message["data"]))
+                    if len(batch) >= MAX_BATCH:
+                        break
+                    message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=0)
             except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
                 raise BusUnavailable(f"Redis subscription lost: {exc}") from exc
-            if message is None:
-                continue
-            if message.get("type") in ("pmessage", "message"):
-                channel = message["channel"]
-                yield (channel.decode("utf-8", "replace") if isinstance(channel, bytes) else channel), message["data"]
+            if batch:
+                yield batch
 
     async def close(self) -> None:
         try:
@@ -411,12 +428,20 @@ class InProcessSubscription:
     def deliver(self, item) -> None:
         self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
 
-    async def messages(self) -> AsyncIterator[tuple[str, bytes | str]]:
+    async def batches(self) -> AsyncIterator[list[Message]]:
         while True:
             item = await self.queue.get()
-            if isinstance(item, BaseException):
-                raise item
-            yield item
+            batch: list[Message] = []
+            while True:
+                if isinstance(item, BaseException):
+                    if batch:
+                        yield batch  # what arrived before the loss still counts
+                    raise item
+                batch.append(item)
+                if len(batch) >= MAX_BATCH or self.queue.empty():
+                    break
+                item = self.queue.get_nowait()
+            yield batch
 
     async def close(self) -> None:
         self.bus._remove(self)

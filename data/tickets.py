@@ -461,3 +461,20 @@ def ticket_visibility(engine: Engine, ticket_id: uuid.UUID | str) -> Literal["mi
     with engine.connect() as conn:
         value = conn.execute(stmt).scalar_one_or_none()
     return value or "missing"
+
+
+def ticket_visibilities(
+    engine: Engine, ticket_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, Literal["sensitive", "visible"]]:
+    """``ticket_visibility`` for many tickets in one query (the hub checks events in batches).
+
+    Tickets not in the database are absent from the result ("missing").
+    """
+    ids = list(dict.fromkeys(ticket_ids))
+    if not ids:
+        return {}
+    stmt = select(
+        Ticket.id, case((not_sensitive(), literal("visible")), else_=literal("sensitive"))
+    ).where(Ticket.id.in_(ids))
+    with engine.connect() as conn:
+        return {row[0]: row[1] for row in conn.execute(stmt)}

@@ -235,3 +235,38 @@ def test_register_refuses_anything_but_a_scope():
     hub = Hub(None, engine=None)  # type: ignore[arg-type]
     with pytest.raises(TypeError):
         hub.register({"municipality_id": str(uuid.uuid4()), "role": "admin"})  # type: ignore[arg-type]
+
+
+def test_unreachable_database_drops_ticket_events_fail_closed(live_bus):
+    from data.db import make_engine
+
+    muni = fresh_municipality()
+    dead = make_engine("postgresql+psycopg://postgres@127.0.0.1:1/nowhere", connect_args={"connect_timeout": 1})
+
+    async def scenario():
+        hub = await started_hub(live_bus, engine=dead)
+        manager = hub.register(scopes(muni)["manager"])
+        await publish_raw(live_bus, muni, {**ticketing_message("ticket_updated", "W1", "unknowable"),
+                                           "ticket_id": str(uuid.uuid4())})
+        await publish_raw(live_bus, muni, ticketing_message("ticket_updated", "W1", "no-ticket-named"))
+        await until(lambda: len(manager) >= 1, what="the event that names no ticket")
+        assert tracking(manager.drain()) == ["no-ticket-named"]
+        assert hub.dropped[DropReason.LOOKUP_FAILED.value] == 1
+        await hub.stop()
+        await live_bus.close()
+
+    run(scenario())
+    dead.dispose()
+
+
+def test_batch_visibility_agrees_with_single_lookup(engine, make_seed):
+    from data.tickets import ticket_visibilities, ticket_visibility
+
+    muni = make_seed(tickets=0, municipalities=1).municipalities[0]
+    tickets = [add_ticket(engine, muni["id"], "W1", sensitive=s, category=c)
+               for s, c in ((True, "water"), (False, "GBV"), (False, "roads"))]
+    ids = [t["id"] for t in tickets] + [uuid.uuid4()]
+    batch = ticket_visibilities(engine, ids + ids[:1])
+    assert {tid: batch.get(tid, "missing") for tid in ids} == {tid: ticket_visibility(engine, tid) for tid in ids}
+    assert [batch.get(tid, "missing") for tid in ids] == ["sensitive", "sensitive", "visible", "missing"]
+    assert ticket_visibilities(engine, []) == {}
