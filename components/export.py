@@ -85,10 +85,10 @@ class ExportButtons(pn.viewable.Viewer):
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
         self._files = {fmt: _ExportDownload(label=label, filename=f"tickets.{fmt}", callback=self._callback(fmt),
-                                            button_type="primary", auto=True, embed=False, icon="download",
+                                            color="primary", auto=True, embed=False, icon="download",
                                             css_classes=[f"opsdash-export-{fmt}"], sizing_mode="stretch_width")
                        for fmt, label in LABELS.items()}
-        self._links = {fmt: pn.widgets.Button(name=label, button_type="primary", icon="download", visible=False,
+        self._links = {fmt: pn.widgets.Button(label=label, color="primary", icon="download", visible=False,
                                               css_classes=[f"opsdash-export-{fmt}-large"], sizing_mode="stretch_width")
                        for fmt, label in LABELS.items()}
         for fmt, button in self._links.items():
