@@ -43,7 +43,7 @@ def _card(title: str, value: str, alert: bool = False) -> pn.viewable.Viewable:
         text(title, styles={"font-size": "0.85em", "color": "#555"}, margin=(6, 12, 0, 12)),
         text(value, styles={"font-size": "1.8em", "font-weight": "600", "color": "#b3261e" if alert else "#1a1a1a"},
              margin=(0, 12, 8, 12), css_classes=["opsdash-kpi-value"]),
-        css_classes=["opsdash-kpi"], width=190, margin=0,
+        css_classes=["opsdash-kpi"], width=165, margin=0,
         styles={"background": "white", "border": "1px solid #ddd", "border-radius": "6px"},
     )
 

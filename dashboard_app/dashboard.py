@@ -30,10 +30,17 @@ from data.scope import Scope, scope_for_user
 log = logging.getLogger("opsdash.dashboard")
 
 ACCENT = "#0b6e4f"
+#: Without it phones lay the page out 980 px wide and shrink it (unreadable on a councillor's phone).
+META_VIEWPORT = "width=device-width, initial-scale=1"
 #: URL query keys the dashboard reads (``TicketFilters.to_query`` writes the same).
 URL_KEYS = ("status", "category", "ward", "from", "to", "q")
 LIVE_TEXT = {"off": "\u25cb Live off", "connecting": "\u25cc Connecting", "live": "\u25cf Live",
              "paused": "\u25cc Reconnecting"}
+
+
+def is_phone(user_agent: str | None) -> bool:
+    """MDN's advice: "Mobi" in the User-Agent means a phone-sized device."""
+    return "Mobi" in (user_agent or "")
 
 
 def role_label(scope: Scope) -> str:
@@ -108,7 +115,8 @@ class Dashboard(pn.viewable.Viewer):
 
     def live_indicator(self) -> pn.viewable.Viewable:
         return pn.pane.HTML(pn.bind(LIVE_TEXT.get, self.store.param.live_status),
-                            css_classes=["opsdash-live-indicator"], styles={"color": "white"}, margin=(0, 10))
+                            css_classes=["opsdash-live-indicator"], styles={"color": "white", "white-space": "nowrap"},
+                            margin=(0, 8))
 
     def _on_error(self, *_events) -> None:
         self._banner.object = self.store.error  # fixed text from components.store, never citizen data
@@ -139,16 +147,23 @@ class Dashboard(pn.viewable.Viewer):
     def template(self) -> pn.template.BaseTemplate:
         """The served page (built once per session)."""
         if self._template is None:
-            header = [
-                text(self.who(), styles={"color": "white", "font-size": "1em", "white-space": "nowrap",
-                                         "overflow": "hidden", "text-overflow": "ellipsis", "max-width": "60vw"},
-                     css_classes=["opsdash-who"], margin=(0, 10)),
-                self.live_indicator(),
-                pn.pane.HTML('<a href="/logout" style="color:white">Sign out</a>', margin=(0, 10)),
-            ]
+            phone = is_phone((pn.state.headers or {}).get("User-Agent"))
+            who = text(self.who(), css_classes=["opsdash-who"], margin=(0, 8), styles={
+                "color": "white", "white-space": "nowrap", "overflow": "hidden", "text-overflow": "ellipsis",
+                "max-width": "40vw"})
+            header = [self.live_indicator(),
+                      pn.pane.HTML('<a href="/logout" style="color:white">Sign out</a>', margin=(0, 8))]
+            main = self.main()
+            if phone:  # the header has room for little on a phone: who/where opens the page instead
+                who.styles = {"font-weight": "600", "white-space": "normal"}
+                main.insert(0, who)
+            else:
+                header.insert(0, who)
             self._template = pn.template.FastListTemplate(
-                title=self.title, sidebar=self.sidebar(), main=self.main(), header=header,
+                title=self.title, sidebar=self.sidebar(), main=main, header=header,
                 accent=ACCENT, header_background=ACCENT, sidebar_width=300, main_layout=None,
+                meta_viewport=META_VIEWPORT, theme_toggle=False,  # charts and cards are styled for light only
+                collapsed_sidebar=phone,  # filters open from the menu button instead of taking 300 px
             )
         return self._template
 
@@ -175,7 +190,9 @@ class Dashboard(pn.viewable.Viewer):
                 self.store.set_filters(**values)
             except InvalidFilter as exc:
                 self.notify(f"The link's filters were not applied: {exc}")
-        self._write_url()
+        # The browser reports its own URL once the page has loaded, which would
+        # overwrite a rewrite made now: show what was applied after that.
+        pn.state.onload(self._write_url)
         self.store.param.watch(lambda *_: self._write_url(), "filters")
 
     def _write_url(self) -> None:

@@ -8,7 +8,7 @@ import panel as pn
 from components.store_view import text
 from data.errors import NotAuthorized, OpsDashError
 
-from .dashboard import ACCENT, Dashboard
+from .dashboard import ACCENT, META_VIEWPORT, Dashboard
 from .session import current_username
 
 log = logging.getLogger("opsdash.pages")
@@ -26,7 +26,8 @@ def message_page(title: str, message: str) -> pn.template.BaseTemplate:
         pn.pane.HTML('<p><a href="/">Reload</a> &middot; <a href="/logout">Sign out</a></p>'),
         sizing_mode="stretch_width", css_classes=["opsdash-message-page"],
     )
-    return pn.template.FastListTemplate(title="OpsDash", main=[body], accent=ACCENT, header_background=ACCENT)
+    return pn.template.FastListTemplate(title="OpsDash", main=[body], accent=ACCENT, header_background=ACCENT,
+                                        meta_viewport=META_VIEWPORT)
 
 
 def build_page() -> pn.viewable.Viewable:

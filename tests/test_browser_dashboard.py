@@ -1,0 +1,164 @@
+"""The dashboard in headless Chromium against a real ``opsdash serve`` on PostgreSQL.
+
+Screenshots of the main views go to test-output/screenshots/.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from urllib.parse import parse_qs, urlsplit
+
+import panel.auth  # noqa: F401  (first: it imports our provider while it loads, see dashboard_app/auth.py)
+import pytest
+from playwright.sync_api import expect
+
+from dashboard_app.auth import GENERIC_ERROR
+from data.db import get_engine
+from data.models import OPEN_STATUSES
+from data.seed import SeedResult, seed
+from data.tickets import scoped_tickets
+
+from .conftest import browser_sign_in, pane_texts, save_screenshot, scope_of, user_of, wait_for_dashboard
+from .dashboard_support import XSS_DESCRIPTION, add_ticket, other_ward
+from .support import OpsDashServer
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+PHONE_UA = "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120 Mobile Safari/537.36"
+XSS_ADDRESS = '"><script>window.__xss=2</script>'
+
+
+@dataclass
+class Site:
+    engine: object
+    result: SeedResult
+    server: OpsDashServer
+    xss_tracking: str
+
+    def login(self, role: str, **kwargs) -> tuple[str, str]:
+        user = user_of(self.result, role, **kwargs)
+        return user["username"], user["password"]
+
+
+@pytest.fixture(scope="module")
+def site(pg_url, chromium, tmp_path_factory):
+    engine = get_engine(pg_url)
+    result = seed(engine, tickets=800, wards=3, municipalities=2, random_seed=random.randrange(10**6))
+    councillor = user_of(result, "ward_councillor")
+    xss = add_ticket(engine, councillor["municipality_id"], councillor["ward_id"],
+                     description=XSS_DESCRIPTION, address=XSS_ADDRESS)
+    server = OpsDashServer(database_url=pg_url, log_dir=tmp_path_factory.mktemp("dashboard-server"))
+    server.start()
+    try:
+        yield Site(engine, result, server, xss["tracking_number"])
+    finally:
+        server.stop()
+
+
+def kpi(page) -> dict[str, str]:
+    titles = ("Open tickets", "Created today", "SLA response breaches", "SLA resolution breaches",
+              "Median first response", "Resolution rate")
+    return dict(zip(titles, pane_texts(page, "opsdash-kpi-value")))
+
+
+def column(page, field: str) -> list[str]:
+    return page.locator(f".tabulator-row .tabulator-cell[tabulator-field={field}]").all_inner_texts()
+
+
+def search(page, text: str, rows: int) -> None:
+    box = page.get_by_placeholder("tracking number, description or address")
+    box.fill(text)
+    box.press("Enter")
+    expect(page.locator(".tabulator-row")).to_have_count(rows, timeout=30_000)
+
+
+def test_manager_sees_the_municipality_kpis_table_and_charts(site, browser_page, chromium_browser):
+    page = browser_page
+    browser_sign_in(page, site.server.url, *site.login("manager"))
+    frame = scoped_tickets(site.engine, scope_of(site.engine, site.result, "manager"))
+    assert kpi(page)["Open tickets"] == f"{frame.status.isin(OPEN_STATUSES).sum():,}"
+    assert pane_texts(page, "opsdash-kpi-total") == [f"{len(frame):,} tickets match the filters"]
+    shown = column(page, "tracking_number")
+    assert len(shown) == 25 and set(shown) <= set(frame.tracking_number)
+    assert site.result.municipalities[0]["name"] in pane_texts(page, "opsdash-who")[0]
+    page.wait_for_selector(".bk-Canvas, canvas", timeout=30_000)  # the charts drew
+    save_screenshot(page, "manager-desktop")
+
+    phone = chromium_browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, user_agent=PHONE_UA)
+    try:
+        mobile = phone.new_page()
+        browser_sign_in(mobile, site.server.url, *site.login("manager"))
+        assert kpi(mobile)["Open tickets"] == f"{frame.status.isin(OPEN_STATUSES).sum():,}"
+        save_screenshot(mobile, "manager-phone")
+        # Laid out at the phone's width (not a shrunken 980 px page), filters behind the menu button.
+        assert mobile.evaluate("window.innerWidth") == 390
+        assert mobile.locator(".opsdash-kpi").first.bounding_box()["x"] < 60  # not pushed right by a sidebar
+    finally:
+        phone.close()
+
+
+def test_councillor_sees_only_their_ward_and_a_url_cannot_change_it(site, browser_page):
+    page = browser_page
+    username, password = site.login("ward_councillor")
+    scope = scope_of(site.engine, site.result, "ward_councillor")
+    own = scoped_tickets(site.engine, scope)
+    browser_sign_in(page, site.server.url, username, password)
+    assert set(column(page, "ward_id")) == {scope.ward_id}
+    assert kpi(page)["Open tickets"] == f"{own.status.isin(OPEN_STATUSES).sum():,}"
+    assert f"ward {scope.ward_id}" in pane_texts(page, "opsdash-who")[0]
+    save_screenshot(page, "councillor-desktop")
+
+    forged = other_ward(site.result, scope)
+    page.goto(f"{site.server.url}/?ward={forged}&status=open")
+    wait_for_dashboard(page)
+    # The server rewrites the URL to what it applied: the status, not the ward.
+    page.wait_for_url(lambda url: "status=open" in url and "ward=" not in url, timeout=30_000)
+    assert set(column(page, "ward_id")) <= {scope.ward_id}
+    assert pane_texts(page, "opsdash-kpi-total") == [f"{(own.status == 'open').sum():,} tickets match the filters"]
+
+
+def test_filters_show_in_the_url_and_a_reload_keeps_them(site, browser_page):
+    page = browser_page
+    browser_sign_in(page, site.server.url, *site.login("manager"))
+    frame = scoped_tickets(site.engine, scope_of(site.engine, site.result, "manager"))
+    target = frame.tracking_number.iloc[3]
+    search(page, target, rows=1)
+    page.wait_for_url(lambda url: parse_qs(urlsplit(url).query).get("q") == [target], timeout=30_000)
+    assert column(page, "tracking_number") == [target]
+    page.reload()
+    wait_for_dashboard(page)
+    assert column(page, "tracking_number") == [target]
+    assert page.get_by_placeholder("tracking number, description or address").input_value() == target
+    assert pane_texts(page, "opsdash-kpi-total") == ["1 tickets match the filters"]
+
+
+def test_markup_in_a_description_is_shown_as_text_and_never_runs(site, browser_page):
+    page = browser_page
+    browser_sign_in(page, site.server.url, *site.login("manager"))
+    search(page, site.xss_tracking, rows=1)
+    assert column(page, "description") == [XSS_DESCRIPTION]
+    assert column(page, "address") == [XSS_ADDRESS]
+    assert page.evaluate("window.__xss") is None
+    assert page.locator(".tabulator-cell img, .tabulator-cell script").count() == 0
+    save_screenshot(page, "xss-as-text")
+
+
+@pytest.mark.parametrize("role", ["field_worker", "citizen"])
+def test_roles_without_a_dashboard_get_a_no_access_page_and_no_data(site, browser_page, role):
+    page = browser_page
+    browser_sign_in(page, site.server.url, *site.login(role), dashboard=False)
+    page.wait_for_selector(".opsdash-message", timeout=60_000)
+    assert "no access" in " ".join(pane_texts(page, "opsdash-message")).lower()
+    assert page.locator(".tabulator, .opsdash-kpi, .opsdash-filter-error").count() == 0
+    if role == "field_worker":
+        save_screenshot(page, "field-worker-no-access")
+
+
+def test_wrong_password_is_refused_on_the_sign_in_page(site, browser_page):
+    page = browser_page
+    username, password = site.login("manager")
+    browser_sign_in(page, site.server.url, username, password + "-wrong", dashboard=False)
+    assert urlsplit(page.url).path == "/login"
+    assert page.locator("#error-message").inner_text() == GENERIC_ERROR
+    save_screenshot(page, "sign-in-refused")
+    page.goto(f"{site.server.url}/")
+    assert urlsplit(page.url).path == "/login"  # no dashboard without a session
