@@ -1,8 +1,8 @@
 """Realistic demo data: municipalities, wards, one user per role, tickets.
 
 Deterministic for a given ``random_seed`` and database state. Tickets go in
-with PostgreSQL COPY (or batched executemany on SQLite), so a million rows
-take about a minute, not hours.
+with PostgreSQL COPY (or batched executemany on SQLite); a million rows take
+one to two minutes on 2 cores (docs/performance.md, "Seeding").
 """
 from __future__ import annotations
 

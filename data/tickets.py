@@ -400,16 +400,16 @@ def created_and_resolved_by_day(
     start = local_day_start(local_today - timedelta(days=int(days) - 1), scope)
     where = [*scope_conditions(scope), *filter_conditions(scope, filters)]
     if engine.dialect.name == "postgresql":
-        def hour(col):
+        def slot(col):
             quarter = func.floor(func.extract("minute", col) / 15) * literal_column("interval '15 minutes'")
             return func.date_trunc("hour", col) + quarter
     else:
-        def hour(col):
+        def slot(col):
             minute = cast(func.strftime("%M", col), Integer) // 15 * 15
             two_digits = func.substr(literal("0", String).concat(cast(minute, String)), -2)
             return func.strftime("%Y-%m-%d %H:", col, type_=String).concat(two_digits).concat(":00")
-    created = select(hour(Ticket.created_at).label("h"), func.count()).where(*where, Ticket.created_at >= start).group_by("h")
-    resolved = select(hour(Ticket.resolved_at).label("h"), func.count()).where(*where, Ticket.resolved_at >= start).group_by("h")
+    created = select(slot(Ticket.created_at).label("h"), func.count()).where(*where, Ticket.created_at >= start).group_by("h")
+    resolved = select(slot(Ticket.resolved_at).label("h"), func.count()).where(*where, Ticket.resolved_at >= start).group_by("h")
     open_before = select(func.count()).select_from(Ticket).where(
         *where, Ticket.created_at < start, or_(Ticket.resolved_at.is_(None), Ticket.resolved_at >= start)
     )
