@@ -19,6 +19,9 @@ import xlsxwriter
 from .export_cells import (
     DATETIME_SOURCES,
     EXPORT_COLUMNS,
+    FORMULA_START,
+    XLSX_ILLEGAL,
+    XLSX_MAX_CELL_CHARS,
     is_formula_like,
     text_series,
     xlsx_text,
@@ -93,25 +96,30 @@ class XlsxTicketWriter:
 
     def write_chunk(self, frame: pd.DataFrame) -> None:
         """Append a chunk from ``iter_ticket_chunks`` (datetimes already in local time)."""
-        columns: list[tuple[int, bool, list]] = []
+        # Column-wise preparation (vectorised), so the per-cell loop only writes.
+        columns: list[tuple[int, bool, list, list]] = []
         for col, (_, source) in enumerate(EXPORT_COLUMNS):
             if source in DATETIME_SOURCES:
-                columns.append((col, True, excel_serials(frame[source]).tolist()))
-            else:
-                columns.append((col, False, text_series(frame, source).tolist()))
+                columns.append((col, True, excel_serials(frame[source]).tolist(), []))
+                continue
+            series = text_series(frame, source)
+            suspect = (series.str.contains(XLSX_ILLEGAL) | (series.str.len() > XLSX_MAX_CELL_CHARS // 2)).tolist()
+            values = [xlsx_text(v) if bad else v for v, bad in zip(series.tolist(), suspect)]
+            formats = [self.quoted_format if is_formula_like(v) else None for v in values] \
+                if series.str.contains(FORMULA_START).any() else [None] * len(values)
+            columns.append((col, False, values, formats))
         for i in range(len(frame)):
             if self._sheet is None or self._sheet_row >= self.sheet_rows:
                 self._new_sheet()
             self._sheet_row += 1
             row, sheet = self._sheet_row, self._sheet
-            for col, is_date, values in columns:
+            for col, is_date, values, formats in columns:
                 value = values[i]
                 if is_date:
                     if value == value:  # not NaN
                         sheet.write_number(row, col, value, self.date_format)
                 elif value:
-                    text = xlsx_text(value)
-                    sheet.write_string(row, col, text, self.quoted_format if is_formula_like(text) else None)
+                    sheet.write_string(row, col, value, formats[i])
         self.rows += len(frame)
 
     def close(self, about: Iterable[tuple[str, str]]) -> None:
