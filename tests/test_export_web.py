@@ -1,0 +1,180 @@
+"""Exports through a real ``opsdash serve`` on PostgreSQL: the buttons in Chromium and the streaming route.
+
+The server's large-export threshold sits between a councillor's and a
+manager's row count, so the councillor's buttons use Panel's FileDownload
+and the manager's the streaming route; both files are read back and
+compared with ``scoped_tickets``.
+"""
+from __future__ import annotations
+
+import random
+import re
+import time
+import uuid
+from dataclasses import dataclass
+from urllib.error import HTTPError
+from urllib.parse import quote
+from urllib.request import Request, urlopen
+
+import panel.auth  # noqa: F401  (first: it imports our provider while it loads, see dashboard_app/auth.py)
+import pytest
+import tornado.web
+from sqlalchemy import select
+
+from data.db import get_engine
+from data.export_token import sign_export_token
+from data.filters import TicketFilters
+from data.models import ExportAudit
+from data.seed import SeedResult, seed
+from data.tickets import count_tickets
+
+from .conftest import add_tickets, browser_sign_in, scope_of, ticket_record, user_of
+from .export_support import expected_csv, expected_xlsx, oracle_frame, read_csv, read_xlsx
+from .support import OpsDashServer
+
+HOSTILE = "=HYPERLINK(\"http://evil\",\"click\") Amanzi \u2014 \u00eb"
+FILENAME = re.compile(r"^tickets_[a-z0-9-]+_\d{8}_\d{6}\.(csv|xlsx)$")
+
+
+@dataclass
+class ExportSite:
+    engine: object
+    result: SeedResult
+    server: OpsDashServer
+
+    def user(self, role: str) -> dict:
+        return user_of(self.result, role)
+
+    def scope(self, role: str):
+        return scope_of(self.engine, self.result, role)
+
+    def get(self, path: str, username: str | None = None, cookie: str | None = None):
+        """GET on the server with a signed (or a given raw) ``user`` cookie; (status, headers, body)."""
+        headers = {}
+        if username is not None:
+            signed = tornado.web.create_signed_value(self.server.cookie_secret, "user", username).decode()
+            headers["Cookie"] = f"user={signed}"
+        elif cookie is not None:
+            headers["Cookie"] = cookie
+        try:
+            with urlopen(Request(self.server.url + path, headers=headers), timeout=60) as response:
+                return response.status, dict(response.headers), response.read()
+        except HTTPError as exc:
+            return exc.code, dict(exc.headers), exc.read()
+
+    def link(self, username: str, fmt: str, filters: TicketFilters = TicketFilters(), **kwargs) -> str:
+        token = sign_export_token(self.server.cookie_secret, username, fmt, filters, **kwargs)
+        return f"/export/download?token={quote(token)}"
+
+    def audits(self, username: str) -> list[ExportAudit]:
+        with self.engine.connect() as conn:
+            return list(conn.execute(select(ExportAudit).where(ExportAudit.username == username)
+                                     .order_by(ExportAudit.id)).all())
+
+
+@pytest.fixture(scope="module")
+def export_site(pg_url, tmp_path_factory):
+    engine = get_engine(pg_url)
+    result = seed(engine, tickets=600, wards=3, municipalities=2, random_seed=random.randrange(10**6))
+    councillor = user_of(result, "ward_councillor")
+    add_tickets(engine, [ticket_record(uuid.UUID(councillor["municipality_id"]), ward_id=councillor["ward_id"],
+                                       description=HOSTILE, address="@SUM(1+1)")])
+    small = count_tickets(engine, scope_of(engine, result, "ward_councillor"))
+    large = count_tickets(engine, scope_of(engine, result, "manager"))
+    assert small < large
+    server = OpsDashServer(database_url=pg_url, log_dir=tmp_path_factory.mktemp("export-server"),
+                           env={"OPSDASH_LARGE_EXPORT_ROWS": str((small + large) // 2)})
+    server.start()
+    try:
+        yield ExportSite(engine, result, server)
+    finally:
+        server.stop()
+
+
+# ---- the streaming route, over plain HTTP ---------------------------------------------------
+
+def test_route_streams_exactly_the_users_rows_and_audits(export_site):
+    manager = export_site.user("manager")["username"]
+    status, headers, body = export_site.get(export_site.link(manager, "csv"), username=manager)
+    assert status == 200 and headers["Content-Type"].startswith("text/csv")
+    filename = re.search(r'filename="([^"]+)"', headers["Content-Disposition"]).group(1)
+    assert FILENAME.match(filename) and filename.endswith(".csv")
+    assert read_csv(body)[1] == expected_csv(oracle_frame(export_site.engine, export_site.scope("manager"), None))
+    assert export_site.audits(manager)[-1].channel == "http"
+
+
+@pytest.mark.parametrize("cookie", [None, "user=manager", "user=\"2|1:0|10:1|4:user|8:bWFuYWdlcg==|forged\""])
+def test_route_refuses_without_a_signed_user_cookie(export_site, cookie):
+    manager = export_site.user("manager")["username"]
+    status, _, body = export_site.get(export_site.link(manager, "csv"), cookie=cookie)
+    assert status == 401 and b"Sign in" in body
+
+
+def test_route_refuses_another_users_token_a_tampered_one_and_an_expired_one(export_site):
+    councillor = export_site.user("ward_councillor")["username"]
+    manager = export_site.user("manager")["username"]
+    before = len(export_site.audits(councillor)) + len(export_site.audits(manager))
+    cases = [
+        export_site.link(manager, "csv"),  # a manager's link with a councillor's cookie
+        export_site.link(councillor, "csv")[:-3] + "AAA",
+        export_site.link(councillor, "csv", now=time.time() - 3600),
+        "/export/download",
+    ]
+    for path in cases:
+        status, _, body = export_site.get(path, username=councillor)
+        assert status == 403, path
+        assert b"Traceback" not in body
+    assert len(export_site.audits(councillor)) + len(export_site.audits(manager)) == before
+
+
+def test_route_takes_the_scope_from_the_user_record_not_from_the_token_filters(export_site):
+    councillor = export_site.user("ward_councillor")
+    other_ward = next(w for w in export_site.result.municipalities[0]["wards"] if w != councillor["ward_id"])
+    link = export_site.link(councillor["username"], "xlsx", TicketFilters(wards=(other_ward,)))
+    status, _, body = export_site.get(link, username=councillor["username"])
+    assert status == 200
+    path = export_site.server.log_path.with_name("councillor.xlsx")
+    path.write_bytes(body)
+    rows = read_xlsx(path)[1]
+    assert rows == expected_xlsx(oracle_frame(export_site.engine, export_site.scope("ward_councillor"), None))
+    assert {r[6] for r in rows} == {councillor["ward_id"]}
+
+
+def test_route_answers_a_bad_format_with_a_clear_400(export_site):
+    manager = export_site.user("manager")["username"]
+    status, _, body = export_site.get(export_site.link(manager, "pdf"), username=manager)
+    assert status == 400 and b"unknown export format 'pdf'" in body
+
+
+# ---- the buttons, in Chromium --------------------------------------------------------------
+
+def download(page, label: str, target_dir) -> tuple[str, object]:
+    with page.expect_download(timeout=60_000) as info:
+        page.get_by_role("button", name=label).click()
+    path = target_dir / info.value.suggested_filename
+    info.value.save_as(path)
+    return info.value.suggested_filename, path
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+@pytest.mark.parametrize("role,channel", [("ward_councillor", "ui"), ("manager", "http")])
+def test_both_buttons_download_exactly_the_scoped_rows(export_site, browser_page, tmp_path, role, channel):
+    """Councillor: FileDownload over the websocket. Manager (above the threshold): the streaming route."""
+    user = export_site.user(role)
+    browser_sign_in(browser_page, export_site.server.url, user["username"], user["password"])
+    frame = oracle_frame(export_site.engine, export_site.scope(role), None)
+
+    name, path = download(browser_page, "Download CSV", tmp_path)
+    assert FILENAME.match(name) and name.endswith(".csv")
+    assert read_csv(path)[1] == expected_csv(frame)
+
+    name, path = download(browser_page, "Download Excel", tmp_path)
+    assert FILENAME.match(name) and name.endswith(".xlsx")
+    assert read_xlsx(path)[1] == expected_xlsx(frame)
+
+    audits = export_site.audits(user["username"])[-2:]
+    assert [(a.format, a.channel, a.row_count) for a in audits] == [("csv", channel, len(frame)),
+                                                                     ("xlsx", channel, len(frame))]
+    if role == "ward_councillor":
+        assert HOSTILE in frame["description"].tolist()
