@@ -164,11 +164,15 @@ def _chunked_csv(engine: Engine, scope: Scope, filters: TicketFilters, handle: I
 def _xlsx(engine: Engine, scope: Scope, filters: TicketFilters, handle: IO[bytes], total: int,
           report: Progress, chunk_size: int, sheet_rows: int, now: datetime) -> tuple[int, int]:
     writer = XlsxTicketWriter(handle, timezone=scope.timezone, sheet_rows=sheet_rows)
-    for frame in iter_ticket_chunks(engine, scope, filters, chunk_size=chunk_size, columns=SOURCE_COLUMNS):
-        writer.write_chunk(frame)
-        report(writer.rows, total)
-    writer.close(about_export(scope, filters, writer.rows, now))
-    return writer.rows, len(writer.sheets)
+    try:
+        for frame in iter_ticket_chunks(engine, scope, filters, chunk_size=chunk_size, columns=SOURCE_COLUMNS):
+            writer.write_chunk(frame)
+            report(writer.rows, total)
+        writer.close(about_export(scope, filters, writer.rows, now))
+    except BaseException:
+        writer.abort()
+        raise
+    return writer.rows, writer.data_sheets
 
 
 def about_export(scope: Scope, filters: TicketFilters, rows: int, now: datetime) -> list[tuple[str, str]]:

@@ -9,10 +9,13 @@ from __future__ import annotations
 import csv
 import io
 import re
+import zipfile
 from pathlib import Path
+from xml.etree import ElementTree
 
 import openpyxl
 import pandas as pd
+from python_calamine import CalamineWorkbook
 
 from data.filters import TicketFilters
 from data.scope import Scope
@@ -58,7 +61,24 @@ def read_xlsx(path: Path) -> tuple[list[str], list[list], openpyxl.Workbook]:
     for sheet in data_sheets:
         assert [excel_text(c.value) for c in sheet[1]] == header, f"{sheet.title} repeats the header"
         rows += [[excel_text(v) for v in r] for r in sheet.iter_rows(min_row=2, values_only=True)]
+    assert_same_with_second_reader(path, book.sheetnames, [header, *rows], len(data_sheets))
     return header, rows, book
+
+
+def assert_same_with_second_reader(path: Path, sheetnames: list[str], rows: list[list], data_sheets: int) -> None:
+    """Every part is well-formed XML, and calamine (an independent Rust reader) sees what openpyxl sees."""
+    with zipfile.ZipFile(path) as archive:
+        for name in archive.namelist():
+            if name.endswith((".xml", ".rels")):
+                ElementTree.fromstring(archive.read(name))
+    book = CalamineWorkbook.from_path(str(path))
+    assert book.sheet_names == sheetnames
+    seen = []
+    for index in range(data_sheets):
+        sheet = book.get_sheet_by_index(index).to_python(skip_empty_area=False)
+        seen += sheet if index == 0 else sheet[1:]
+    normalised = [[v if v is not None else "" for v in r] + [""] * (len(rows[0]) - len(r)) for r in rows]
+    assert [[excel_text(v) for v in r] + [""] * (len(rows[0]) - len(r)) for r in seen] == normalised
 
 
 def oracle_frame(engine, scope: Scope, filters: TicketFilters | None) -> pd.DataFrame:
