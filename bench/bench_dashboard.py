@@ -1,0 +1,243 @@
+"""Dashboard speed and memory with 1,000,000 tickets in PostgreSQL (issue 4).
+
+A dedicated database ``opsdash_bench`` (``--quick``: ``opsdash_bench_quick``,
+20,000 tickets) is seeded once with ``data.seed.seed`` (COPY) and reused.
+One municipality holds all tickets, so the manager's dashboard aggregates
+the full million. A real ``opsdash serve`` runs on it; Debian's Chromium
+(Playwright) signs in through /login.
+
+Figures:
+- sign-in to dashboard fully rendered (KPI values, first table page, all
+  charts drawn), median and worst of warm sessions (the first session of a
+  process pays the imports and is shown separately);
+- filter change (free-text search, two terms) until the KPI total
+  and the table's first row show the new, correct values;
+- server memory per session: RSS growth of the server process over N open
+  sessions, divided by N;
+- the SQL behind one dashboard load, timed in-process.
+
+    python bench/bench_dashboard.py [--quick] [--sessions N] [--pg-url ...]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OPSDASH_FAST_PASSWORD_HASH", "1")
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import psutil  # noqa: E402
+from sqlalchemy import func, select, text  # noqa: E402
+
+from data.db import make_engine, migrate  # noqa: E402
+from data.filters import TicketFilters  # noqa: E402
+from data.models import Municipality, Ticket, User  # noqa: E402
+from data.scope import scope_for_user  # noqa: E402
+from data.tickets import (  # noqa: E402
+    count_tickets, counts_by_pair, created_and_resolved_by_day, ticket_kpis, ticket_page)
+from data.users import create_user  # noqa: E402
+from tests.conftest import CHROMIUM_ARGS, browser_sign_in, pane_texts, wait_for_dashboard  # noqa: E402
+from tests.support import OpsDashServer, chromium_path  # noqa: E402
+
+DEFAULT_PG_URL = os.environ.get("OPSDASH_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+PASSWORD = "bench-password-not-secret"
+TARGETS = {"sign-in to rendered": 3.0, "filter change": 1.0, "MB per session": 30.0}
+SEARCH_BOX = "tracking number, description or address"
+
+
+def bench_database(admin_url: str, name: str, tickets: int) -> str:
+    """URL of database ``name``, created, migrated and seeded with ``tickets`` on first use only."""
+    admin = make_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        if conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}).first() is None:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    url = admin_url.rsplit("/", 1)[0] + f"/{name}"
+    engine = make_engine(url)
+    migrate(engine)
+    with engine.connect() as conn:
+        have = conn.execute(select(func.count()).select_from(Ticket)).scalar_one()
+    if have < tickets * 0.9:
+        from data.seed import seed
+
+        print(f"seeding {tickets:,} tickets into {name} (once; later runs reuse them)...", flush=True)
+        started = time.perf_counter()
+        seed(engine, tickets=tickets, wards=20, municipalities=1, random_seed=tickets)
+        with engine.connect() as conn:
+            conn.execute(text("ANALYZE tickets"))
+            conn.commit()
+        print(f"  seeded in {time.perf_counter() - started:.0f} s", flush=True)
+    engine.dispose()
+    return url
+
+
+def bench_users(url: str) -> dict[str, str]:
+    """role -> username of benchmark accounts with a known password in the largest municipality."""
+    engine = make_engine(url)
+    count = select(func.count()).where(Ticket.tenant_id == Municipality.id).scalar_subquery()
+    with engine.connect() as conn:
+        muni = conn.execute(select(Municipality.id).order_by(count.desc())).scalars().first()
+        ward = conn.execute(select(Ticket.ward_id).where(Ticket.tenant_id == muni, Ticket.ward_id.is_not(None))
+                            .limit(1)).scalar_one()
+        existing = set(conn.execute(select(User.username).where(User.username.like("bench.%"))).scalars())
+    users = {"manager": "bench.manager", "ward_councillor": "bench.councillor"}
+    for role, username in users.items():
+        if username not in existing:
+            create_user(engine, username, PASSWORD, role=role, municipality_id=muni,
+                        ward_id=ward if role == "ward_councillor" else None)
+    engine.dispose()
+    return users
+
+
+def rendered(page, charts: int) -> None:
+    wait_for_dashboard(page)
+    page.locator(".opsdash-kpi-total").first.wait_for()
+    page.wait_for_function(  # every chart drew its canvas (they live in nested shadow roots)
+        """n => { let c = 0; const walk = r => { for (const e of r.querySelectorAll('*')) {
+                  if (e.tagName === 'CANVAS') c++; if (e.shadowRoot) walk(e.shadowRoot); } };
+                  walk(document); return c >= n; }""", arg=charts, timeout=120_000)
+
+
+def time_sign_in(browser, server_url: str, username: str, charts: int) -> tuple[float, object]:
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.goto(f"{server_url}/login")
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", PASSWORD)
+    started = time.perf_counter()
+    page.click("button[type=submit]")
+    rendered(page, charts)
+    return time.perf_counter() - started, context
+
+
+def time_filter(page, change, expected_total: str, expected_first: str) -> float:
+    started = time.perf_counter()
+    change()
+    page.wait_for_function(
+        """([total, first]) => { const texts = []; let row = null;
+             const walk = r => { for (const e of r.querySelectorAll('*')) {
+               if (e.classList && e.classList.contains('opsdash-kpi-total') && e.shadowRoot) texts.push(e.shadowRoot.textContent);
+               if (!row && e.getAttribute && e.getAttribute('tabulator-field') === 'tracking_number'
+                   && e.classList.contains('tabulator-cell')) row = e.textContent;
+               if (e.shadowRoot) walk(e.shadowRoot); } };
+             walk(document); return texts.some(t => t.includes(total)) && row === first; }""",
+        arg=[expected_total, expected_first], timeout=60_000)
+    return time.perf_counter() - started
+
+
+def sql_profile(url: str, username: str) -> dict[str, float]:
+    """Milliseconds of each query behind one manager dashboard load (warm)."""
+    engine = make_engine(url)
+    scope = scope_for_user(engine, username)
+    calls = {
+        "KPIs": lambda: ticket_kpis(engine, scope),
+        "category x status": lambda: counts_by_pair(engine, scope, "category", "status"),
+        "ward x status": lambda: counts_by_pair(engine, scope, "ward_id", "status"),
+        "backlog 30 days": lambda: created_and_resolved_by_day(engine, scope, days=30),
+        "table page 1 (count + rows)": lambda: ticket_page(engine, scope, page=1, page_size=25),
+        "table page 2000": lambda: ticket_page(engine, scope, page=2000, page_size=25),
+    }
+    out = {}
+    for name, call in calls.items():
+        call()
+        runs = []
+        for _ in range(3):
+            started = time.perf_counter()
+            call()
+            runs.append((time.perf_counter() - started) * 1000)
+        out[name] = statistics.median(runs)
+    engine.dispose()
+    return out
+
+
+def server_rss(process: psutil.Process) -> int:
+    return sum(p.memory_info().rss for p in [process, *process.children(recursive=True)])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="20,000 tickets, fewer runs")
+    parser.add_argument("--pg-url", default=DEFAULT_PG_URL)
+    parser.add_argument("--sessions", type=int, default=None, help="sessions held open for the memory figure")
+    args = parser.parse_args()
+    chromium = chromium_path()
+    if chromium is None:
+        print("skipped: Debian's chromium is not installed")
+        return 0
+    tickets = 20_000 if args.quick else 1_000_000
+    runs = 3 if args.quick else 5
+    sessions = args.sessions or (3 if args.quick else 10)
+    url = bench_database(args.pg_url, "opsdash_bench_quick" if args.quick else "opsdash_bench", tickets)
+    users = bench_users(url)
+    engine = make_engine(url)
+    manager_scope = scope_for_user(engine, users["manager"])
+    visible = count_tickets(engine, manager_scope)
+    print(f"database: {url.rsplit('/', 1)[1]}, {visible:,} tickets visible to the manager")
+
+    for name, ms in sql_profile(url, users["manager"]).items():
+        print(f"  SQL {name:<28} {ms:8.1f} ms")
+
+    from playwright.sync_api import sync_playwright
+
+    with tempfile.TemporaryDirectory() as logs, sync_playwright() as playwright:
+        server = OpsDashServer(database_url=url, log_dir=Path(logs))
+        server.start()
+        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            process = psutil.Process(server.process.pid)
+            first, context = time_sign_in(browser, server.url, users["manager"], charts=3)
+            context.close()
+            times = []
+            for _ in range(runs):
+                seconds, context = time_sign_in(browser, server.url, users["manager"], charts=3)
+                times.append(seconds)
+                context.close()
+            c_seconds, context = time_sign_in(browser, server.url, users["ward_councillor"], charts=2)
+            context.close()
+            print(f"sign-in to rendered, manager: first session of the process {first:.2f} s; "
+                  f"warm median {statistics.median(times):.2f} s, worst {max(times):.2f} s "
+                  f"({runs} runs; target <= {TARGETS['sign-in to rendered']:.0f} s)")
+            print(f"sign-in to rendered, councillor: {c_seconds:.2f} s")
+
+            # Filter changes in one signed-in session.
+            _, context = time_sign_in(browser, server.url, users["manager"], charts=3)
+            page = context.new_page() if not context.pages else context.pages[0]
+            box = page.get_by_placeholder(SEARCH_BOX)
+            changes = []
+            for term in ("pipe", "water"):
+                filters = TicketFilters(search=term)
+                first_row = ticket_page(engine, manager_scope, filters, page_size=1).frame.tracking_number.iloc[0]
+                total = f"{count_tickets(engine, manager_scope, filters):,} tickets match"
+                changes.append(time_filter(page, lambda: (box.fill(term), box.press("Enter")), total, first_row))
+            print(f"filter change (free-text search, KPIs + charts + table): 'pipe' {changes[0]:.2f} s, "
+                  f"'water' {changes[1]:.2f} s (target <= {TARGETS['filter change']:.0f} s)")
+            context.close()
+
+            # Memory: hold `sessions` rendered dashboards open at once.
+            time.sleep(1)
+            before = server_rss(process)
+            contexts = []
+            for _ in range(sessions):
+                contexts.append(time_sign_in(browser, server.url, users["manager"], charts=3)[1])
+            after = server_rss(process)
+            per_session = (after - before) / sessions / 2**20
+            print(f"server memory: {before / 2**20:.0f} MB with no open dashboard, {after / 2**20:.0f} MB with "
+                  f"{sessions} open: {per_session:.1f} MB per session "
+                  f"(target <= {TARGETS['MB per session']:.0f} MB)")
+            for context in contexts:
+                context.close()
+        finally:
+            browser.close()
+            server.stop()
+    engine.dispose()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
