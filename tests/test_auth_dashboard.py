@@ -1,14 +1,18 @@
 """Sign-in page and the mapping from a signed-in browser to a users-table account."""
 from __future__ import annotations
 
+import random
 import uuid
+from urllib.parse import parse_qs, urlsplit
 
 import panel.auth  # noqa: F401  (first: it imports our provider while it loads, see dashboard_app/auth.py)
 import pytest
+import requests
 
-from dashboard_app.auth import GENERIC_ERROR, THROTTLED_ERROR, login_page
+from dashboard_app.auth import GENERIC_ERROR, THROTTLED_ERROR, LoginThrottle, login_page
 from dashboard_app.session import username_for_sign_in
 from data.errors import NotAuthorized
+from data.seed import seed
 from data.users import create_user
 
 from .conftest import user_of
@@ -61,3 +65,31 @@ def test_oidc_never_signs_in_by_local_username_or_unverified_email(engine, make_
         username_for_sign_in(engine, "x", "generic", {"email": email, "email_verified": False})
     with pytest.raises(NotAuthorized):
         username_for_sign_in(engine, "x", "generic", {"email": f"other-{email}"})
+
+
+def test_throttle_counts_failures_per_user_and_per_address_separately():
+    throttle = LoginThrottle(max_attempts=3, window_s=60)
+    for _ in range(3):
+        throttle.failed("user:a", "ip:1")
+    assert throttle.blocked("user:a", "ip:2")  # the account, from any address
+    assert throttle.blocked("user:b", "ip:1")  # the address, for any account
+    assert not throttle.blocked("user:b", "ip:2")
+    throttle.succeeded("user:a")
+    assert not throttle.blocked("user:a", "ip:2")
+
+
+@pytest.mark.slow
+def test_served_sign_in_is_throttled_even_for_the_right_password(opsdash_server, pg_engine, pg_url):
+    result = seed(pg_engine, tickets=0, wards=2, municipalities=1, random_seed=random.randrange(10**6))
+    manager = user_of(result, "manager")
+    server = opsdash_server(pg_url, env={"OPSDASH_LOGIN_MAX_ATTEMPTS": "3", "OPSDASH_LOGIN_WINDOW_S": "300"})
+
+    def attempt(password: str) -> list[str]:
+        response = requests.post(f"{server.url}/login", data={"username": manager["username"], "password": password},
+                                 allow_redirects=False, timeout=30)
+        return parse_qs(urlsplit(response.headers["Location"]).query).get("error", [])
+
+    assert [attempt("wrong") for _ in range(3)] == [[GENERIC_ERROR]] * 3
+    assert attempt(manager["password"]) == [THROTTLED_ERROR]
+    page = requests.get(f"{server.url}/login?error={THROTTLED_ERROR}", timeout=30).text
+    assert THROTTLED_ERROR in page
