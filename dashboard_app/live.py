@@ -114,7 +114,13 @@ class LiveSession:
     def start(self) -> LiveSession:
         self.registration = self.hub.register(self.store.scope)
         self._set_status(self.hub.status)
-        self.callback = pn.state.add_periodic_callback(self.tick, period=self.interval_ms)
+        self.callback = pn.state.add_periodic_callback(self.tick, period=self.interval_ms, start=False)
+        # A background callback: Panel would otherwise flag the whole server "busy" (spinner,
+        # a process-wide busy list rewritten per call) twice a second per session, and log
+        # each run. Panel's own PeriodicCallback(background=True) sets this same attribute.
+        self.callback._background = True
+        self.callback.log = False
+        self.callback.start()
         # Bokeh stops the callback only when it expires the session; unregister
         # here too so a closed tab leaves nothing behind in the hub.
         pn.state.on_session_destroyed(self.close)

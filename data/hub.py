@@ -238,7 +238,7 @@ class Hub:
                 log.exception("unexpected error parsing a live message")
                 self._drop("parse_error", channel)
                 continue
-            if not self._audience(event):
+            if event.municipality_id not in self._sessions:
                 self.counters["no_audience"] += 1  # nobody here to tell: no lookup either
                 continue
             candidates.append((channel, event))
@@ -249,7 +249,10 @@ class Hub:
             if reason is not None:
                 self._drop(reason, channel)
                 continue
-            audience = self._audience(event)  # sessions may have left during the lookup
+            audience = self._audience(event)  # after the lookup: sessions may have come or gone
+            if not audience:
+                self.counters["no_audience"] += 1
+                continue
             for feed in audience:
                 feed.offer(event)
             self.counters["routed"] += 1
