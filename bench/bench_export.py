@@ -8,8 +8,9 @@ and reused by later runs: one municipality of ~1,000,000 tickets and one of
 - CSV export (``export_tickets``, COPY path) vs a raw
   ``COPY (same scoped SELECT) TO STDOUT WITH CSV`` into a file, same run;
 - XLSX export time and peak RSS growth;
-- the xlsx writer choice: XlsxWriter constant_memory (ours) vs openpyxl
-  write-only on the smaller municipality.
+- the xlsx writer choice, on the smaller municipality: ours (data/export_xlsx.py)
+  vs XlsxWriter constant_memory and openpyxl write-only, all fed the same
+  chunks with the same cell rules, one Python call per cell for the latter two.
 
 Every measurement runs in a fresh subprocess, so peak RSS growth is that
 export's own (``ru_maxrss`` at the end minus RSS before the export).
@@ -31,6 +32,7 @@ from pathlib import Path
 os.environ.setdefault("OPSDASH_FAST_PASSWORD_HASH", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import pandas as pd  # noqa: E402
 import psutil  # noqa: E402
 from sqlalchemy import func, select, text  # noqa: E402
 
@@ -101,8 +103,10 @@ def measure(url: str, username: str, what: str) -> dict:
                 for block in copy:
                     handle.write(block)
             rows = cursor.rowcount
-    elif what == "openpyxl-writeonly":
+    elif what == "xlsx-openpyxl":
         rows = openpyxl_write_only(engine, scope, target)
+    elif what == "xlsx-xlsxwriter":
+        rows = xlsxwriter_constant_memory(engine, scope, target)
     else:
         rows = export_tickets(engine, scope, None, what, target, channel="cli").row_count
     elapsed = time.perf_counter() - started
@@ -115,37 +119,70 @@ def measure(url: str, username: str, what: str) -> dict:
 
 
 def openpyxl_write_only(engine, scope, target: Path) -> int:
-    """The alternative writer, same chunks and cell rules, for the writer choice."""
     import openpyxl
     from openpyxl.cell import WriteOnlyCell
     from openpyxl.styles import Font
 
-    from data.export_cells import DATETIME_SOURCES, EXPORT_COLUMNS, SOURCE_COLUMNS, text_series, xlsx_text
-    from data.tickets import iter_ticket_chunks
+    from data.export_cells import EXPORT_COLUMNS
 
     book = openpyxl.Workbook(write_only=True)
     sheet = book.create_sheet("Tickets")
-    bold = Font(bold=True)
     header = []
     for name, _ in EXPORT_COLUMNS:
         cell = WriteOnlyCell(sheet, value=name)
-        cell.font = bold
+        cell.font = Font(bold=True)
         header.append(cell)
     sheet.append(header)
     rows = 0
+    for chunk in prepared_chunks(engine, scope):
+        for values in chunk:
+            sheet.append(values)
+        rows += len(chunk)
+    book.save(target)
+    return rows
+
+
+def prepared_chunks(engine, scope):
+    """Chunks as cell values: text cleaned for xlsx, local datetimes to the second (None when missing)."""
+    from data.export_cells import DATETIME_SOURCES, SOURCE_COLUMNS, text_series, xlsx_text
+    from data.tickets import iter_ticket_chunks
+
     for frame in iter_ticket_chunks(engine, scope, None, columns=SOURCE_COLUMNS):
         columns = []
         for source in SOURCE_COLUMNS:
             if source in DATETIME_SOURCES:
-                local = frame[source].dt.tz_localize(None).dt.floor("s")
-                columns.append([None if v is None or v != v else v for v in local.dt.to_pydatetime().tolist()])
+                local = frame[source].dt.tz_localize(None).dt.floor("s").astype(object)
+                columns.append([None if v is pd.NaT or v != v else v.to_pydatetime() for v in local])
             else:
                 columns.append([xlsx_text(v) or None for v in text_series(frame, source).tolist()])
-        for values in zip(*columns):
-            sheet.append(values)
-        rows += len(frame)
-    book.save(target)
-    return rows
+        yield list(zip(*columns))
+
+
+def xlsxwriter_constant_memory(engine, scope, target: Path) -> int:
+    import xlsxwriter
+
+    from data.export_cells import EXPORT_COLUMNS, is_formula_like
+
+    book = xlsxwriter.Workbook(str(target), {"constant_memory": True, "strings_to_formulas": False,
+                                             "strings_to_urls": False, "strings_to_numbers": False})
+    sheet = book.add_worksheet("Tickets")
+    bold, date = book.add_format({"bold": True}), book.add_format({"num_format": "yyyy-mm-dd hh:mm:ss"})
+    quoted = book.add_format({"quote_prefix": True})
+    for col, (name, _) in enumerate(EXPORT_COLUMNS):
+        sheet.write_string(0, col, name, bold)
+    row = 0
+    for rows in prepared_chunks(engine, scope):
+        for values in rows:
+            row += 1
+            for col, value in enumerate(values):
+                if value is None:
+                    continue
+                if isinstance(value, str):
+                    sheet.write_string(row, col, value, quoted if is_formula_like(value) else None)
+                else:
+                    sheet.write_datetime(row, col, value, date)
+    book.close()
+    return row
 
 
 def run(url: str, username: str, what: str) -> dict:
@@ -182,9 +219,12 @@ def main() -> int:
         print(f"  XLSX export                     : {xlsx['seconds']:6.1f} s  {xlsx['file_mb']:6.0f} MB  "
               f"RSS +{xlsx['rss_growth_mb']:.0f} MB  (targets <= 60 s, <= 100 MB)", flush=True)
     smaller = managers(url)[-1]
-    alt = run(url, smaller, "openpyxl-writeonly")
-    print(f"\nxlsx writer choice, {alt['rows']:,} rows: openpyxl write-only {alt['seconds']:.1f} s, "
-          f"RSS +{alt['rss_growth_mb']:.0f} MB, {alt['file_mb']:.0f} MB (XlsxWriter constant_memory: see above)")
+    print(f"\nxlsx writer choice ({smaller}, same chunks and cell rules):", flush=True)
+    for what, label in (("xlsx", "ours (column-wise XML)"), ("xlsx-xlsxwriter", "XlsxWriter constant_memory"),
+                        ("xlsx-openpyxl", "openpyxl write-only")):
+        r = run(url, smaller, what)
+        print(f"  {label:28}: {r['rows']:,} rows {r['seconds']:6.1f} s  RSS +{r['rss_growth_mb']:.0f} MB  "
+              f"{r['file_mb']:.0f} MB", flush=True)
     load = os.getloadavg()[0]
     print(f"load average after: {load:.1f}")
     return 0

@@ -39,6 +39,9 @@ ABOUT_SHEET = "About this export"
 DATETIME_FORMAT = "yyyy-mm-dd hh:mm:ss"
 _EXCEL_EPOCH = pd.Timestamp("1899-12-30")
 _WIDE_COLUMNS = {"description": 60, "address": 40}
+# Rows turned into XML at once: large enough for fast column-wise string
+# operations, small enough that their intermediate strings stay a few MB.
+XML_BATCH_ROWS = 2_000
 # Style ids in styles.xml below.
 BOLD, DATE, QUOTED = 1, 2, 3
 # XML parsers turn CR into LF and the spec reads _xHHHH_ as a character: both
@@ -194,7 +197,7 @@ class XlsxTicketWriter:
         while start < len(frame):
             if self._handle is None or self._sheet_row >= self.sheet_rows:
                 self._new_data_sheet()
-            take = min(self.sheet_rows - self._sheet_row, len(frame) - start)
+            take = min(self.sheet_rows - self._sheet_row, len(frame) - start, XML_BATCH_ROWS)
             self._write(self._rows_xml(frame.iloc[start:start + take], first_row=self._sheet_row + 2))
             self._sheet_row += take
             start += take
