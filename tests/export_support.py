@@ -85,32 +85,29 @@ def oracle_frame(engine, scope: Scope, filters: TicketFilters | None) -> pd.Data
     return scoped_tickets(engine, scope, filters, columns=SOURCES)
 
 
-def expected_csv(frame: pd.DataFrame) -> list[list[str]]:
+def _expected(frame: pd.DataFrame, stamp, text) -> list[list]:
+    """Each cell of ``frame`` through ``stamp`` (present datetimes) or ``text`` (str, '' when missing)."""
     out = []
     for record in frame.to_dict("records"):
         row = []
         for source in SOURCES:
             value = record[source]
             if source in DATETIMES:
-                row.append("" if pd.isna(value) else value.isoformat(timespec="seconds"))
+                row.append(stamp(value) if not pd.isna(value) else None)
             else:
-                text = "" if value is None or (isinstance(value, float) and pd.isna(value)) else str(value)
-                row.append("'" + text if RISKY.match(text) else text)
+                row.append(text("" if value is None or (isinstance(value, float) and pd.isna(value)) else str(value)))
         out.append(row)
     return out
+
+
+def expected_csv(frame: pd.DataFrame) -> list[list[str]]:
+    """CSV cells: apostrophe before formula-like text, ISO 8601 local times with offset, '' when missing."""
+    rows = _expected(frame, lambda ts: ts.isoformat(timespec="seconds"),
+                     lambda text: "'" + text if RISKY.match(text) else text)
+    return [[cell if cell is not None else "" for cell in row] for row in rows]
 
 
 def expected_xlsx(frame: pd.DataFrame) -> list[list]:
     """Cell values openpyxl reads back: literal text (no apostrophe), local naive datetimes to the second."""
-    out = []
-    for record in frame.to_dict("records"):
-        row = []
-        for source in SOURCES:
-            value = record[source]
-            if source in DATETIMES:
-                row.append(None if pd.isna(value) else value.tz_localize(None).floor("s").to_pydatetime())
-            else:
-                text = "" if value is None or (isinstance(value, float) and pd.isna(value)) else str(value)
-                row.append(XML_ILLEGAL.sub("", text) or None)
-        out.append(row)
-    return out
+    return _expected(frame, lambda ts: ts.tz_localize(None).floor("s").to_pydatetime(),
+                     lambda text: XML_ILLEGAL.sub("", text) or None)
