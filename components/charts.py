@@ -89,13 +89,17 @@ class TicketCharts(StoreView):
     def load(self) -> ChartData:
         store = self.store
         engine, scope, filters = store.engine, store.scope, store.filters
-        wards = None
-        if scope.sees_whole_municipality:
-            wards = counts_by_pair(engine, scope, "ward_id", "status", filters)
+
+        def pairs(first: str) -> pd.DataFrame:
+            return store.cached(f"pairs:{first}", filters,
+                                lambda: counts_by_pair(engine, scope, first, "status", filters))
+
+        by_day = store.cached("backlog", (filters, self.days),
+                              lambda: created_and_resolved_by_day(engine, scope, filters, days=self.days))
         return ChartData(
-            by_category_status=counts_by_pair(engine, scope, "category", "status", filters),
-            by_day=created_and_resolved_by_day(engine, scope, filters, days=self.days),
-            by_ward_status=wards,
+            by_category_status=pairs("category"),
+            by_day=by_day,
+            by_ward_status=pairs("ward_id") if scope.sees_whole_municipality else None,
         )
 
     def render(self, data: ChartData) -> pn.viewable.Viewable:

@@ -1,8 +1,6 @@
 """KpiCards: headline figures of the filtered, scoped set, computed in SQL."""
 from __future__ import annotations
 
-from datetime import datetime
-
 import panel as pn
 import param
 
@@ -54,8 +52,10 @@ class KpiCards(StoreView):
     now = param.Date(default=None, doc="Fixed 'now' for tests; None: the current time.")
 
     def load(self) -> Kpis:
-        now: datetime | None = self.now
-        return ticket_kpis(self.store.engine, self.store.scope, self.store.filters, now=now)
+        store, now = self.store, self.now
+        if now is not None:  # a fixed clock (tests) is never shared
+            return ticket_kpis(store.engine, store.scope, store.filters, now=now)
+        return store.cached("kpis", store.filters, lambda: ticket_kpis(store.engine, store.scope, store.filters))
 
     def render(self, data: Kpis) -> pn.viewable.Viewable:
         values = kpi_values(data)

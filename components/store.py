@@ -7,12 +7,16 @@ filter values here through ``set_filters``; views depend on ``filters`` and
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable, Hashable, TypeVar
 
 import param
 
 from data.filters import TicketFilters
 from data.scope import Scope
+
+from . import query_cache
+
+T = TypeVar("T")
 
 #: What the banner says when a view could not load its data. No internals:
 #: the details are in the server log.
@@ -31,6 +35,8 @@ class DashboardStore(param.Parameterized):
     data_version = param.Integer(default=0, doc="Bumped by refresh(); views re-query when it changes.")
     live_status = param.Selector(default="off", objects=["off", "connecting", "live", "paused"])
     error = param.String(default="", doc="Why data could not be loaded (shown as a banner); '' when fine.")
+    cache_ttl_s = param.Number(default=query_cache.TTL_S, bounds=(0, 60),
+                               doc="Share SQL results with other sessions of the same scope this long (0: never).")
 
     def __init__(self, **params: Any) -> None:
         if not isinstance(params.get("scope"), Scope):
@@ -66,6 +72,10 @@ class DashboardStore(param.Parameterized):
     def refresh(self) -> None:
         """Make every data view re-query (live events, resync, retry after an error)."""
         self.data_version += 1
+
+    def cached(self, name: str, args: Hashable, compute: Callable[[], T]) -> T:
+        """``compute()`` (a data-layer call with this store's scope), shared via ``query_cache``."""
+        return query_cache.cached(name, self.engine, self.scope, args, compute, self.cache_ttl_s)
 
     def retry(self) -> None:
         """Forget the last error and load everything again (the banner's Retry button)."""

@@ -113,16 +113,15 @@ class TicketTable(pn.viewable.Viewer):
         self.store.param.watch(self._on_filters, "filters")
         self.store.param.watch(self._on_data, "data_version")
         self.tabulator.param.watch(self._on_page, ["page", "sorters"])
-        self.reload()
+        self._schedule()  # served: off the event loop; notebook and tests: now
 
     # -- loading -------------------------------------------------------------
     def load_page(self) -> TicketPage:
         """The current page from the database (blocking)."""
         store = self.store
-        return ticket_page(
-            store.engine, store.scope, store.filters, page=max(1, int(self.tabulator.page or 1)),
-            page_size=self.page_size, sort=sort_spec(self.tabulator.sorters),
-        )
+        page, sort = max(1, int(self.tabulator.page or 1)), tuple(sort_spec(self.tabulator.sorters))
+        return store.cached("page", (store.filters, page, self.page_size, sort), lambda: ticket_page(
+            store.engine, store.scope, store.filters, page=page, page_size=self.page_size, sort=sort))
 
     def _show(self, page: TicketPage | None, error: str = "") -> None:
         if page is None:

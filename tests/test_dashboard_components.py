@@ -28,7 +28,8 @@ from .dashboard_support import XSS_DESCRIPTION, add_ticket, kpi_cards, other_war
 
 
 def store_for(engine, result, role: str, **kwargs) -> DashboardStore:
-    return DashboardStore(scope=scope_of(engine, result, role, **kwargs), engine=engine)
+    """A store that always queries (tests change rows and compare)."""
+    return DashboardStore(scope=scope_of(engine, result, role, **kwargs), engine=engine, cache_ttl_s=0)
 
 
 # -- the store: the one place filters are written ------------------------------------
@@ -269,3 +270,52 @@ def test_url_can_never_widen_a_councillor_scope(engine, make_seed):
     store.set_filters(**filters_from_url(f"?ward={other_ward(result, store.scope)}&status=open"))
     assert store.filters.wards == () and store.filters.to_query() == {"status": "open"}
     assert isinstance(store.scope, Scope) and store.scope.is_councillor
+
+
+# -- the shared result cache ---------------------------------------------------------------
+def test_cached_results_are_shared_only_between_identical_scopes(engine, make_seed, monkeypatch):
+    from components import query_cache
+
+    monkeypatch.setattr(query_cache, "_clock", lambda: 1_000_000.0)  # one time bucket for the whole test
+    result = make_seed(tickets=300, random_seed=39)
+    ward_a, ward_b = result.municipalities[0]["wards"][:2]
+    scopes = {
+        "manager": scope_of(engine, result, "manager"),
+        "admin": scope_of(engine, result, "admin"),
+        "councillor a": scope_of(engine, result, "ward_councillor", ward_index=0),
+        "councillor b": scope_of(engine, result, "ward_councillor", ward_index=1),
+        "other municipality": scope_of(engine, result, "manager", municipality=1),
+    }
+    assert (scopes["councillor a"].ward_id, scopes["councillor b"].ward_id) == (ward_a, ward_b)
+    stores = {name: DashboardStore(scope=scope, engine=engine, cache_ttl_s=60) for name, scope in scopes.items()}
+    tables = {name: TicketTable(store=store) for name, store in stores.items()}
+    for name, table in tables.items():
+        expected = scoped_tickets(engine, scopes[name])
+        assert table.tabulator.total_rows == len(expected), name
+        assert set(table.tabulator.value.tracking_number) <= set(expected.tracking_number), name
+    # Same municipality-wide scope, other user: served from the cache, so a new ticket is not seen yet ...
+    add_ticket(engine, scopes["manager"].municipality_id, ward_a)
+    before = tables["manager"].tabulator.total_rows
+    assert TicketTable(store=stores["admin"]).tabulator.total_rows == before
+    # ... while a store that does not share sees it at once.
+    fresh = DashboardStore(scope=scopes["manager"], engine=engine, cache_ttl_s=0)
+    assert TicketTable(store=fresh).tabulator.total_rows == before + 1
+
+
+def test_a_failed_query_is_not_cached(engine, make_seed, tmp_path):
+    from components import query_cache
+
+    scope = scope_of(engine, make_seed(tickets=20, random_seed=40), "manager")
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("database went away")
+        return "ok"
+
+    with pytest.raises(RuntimeError):
+        query_cache.cached("flaky", engine, scope, (), flaky, ttl_s=60)
+    assert query_cache.cached("flaky", engine, scope, (), flaky, ttl_s=60) == "ok"
+    assert query_cache.cached("flaky", engine, scope, (), flaky, ttl_s=60) == "ok"
+    assert len(calls) == 2
