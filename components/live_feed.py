@@ -54,6 +54,7 @@ class LiveFeed(pn.viewable.Viewer):
     def __init__(self, **params) -> None:
         super().__init__(**params)
         self._rows: list[tuple[str, ...]] = []
+        self._html_rows: list[str] = []
         self._table = pn.pane.HTML(self._html(), sizing_mode="stretch_width", max_height=420,
                                    css_classes=["opsdash-live-feed"])
         self._status = pn.pane.Str(self._status_text(), css_classes=["opsdash-live-status"])
@@ -75,12 +76,11 @@ class LiveFeed(pn.viewable.Viewer):
     def _html(self) -> str:
         """The table, every cell escaped: event fields are text, never markup.
 
-        Built by hand rather than with pandas' to_html: a busy municipality
-        re-renders each session's feed twice a second, and this is ~50x cheaper.
+        Built by hand rather than with pandas' to_html, and each row escaped
+        once: a busy municipality re-renders every session's feed twice a second.
         """
         head = "".join(f"<th>{escape(c)}</th>" for c in COLUMNS)
-        body = "".join("<tr>" + "".join(f"<td>{escape(v)}</td>" for v in row) + "</tr>" for row in self._rows)
-        return f'<table class="opsdash-feed-table"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+        return f'<table class="opsdash-feed-table"><thead><tr>{head}</tr></thead><tbody>{"".join(self._html_rows)}</tbody></table>'
 
     def add(self, events: Iterable[Event]) -> None:
         """Show ``events`` (oldest first, as drained) on top of the feed, in one update."""
@@ -91,6 +91,8 @@ class LiveFeed(pn.viewable.Viewer):
         # Only the newest max_rows can be seen: format no more than those.
         new = [feed_row(e, tz) for e in reversed(events[-self.max_rows:])]
         self._rows = (new + self._rows)[: self.max_rows]
+        new_html = ["<tr>" + "".join(f"<td>{escape(v)}</td>" for v in row) + "</tr>" for row in new]
+        self._html_rows = (new_html + self._html_rows)[: self.max_rows]
         self.received += len(events)
         self._table.object = self._html()
 

@@ -55,6 +55,11 @@ def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random | No
     return ceiling / 2 + (rng or random).uniform(0, ceiling / 2)
 
 
+def _group_of(scope: Scope) -> tuple[bool, str | None]:
+    """Scopes of one municipality with the same group see exactly the same events."""
+    return (scope.sees_whole_municipality, scope.ward_id)
+
+
 @dataclass(frozen=True)
 class Drained:
     """What one drain of a session queue returns."""
@@ -116,7 +121,9 @@ class Hub:
         self.base_delay = base_delay
         self.max_delay = max_delay
         self._rng = rng or random.Random()
-        self._sessions: dict[uuid.UUID, dict[str, SessionFeed]] = {}
+        # municipality -> visibility group -> session key -> feed. Sessions whose Scopes
+        # see the same events share a group, so routing asks allows_ward once per group.
+        self._sessions: dict[uuid.UUID, dict[tuple[bool, str | None], dict[str, SessionFeed]]] = {}
         self._lock = threading.Lock()
         self._task: asyncio.Task | None = None
         self._status: HubStatus = "stopped"
@@ -133,28 +140,42 @@ class Hub:
             raise TypeError("a Scope is required to receive live events")
         feed = SessionFeed(self, scope, queue_size or self.queue_size)
         with self._lock:
-            self._sessions.setdefault(scope.municipality_id, {})[feed.key] = feed
+            groups = self._sessions.setdefault(scope.municipality_id, {})
+            groups.setdefault(_group_of(scope), {})[feed.key] = feed
         return feed
 
     def unregister(self, feed: SessionFeed) -> None:
         """Idempotent: a session may be torn down by more than one path."""
         with self._lock:
-            sessions = self._sessions.get(feed.scope.municipality_id)
-            if sessions is not None:
-                sessions.pop(feed.key, None)
-                if not sessions:
-                    del self._sessions[feed.scope.municipality_id]
+            groups = self._sessions.get(feed.scope.municipality_id)
+            if groups is None:
+                return
+            group = groups.get(_group_of(feed.scope))
+            if group is not None:
+                group.pop(feed.key, None)
+                if not group:
+                    del groups[_group_of(feed.scope)]
+            if not groups:
+                del self._sessions[feed.scope.municipality_id]
+
+    def _all_feeds(self) -> list[SessionFeed]:
+        with self._lock:
+            return [f for groups in self._sessions.values() for group in groups.values() for f in group.values()]
 
     @property
     def session_count(self) -> int:
-        with self._lock:
-            return sum(len(s) for s in self._sessions.values())
+        return len(self._all_feeds())
 
     def _audience(self, event: Event) -> list[SessionFeed]:
+        audience: list[SessionFeed] = []
         with self._lock:
-            sessions = list(self._sessions.get(event.municipality_id, {}).values())
-        # Scope.allows_ward fails closed: no ward never reaches a councillor.
-        return [s for s in sessions if s.scope.allows_ward(event.ward_id)]
+            for group in self._sessions.get(event.municipality_id, {}).values():
+                feeds = list(group.values())
+                # Scope.allows_ward fails closed: no ward never reaches a councillor.
+                # Every Scope of a group (same role class, same ward) answers alike.
+                if feeds and feeds[0].scope.allows_ward(event.ward_id):
+                    audience.extend(feeds)
+        return audience
 
     # -------------------------------------------------------------- status
 
@@ -169,8 +190,7 @@ class Hub:
         log.info("live hub %s -> %s", previous, status)
         if status == "live" and previous == "paused":
             # Whatever was published while we were away is lost: every session reloads.
-            with self._lock:
-                sessions = [f for group in self._sessions.values() for f in group.values()]
+            sessions = self._all_feeds()
             for feed in sessions:
                 feed.mark_resync()
             self.counters["resyncs_after_reconnect"] += len(sessions)
