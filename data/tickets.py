@@ -73,6 +73,13 @@ DEFAULT_SORT: SortSpec = (("created_at", "desc"),)
 MAX_PAGE_SIZE = 1000
 
 
+def whole_number(value: object, name: str, low: int, high: int) -> int:
+    """``value`` as an int in [low, high], else InvalidFilter (a bool or "3" is not a number of rows)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise InvalidFilter(f"{name} must be a whole number from {low:,} to {high:,}")
+    return value
+
+
 def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
@@ -189,9 +196,9 @@ def scoped_tickets(
     """
     stmt = scoped_select(scope, filters, columns, sort)
     if limit is not None:
-        stmt = stmt.limit(int(limit))
+        stmt = stmt.limit(whole_number(limit, "limit", 0, 10**9))
     if offset:
-        stmt = stmt.offset(int(offset))
+        stmt = stmt.offset(whole_number(offset, "offset", 0, 10**9))
     with engine.connect() as conn:
         rows = conn.execute(stmt).all()
     return rows_to_frame(rows, columns, scope)
@@ -220,10 +227,8 @@ def ticket_page(
     columns: Sequence[str] = TICKET_COLUMNS,
 ) -> TicketPage:
     """One page (1-based) of visible tickets and the total count."""
-    if not isinstance(page, int) or page < 1:
-        raise InvalidFilter("page must be a whole number from 1")
-    if not isinstance(page_size, int) or not 1 <= page_size <= MAX_PAGE_SIZE:
-        raise InvalidFilter(f"page size must be between 1 and {MAX_PAGE_SIZE}")
+    whole_number(page, "page", 1, 10**9)
+    whole_number(page_size, "page size", 1, MAX_PAGE_SIZE)
     total = count_tickets(engine, scope, filters)
     frame = scoped_tickets(
         engine, scope, filters, columns=columns, sort=sort, limit=page_size, offset=(page - 1) * page_size
@@ -246,6 +251,7 @@ def iter_ticket_chunks(
     result (``yield_per`` with an explicit size: ``partitions()`` without one
     buffers everything).
     """
+    whole_number(chunk_size, "chunk size", 1, 10**6)
     stmt = scoped_select(scope, filters, columns, sort)
     with engine.connect() as conn:
         result = conn.execution_options(yield_per=chunk_size).execute(stmt)
@@ -393,11 +399,10 @@ def created_and_resolved_by_day(
     midnight; whole hours would put e.g. 00:29 Newfoundland time on the
     previous day. No per-dialect time zone functions are needed.
     """
-    if not 1 <= int(days) <= 3660:
-        raise InvalidFilter("days must be between 1 and 3660")
+    days = whole_number(days, "days", 1, 3660)
     now = now or datetime.now(timezone.utc)
     local_today = now.astimezone(scope.tzinfo).date()
-    start = local_day_start(local_today - timedelta(days=int(days) - 1), scope)
+    start = local_day_start(local_today - timedelta(days=days - 1), scope)
     where = [*scope_conditions(scope), *filter_conditions(scope, filters)]
     if engine.dialect.name == "postgresql":
         def slot(col):
@@ -417,7 +422,7 @@ def created_and_resolved_by_day(
         created_rows = conn.execute(created).all()
         resolved_rows = conn.execute(resolved).all()
         backlog_start = int(conn.execute(open_before).scalar_one())
-    index = pd.date_range(local_today - timedelta(days=int(days) - 1), local_today, freq="D").date
+    index = pd.date_range(local_today - timedelta(days=days - 1), local_today, freq="D").date
 
     def by_day(rows) -> pd.Series:
         if not rows:
