@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from data import InvalidFilter, TicketFilters, count_tickets, counts_by, scoped_tickets, ticket_kpis
 from data.filters import MAX_SEARCH_LENGTH, MAX_VALUES
 from data.scope import Scope
-from data.tickets import created_and_resolved_by_day, ticket_page
+from data.tickets import created_and_resolved_by_day, iter_ticket_chunks, ticket_page
 
 from .conftest import add_tickets, ticket_record
 
@@ -160,6 +160,12 @@ def test_unknown_ward_or_empty_date_range_gives_a_correct_empty_result(engine, l
     (lambda e, s: ticket_page(e, s, page=0), "page must be"),
     (lambda e, s: ticket_page(e, s, page="2"), "page must be"),
     (lambda e, s: ticket_page(e, s, page_size=10_000), "page size"),
+    (lambda e, s: ticket_page(e, s, page=True), "page must be"),
+    (lambda e, s: scoped_tickets(e, s, limit="10; DROP TABLE tickets"), "limit must be"),
+    (lambda e, s: scoped_tickets(e, s, limit=-1), "limit must be"),
+    (lambda e, s: scoped_tickets(e, s, offset=1.5), "offset must be"),
+    (lambda e, s: list(iter_ticket_chunks(e, s, chunk_size=0)), "chunk size must be"),
+    (lambda e, s: created_and_resolved_by_day(e, s, days="30"), "days must be"),
     (lambda e, s: scoped_tickets(e, s, sort=[("description", "asc")]), "cannot sort by"),
     (lambda e, s: scoped_tickets(e, s, sort=[("created_at; DROP TABLE tickets", "asc")]), "cannot sort by"),
     (lambda e, s: scoped_tickets(e, s, sort=[("created_at", "sideways")]), "sort direction"),
