@@ -28,6 +28,7 @@ TEXTS = (
     'a "quoted" complaint',
     "plain pothole",
     "50%_off\\ sign vandalised",
+    "École Ëlandstraat: krag is af",
 )
 
 
@@ -69,6 +70,13 @@ def test_search_is_case_insensitive_and_whitespace_tolerant(engine, literal_worl
     scope, _ = literal_world
     frame = scoped_tickets(engine, scope, TicketFilters(search="  PIPE_BURST   near "))
     assert list(frame["description"]) == ["pipe_burst near the school"]
+
+
+@pytest.mark.parametrize("needle", ["école", "ÉCOLE", "ëlandstraat", "ËLANDSTRAAT"])
+def test_search_folds_case_beyond_ascii_on_every_database(engine, literal_world, needle):
+    scope, _ = literal_world
+    assert list(scoped_tickets(engine, scope, TicketFilters(search=needle))["description"]) == [
+        "École Ëlandstraat: krag is af"]
 
 
 def test_search_covers_tracking_number_and_address(engine, literal_world):
