@@ -108,7 +108,7 @@ class LiveSession:
         self.callback = None
         self._dirty = False
         self._last_refresh = time.monotonic()
-        self._last_status = None
+        self._trailing_due: float | None = None
         self._ticking = False
 
     def start(self) -> LiveSession:
@@ -145,9 +145,14 @@ class LiveSession:
         if getattr(self.store, "live_status", None) != mapped:
             self.store.live_status = mapped
 
-    async def _refresh(self) -> None:
+    async def _refresh(self, *, trailing: bool = False) -> None:
         self._dirty = False
         self._last_refresh = time.monotonic()
+        # The store serves identical queries from a short result cache, so a refresh right
+        # after a change may still read the previous answer; one more refresh once that
+        # cache has turned over makes the session converge to the database.
+        ttl = float(getattr(self.store, "cache_ttl_s", 0) or 0)
+        self._trailing_due = None if trailing or ttl <= 0 else self._last_refresh + ttl
         result = self.store.refresh()
         if inspect.isawaitable(result):
             await result
@@ -167,6 +172,8 @@ class LiveSession:
                 await self._refresh()  # events were missed: reload from the database now
             elif self._dirty and time.monotonic() - self._last_refresh >= self.debounce_s:
                 await self._refresh()
+            elif self._trailing_due is not None and time.monotonic() >= self._trailing_due:
+                await self._refresh(trailing=True)
         except Exception:  # a bad tick must not kill the session's live updates
             log.exception("live update tick failed")
         finally:

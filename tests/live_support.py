@@ -198,30 +198,16 @@ class live_panel_server:
 
 # ------------------------------------------------------------------ browsers
 
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+def new_pages(browser, count: int) -> list:
+    """``count`` pages, each in its own browser context (own cookies: one signed-in user each)."""
+    return [browser.new_context().new_page() for _ in range(count)]
 
 
-@contextlib.contextmanager
-def browser_pages(chromium: str, count: int):
-    """``count`` pages in separate browser contexts (separate cookies), closed afterwards."""
-    from playwright.sync_api import sync_playwright
+def sign_in(page, base_url: str, user: dict):
+    """Sign ``user`` (a seed login) in through /login and wait for the dashboard."""
+    from .conftest import browser_sign_in
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-        try:
-            yield [browser.new_context().new_page() for _ in range(count)]
-        finally:
-            browser.close()
-
-
-def sign_in_page(page, base_url: str, user: dict):
-    page.goto(f"{base_url}/login")
-    page.fill("input[name=username]", user["username"])
-    page.fill("input[name=password]", user["password"])
-    with page.expect_navigation():
-        page.keyboard.press("Enter")
-    assert "/login" not in page.url, f"sign-in of {user['username']} failed: {page.url}"
+    browser_sign_in(page, base_url, user["username"], user["password"])
     return page
 
 
@@ -271,5 +257,5 @@ def restarted_redis(redis_url: str):
         wait_until(redis_available, timeout=30, what="Redis to run again")
 
 
-__all__ = ["add_ticket", "browser_pages", "feed_text", "restarted_redis", "sign_in_page", "wait_for_text", "channel_for", "drop_connection", "fresh_municipality", "kill_subscribers", "live_panel_server", "make_live_store", "run",
+__all__ = ["add_ticket", "feed_text", "new_pages", "restarted_redis", "sign_in", "wait_for_text", "channel_for", "drop_connection", "fresh_municipality", "kill_subscribers", "live_panel_server", "make_live_store", "run",
            "subscriber_connections", "ticketing_message", "until", "wait_until"]

@@ -12,7 +12,7 @@ import requests
 from data.seed import seed
 
 from .conftest import user_of
-from .live_support import browser_pages, sign_in_page, ticketing_message, wait_for_text, wait_until
+from .live_support import new_pages, sign_in, ticketing_message, wait_for_text, wait_until
 from .support import ROOT, free_port, service_missing
 from .test_live_servers import LIVE, publish
 
@@ -58,7 +58,7 @@ def test_documented_nginx_config_passes_nginx_syntax_check(nginx, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.browser
-def test_dashboards_through_nginx_are_sticky_and_live(nginx, tmp_path, pg_engine, pg_url, redis_url, chromium,
+def test_dashboards_through_nginx_are_sticky_and_live(nginx, tmp_path, pg_engine, pg_url, redis_url, chromium_browser,
                                                       opsdash_server):
     result = seed(pg_engine, tickets=100, wards=2, municipalities=1, random_seed=int(uuid.uuid4()) % 10**6)
     muni = result.municipalities[0]
@@ -78,15 +78,15 @@ def test_dashboards_through_nginx_are_sticky_and_live(nginx, tmp_path, pg_engine
 
         wait_until(answers, what="nginx to proxy /health")
         users = [user_of(result, "manager"), user_of(result, "admin"), user_of(result, "ward_councillor")]
-        with browser_pages(chromium, len(users)) as pages:
-            for page, user in zip(pages, users):
-                # The document (HTTP GET) and its websocket must reach the same process,
-                # or the session would not connect: live status proves both went through.
-                sign_in_page(page, base, user)
-                wait_for_text(page, LIVE, what="a live session through the proxy")
-            publish(redis_url, muni["id"], ticketing_message("ticket_created", muni["wards"][0], "VIA-NGINX"))
-            for page in pages:
-                wait_for_text(page, "VIA-NGINX", what="the event through the proxy")
+        pages = new_pages(chromium_browser, len(users))
+        for page, user in zip(pages, users):
+            # The document (HTTP GET) and its websocket must reach the same process,
+            # or the session would not connect: live status proves both went through.
+            sign_in(page, base, user)
+            wait_for_text(page, LIVE, what="a live session through the proxy")
+        publish(redis_url, muni["id"], ticketing_message("ticket_created", muni["wards"][0], "VIA-NGINX"))
+        for page in pages:
+            wait_for_text(page, "VIA-NGINX", what="the event through the proxy")
     finally:
         proxy.terminate()
         proxy.wait(10)

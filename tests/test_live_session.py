@@ -7,6 +7,7 @@ import html
 import logging
 import subprocess
 import sys
+import time
 import uuid
 
 import panel as pn
@@ -87,6 +88,25 @@ def test_lost_bus_shows_paused_then_resyncs_the_store(live_bus, sqlite_url):
                        session.store.data_version > version, what="the paused state")
             wait_until(lambda: session.store.live_status == "live", what="live again")
             wait_until(lambda: session.store.data_version > version, what="a resync after reconnecting")
+        finally:
+            client.close()
+
+
+def test_resync_refreshes_again_once_the_result_cache_turned_over(live_bus, sqlite_url):
+    muni = fresh_municipality()
+    with live_panel_server(live_bus, sqlite_url, muni) as server:
+        client = pull_session(url=server.url)
+        try:
+            wait_until(lambda: len(live._sessions) == 1, what="the session to register")
+            session = only_session()
+            session.store.cache_ttl_s = 0.5  # the dashboard's shared result cache, shortened
+            wait_until(lambda: session.store.live_status == "live", what="live status")
+            version = session.store.data_version
+            session.registration.mark_resync()
+            wait_until(lambda: session.store.data_version >= version + 2, what="the resync and its trailing refresh")
+            settled = session.store.data_version
+            time.sleep(1.5)  # three cache periods: no further refreshes without new events
+            assert session.store.data_version == settled == version + 2
         finally:
             client.close()
 
