@@ -91,6 +91,7 @@ def measure(url: str, username: str, what: str) -> dict:
     folder = Path(tempfile.mkdtemp(prefix="opsdash-bench-"))
     target = folder / f"out.{what.split('-')[0]}"
     rss_before = psutil.Process().memory_info().rss
+    cpu_before = sum(resource.getrusage(resource.RUSAGE_SELF)[:2])
     started = time.perf_counter()
     if what == "copy-raw":
         stmt = scoped_select(scope, None, columns=SOURCE_COLUMNS)
@@ -110,11 +111,12 @@ def measure(url: str, username: str, what: str) -> dict:
     else:
         rows = export_tickets(engine, scope, None, what, target, channel="cli").row_count
     elapsed = time.perf_counter() - started
+    cpu = sum(resource.getrusage(resource.RUSAGE_SELF)[:2]) - cpu_before
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     size = target.stat().st_size
     target.unlink()
     folder.rmdir()
-    return {"rows": rows, "seconds": elapsed, "rss_growth_mb": max(0, peak - rss_before) / 2**20,
+    return {"rows": rows, "seconds": elapsed, "cpu_s": cpu, "rss_growth_mb": max(0, peak - rss_before) / 2**20,
             "file_mb": size / 2**20}
 
 
@@ -206,24 +208,28 @@ def main() -> int:
     url = bench_database(args.pg_url, args.quick)
     print(f"cores: {os.cpu_count()}, load average before: {os.getloadavg()[0]:.1f}", flush=True)
     for username in managers(url):
-        raw = run(url, username, "copy-raw")
-        ours = run(url, username, "csv")
+        # The machine is shared: CSV and raw COPY alternate, best of three each.
+        pairs = [(run(url, username, "copy-raw"), run(url, username, "csv")) for _ in range(3)]
+        raw = min((p[0] for p in pairs), key=lambda r: r["seconds"])
+        ours = min((p[1] for p in pairs), key=lambda r: r["seconds"])
         xlsx = run(url, username, "xlsx")
         n = ours["rows"]
         print(f"\nmanager {username}: {n:,} rows (no filter)", flush=True)
         print(f"  raw COPY ... TO STDOUT WITH CSV : {raw['seconds']:6.1f} s  {raw['file_mb']:6.0f} MB  "
-              f"RSS +{raw['rss_growth_mb']:.0f} MB")
+              f"RSS +{raw['rss_growth_mb']:.0f} MB  (best of 3)")
         print(f"  CSV export                      : {ours['seconds']:6.1f} s  {ours['file_mb']:6.0f} MB  "
               f"RSS +{ours['rss_growth_mb']:.0f} MB  = {ours['seconds'] / raw['seconds']:.2f}x raw COPY "
-              f"(target <= 2.0x)")
+              f"(best of 3; target <= 2.0x)")
         print(f"  XLSX export                     : {xlsx['seconds']:6.1f} s  {xlsx['file_mb']:6.0f} MB  "
-              f"RSS +{xlsx['rss_growth_mb']:.0f} MB  (targets <= 60 s, <= 100 MB)", flush=True)
+              f"RSS +{xlsx['rss_growth_mb']:.0f} MB  CPU {xlsx['cpu_s']:.1f} s  (targets <= 60 s, <= 100 MB)",
+              flush=True)
     smaller = managers(url)[-1]
     print(f"\nxlsx writer choice ({smaller}, same chunks and cell rules):", flush=True)
     for what, label in (("xlsx", "ours (column-wise XML)"), ("xlsx-xlsxwriter", "XlsxWriter constant_memory"),
                         ("xlsx-openpyxl", "openpyxl write-only")):
         r = run(url, smaller, what)
-        print(f"  {label:28}: {r['rows']:,} rows {r['seconds']:6.1f} s  RSS +{r['rss_growth_mb']:.0f} MB  "
+        print(f"  {label:28}: {r['rows']:,} rows {r['seconds']:6.1f} s  CPU {r['cpu_s']:5.1f} s  "
+              f"RSS +{r['rss_growth_mb']:.0f} MB  "
               f"{r['file_mb']:.0f} MB", flush=True)
     load = os.getloadavg()[0]
     print(f"load average after: {load:.1f}")
