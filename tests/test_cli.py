@@ -162,3 +162,13 @@ def test_user_add_rejects_bad_input_with_one_line_and_exit_code_2(seeded, tmp_pa
                          database_url=db_url, cwd=tmp_path, stdin=password)
     assert message in one_line_error(result)
     assert password.strip() == "" or password.strip() not in result.stderr
+
+
+@pytest.mark.parametrize("args,message", [
+    (("--tickets", "-1"), "--tickets must be between"),
+    (("--wards", "0"), "--wards must be between"),
+    (("--municipalities", "51"), "--municipalities must be between"),
+])
+def test_seed_rejects_out_of_range_sizes_with_one_line(tmp_path, args, message):
+    result = run_opsdash("seed", *args, database_url=f"sqlite:///{tmp_path / 's.sqlite3'}", cwd=tmp_path)
+    assert message in one_line_error(result)
