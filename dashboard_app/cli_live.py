@@ -9,9 +9,12 @@ import argparse
 import asyncio
 import json
 import sys
+from typing import Awaitable, TypeVar
 
 from data.errors import ConfigError, InvalidValue
 from data.events import EVENT_TYPES, bus_for, channel_for, publish_event
+
+T = TypeVar("T")
 
 
 def _redis_url(required: bool) -> str | None:
@@ -47,6 +50,18 @@ def _message_from_args(args: argparse.Namespace) -> dict:
             "ticket_id": args.ticket, "data": data}
 
 
+def _run_then_close(bus, work: Awaitable[T]) -> T:
+    """Run ``work`` in a fresh event loop and close the bus's connections there, whatever happens."""
+
+    async def main() -> T:
+        try:
+            return await work
+        finally:
+            await bus.close()
+
+    return asyncio.run(main())
+
+
 def cmd_publish(args: argparse.Namespace) -> int:
     from .cli import _engine
 
@@ -57,14 +72,8 @@ def cmd_publish(args: argparse.Namespace) -> int:
     message = _message_from_args(args)
     bus = bus_for(_redis_url(required=True))
 
-    async def send() -> int:
-        try:
-            # The engine lets the publisher refuse an event whose ticket is sensitive in the database.
-            return await publish_event(bus, message, engine=_engine(migrate=False), channel=channel)
-        finally:
-            await bus.close()
-
-    receivers = asyncio.run(send())
+    # The engine lets the publisher refuse an event whose ticket is sensitive in the database.
+    receivers = _run_then_close(bus, publish_event(bus, message, engine=_engine(migrate=False), channel=channel))
     print(f"published {message.get('type')} to {channel} ({receivers} subscriber connection(s))")
     return 0
 
@@ -81,13 +90,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     bus = bus_for(url)
     simulator = Simulator(_engine(), bus, municipality_ids=args.municipality or None, random_seed=args.random_seed)
 
-    async def go() -> int:
-        try:
-            return await simulator.run(args.rate, args.duration)
-        finally:
-            await bus.close()
-
-    published = asyncio.run(go())
+    published = _run_then_close(bus, simulator.run(args.rate, args.duration))
     print(f"published {published} events; {simulator.refused} sensitive changes were not announced")
     return 0
 

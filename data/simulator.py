@@ -20,6 +20,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from typing import Callable
 
 from sqlalchemy import Engine, func, select, update
 from sqlalchemy.orm import Session
@@ -143,27 +144,32 @@ class Simulator:
         return self._event("ticket_created", ticket, muni, now)
 
     def _progress(self, session: Session, muni: _Municipality, now: datetime) -> Event | None:
-        ticket = self._pick_open(session, muni)
-        if ticket is None:
-            return self._create(session, muni, now)
-        if ticket.status == "open":
-            ticket.status, ticket.first_responded_at = "in_progress", now
-        else:
-            ticket.status = "closed" if self.rng.random() < 0.3 else "resolved"
-            ticket.resolved_at = now
-            ticket.first_responded_at = ticket.first_responded_at or now
-        ticket.updated_at = now
-        session.flush()
-        return self._event("ticket_updated", ticket, muni, now)
+        def advance(ticket: Ticket) -> None:
+            if ticket.status == "open":
+                ticket.status, ticket.first_responded_at = "in_progress", now
+            else:
+                ticket.status = "closed" if self.rng.random() < 0.3 else "resolved"
+                ticket.resolved_at = now
+                ticket.first_responded_at = ticket.first_responded_at or now
+
+        return self._change_open(session, muni, now, "ticket_updated", advance)
 
     def _assign(self, session: Session, muni: _Municipality, now: datetime) -> Event | None:
+        def reassign(ticket: Ticket) -> None:
+            ticket.assigned_to = self.rng.choice([a for a in ASSIGNEES if a != ticket.assigned_to])
+
+        return self._change_open(session, muni, now, "assignment_changed", reassign)
+
+    def _change_open(self, session: Session, muni: _Municipality, now: datetime, kind: str,
+                     change: Callable[[Ticket], None]) -> Event | None:
+        """Apply ``change`` to a random open (visible) ticket; open a new one when none is left."""
         ticket = self._pick_open(session, muni)
         if ticket is None:
             return self._create(session, muni, now)
-        ticket.assigned_to = self.rng.choice([a for a in ASSIGNEES if a != ticket.assigned_to])
+        change(ticket)
         ticket.updated_at = now
         session.flush()
-        return self._event("assignment_changed", ticket, muni, now)
+        return self._event(kind, ticket, muni, now)
 
     def _breaches(self, session: Session, now: datetime) -> list[Event]:
         """Escalate and announce open tickets whose deadline passed since the last check."""

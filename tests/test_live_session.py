@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import gc
 import html
 import logging
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import time
 import uuid
+from datetime import datetime, timezone
 
 import panel as pn
 import psutil
@@ -29,32 +31,37 @@ from .live_support import (
 )
 
 
-def only_session():
-    sessions = list(live._sessions)
-    assert len(sessions) == 1, f"expected one live session, found {len(sessions)}"
-    return sessions[0]
+TEN_THIRTY_UTC = datetime(2026, 3, 1, 10, 30, tzinfo=timezone.utc)
+
+
+@contextlib.contextmanager
+def one_live_session(server):
+    """A Bokeh client session on ``server``; yields its server-side LiveSession once live."""
+    client = pull_session(url=server.url)
+    try:
+        wait_until(lambda: len(live._sessions) == 1, what="the session to register")
+        (session,) = list(live._sessions)
+        wait_until(lambda: session.store.live_status == "live", what="live status")
+        yield session
+    finally:
+        client.close()
 
 
 def test_feed_shows_scoped_events_newest_first_as_escaped_text(live_bus, sqlite_url):
     muni = fresh_municipality()
     with live_panel_server(live_bus, sqlite_url, muni, role="ward_councillor", ward="W1") as server:
-        client = pull_session(url=server.url)
-        try:
-            wait_until(lambda: len(live._sessions) == 1, what="the session to register")
-            session = only_session()
-            wait_until(lambda: session.store.live_status == "live", what="live status")
+        with one_live_session(server) as session:
             server.publish(muni, ticketing_message("ticket_created", "W2", "other-ward"))
             server.publish(muni, ticketing_message("ticket_created", None, "no-ward"))
             server.publish(muni, ticketing_message("ticket_created", "W1", "first", status="in_progress"))
-            server.publish(muni, make_event("ticket_updated", muni, ward_id="W1", data={
+            server.publish(muni, make_event("ticket_updated", muni, ward_id="W1", occurred_at=TEN_THIRTY_UTC, data={
                 "tracking_number": "<img src=x onerror=alert(1)>", "category": "<b>water</b>", "status": "open",
             }).to_dict())
             wait_until(lambda: session.feed.received == 2, what="two events in the feed")
             rows = session.feed.rows
             assert [r[2] for r in rows] == ["<img src=x onerror=alert(1)>", "first"]  # newest first
             assert rows[1][1] == "created" and rows[1][4] == "W1" and rows[1][5] == "in progress"
-            # The time is shown in the municipality's zone (SAST, UTC+2).
-            assert rows[0][0].endswith(tuple(f"{h:02d}" for h in range(60)))
+            assert rows[0][0] == "2026-03-01 12:30:00"  # 10:30 UTC in the municipality's zone (SAST)
 
             # The HTML the browser puts in the page (Panel's HTML model carries it escaped once more).
             def rendered() -> str:
@@ -63,8 +70,6 @@ def test_feed_shows_scoped_events_newest_first_as_escaped_text(live_bus, sqlite_
             wait_until(lambda: "first" in rendered(), what="the feed model to update")
             assert "<img src=x" not in rendered() and html.escape("<img src=x onerror=alert(1)>") in rendered()
             assert "<b>water" not in rendered()
-        finally:
-            client.close()
 
 
 def test_breach_notification_text_is_escaped():
@@ -77,66 +82,44 @@ def test_breach_notification_text_is_escaped():
 def test_lost_bus_shows_paused_then_resyncs_the_store(live_bus, sqlite_url):
     muni = fresh_municipality()
     with live_panel_server(live_bus, sqlite_url, muni) as server:
-        client = pull_session(url=server.url)
-        try:
-            wait_until(lambda: len(live._sessions) == 1, what="the session to register")
-            session = only_session()
-            wait_until(lambda: session.store.live_status == "live", what="live status")
+        with one_live_session(server) as session:
             version = session.store.data_version
             drop_connection(live_bus)
             wait_until(lambda: session.store.live_status in ("paused", "connecting") or
                        session.store.data_version > version, what="the paused state")
             wait_until(lambda: session.store.live_status == "live", what="live again")
             wait_until(lambda: session.store.data_version > version, what="a resync after reconnecting")
-        finally:
-            client.close()
 
 
 def test_resync_refreshes_again_once_the_result_cache_turned_over(live_bus, sqlite_url):
     muni = fresh_municipality()
     with live_panel_server(live_bus, sqlite_url, muni) as server:
-        client = pull_session(url=server.url)
-        try:
-            wait_until(lambda: len(live._sessions) == 1, what="the session to register")
-            session = only_session()
+        with one_live_session(server) as session:
             session.store.cache_ttl_s = 0.5  # the dashboard's shared result cache, shortened
-            wait_until(lambda: session.store.live_status == "live", what="live status")
             version = session.store.data_version
             session.registration.mark_resync()
             wait_until(lambda: session.store.data_version >= version + 2, what="the resync and its trailing refresh")
             settled = session.store.data_version
             time.sleep(1.5)  # three cache periods: no further refreshes without new events
             assert session.store.data_version == settled == version + 2
-        finally:
-            client.close()
 
 
 def test_bursts_of_events_refresh_the_store_debounced(live_bus, sqlite_url):
     muni = fresh_municipality()
     with live_panel_server(live_bus, sqlite_url, muni) as server:
-        client = pull_session(url=server.url)
-        try:
-            wait_until(lambda: len(live._sessions) == 1, what="the session to register")
-            session = only_session()
-            wait_until(lambda: session.store.live_status == "live", what="live status")
+        with one_live_session(server) as session:
             version = session.store.data_version
             for i in range(40):
                 server.publish(muni, ticketing_message("ticket_updated", "W1", f"burst-{i}"))
             wait_until(lambda: session.feed.received == 40, what="all forty events in the feed")
             wait_until(lambda: session.store.data_version > version, what="a refresh")
             assert session.store.data_version - version <= 2  # debounced, not one per event
-        finally:
-            client.close()
 
 
 def test_failing_refresh_does_not_stop_live_updates(live_bus, sqlite_url, caplog):
     muni = fresh_municipality()
     with live_panel_server(live_bus, sqlite_url, muni) as server:
-        client = pull_session(url=server.url)
-        try:
-            wait_until(lambda: len(live._sessions) == 1, what="the session to register")
-            session = only_session()
-            wait_until(lambda: session.store.live_status == "live", what="live status")
+        with one_live_session(server) as session:
             session.registration.mark_resync()
             original = session.store.refresh
             session.store.refresh = lambda: 1 / 0
@@ -145,8 +128,6 @@ def test_failing_refresh_does_not_stop_live_updates(live_bus, sqlite_url, caplog
             session.store.refresh = original
             server.publish(muni, ticketing_message("ticket_created", "W1", "still-live"))
             wait_until(lambda: session.feed.received >= 1, what="events after the failure")
-        finally:
-            client.close()
 
 
 @pytest.mark.slow
