@@ -41,10 +41,10 @@ WARDS = ("W1", "W2", "W3")
 # Raw categories as the ticketing system may store them: mixed case, unknown
 # ones, and the sensitive category spelled every way.
 RAW_CATEGORIES = (*VISIBLE_CATEGORIES, "Water", "ROADS", "unknown-thing", "gbv", "GBV", "Gbv")
-TEXT = st.text(alphabet="abcXYZ %_\\'\";-", max_size=16)
+TEXT = st.text(alphabet="abcXYZéÉ %_\\'\";-", max_size=16)
 # Searches made of LIKE wildcards and the escape character: they must match literally.
 WILDCARDS = st.text(alphabet="%_\\a", min_size=1, max_size=3)
-TIMEZONES = ("Africa/Johannesburg", "UTC", "Pacific/Kiritimati", "America/St_Johns")
+TIMEZONES = ("Africa/Johannesburg", "UTC", "Pacific/Kiritimati", "America/St_Johns", "Asia/Kathmandu")
 SETTINGS = settings(
     max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
 )
