@@ -101,14 +101,17 @@ class OpsDashServer:
 
     ``demo=True`` runs ``opsdash serve --demo`` in ``cwd`` without a cookie
     secret (pass ``database_url=None`` for the demo's own SQLite under
-    ``cwd/var``); its printed logins are in ``log()``.
+    ``cwd/var``); its printed logins are in ``log()``. ``panel_convention=True``
+    runs the Panel way instead: ``panel serve dashboard_app/app.py`` with the
+    flags README documents.
     """
 
     def __init__(self, database_url: str | None, log_dir: Path, redis_url: str | None = None,
                  env: dict[str, str] | None = None, cookie_secret: str | None = "test-cookie-secret-0123456789",
-                 demo: bool = False, cwd: Path = ROOT) -> None:
+                 demo: bool = False, cwd: Path = ROOT, panel_convention: bool = False) -> None:
         self.port = free_port()
         self.demo = demo
+        self.panel_convention = panel_convention
         self.cwd = cwd
         self.database_url = database_url
         self.redis_url = redis_url
@@ -121,17 +124,22 @@ class OpsDashServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def command(self) -> list[str]:
+        where = ["--port", str(self.port), "--address", "127.0.0.1"]
+        if self.panel_convention:
+            return [sys.executable, "-m", "panel", "serve", str(ROOT / "dashboard_app" / "app.py"), *where,
+                    "--oauth-provider", "opsdash", "--cookie-secret", self.cookie_secret or "",
+                    "--plugins", "dashboard_app.routes", "--allow-websocket-origin", f"127.0.0.1:{self.port}"]
+        return [sys.executable, "-m", "dashboard_app.cli", "serve", *where, *(["--demo"] if self.demo else [])]
+
     def start(self, timeout: float = 60) -> None:
         settings = {"OPSDASH_COOKIE_SECRET": self.cookie_secret} if self.cookie_secret and not self.demo else {}
         if self.redis_url:
             settings["OPSDASH_REDIS_URL"] = self.redis_url
         env = opsdash_env(self.database_url, **settings, **self.extra_env)
         self._log = open(self.log_path, "wb")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "dashboard_app.cli", "serve", "--port", str(self.port), "--address", "127.0.0.1",
-             *(["--demo"] if self.demo else [])],
-            cwd=self.cwd, env=env, stdout=self._log, stderr=subprocess.STDOUT,
-        )
+        self.process = subprocess.Popen(self.command(), cwd=self.cwd, env=env, stdout=self._log,
+                                        stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

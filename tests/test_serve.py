@@ -116,3 +116,16 @@ def test_serve_demo_seeds_a_fresh_directory_and_a_printed_login_works(opsdash_se
     again = opsdash_server(None, demo=True, cwd=workdir)
     log = again.log(tail=10**6)
     assert "seeding demo data" not in log and LOGIN_LINE.findall(log) == logins
+
+
+def test_panel_serve_convention_signs_in_against_the_users_table(opsdash_server, seeded_pg):
+    """README: `panel serve dashboard_app/app.py --oauth-provider opsdash ...` works like `opsdash serve`."""
+    pg_url, result = seeded_pg
+    server = opsdash_server(pg_url, panel_convention=True)
+    assert requests.get(f"{server.url}/health", timeout=10).json()["database"] == "ok"
+    admin = user_of(result, "admin")
+    http, response = sign_in(server.url, admin["username"], admin["password"])
+    assert response.status_code == 302 and "/login" not in response.headers["Location"]
+    assert "/login" not in http.get(f"{server.url}/", timeout=60).url
+    _, refused = sign_in(server.url, admin["username"], "not-the-password")
+    assert urlsplit(refused.headers["Location"]).path == "/login"
