@@ -36,7 +36,6 @@ DATETIME_SOURCES = frozenset(
     {"created_at", "sla_response_deadline", "sla_resolution_deadline", "first_responded_at", "resolved_at",
      "escalated_at"}
 )
-TEXT_SOURCES: tuple[str, ...] = tuple(c for c in SOURCE_COLUMNS if c not in DATETIME_SOURCES)
 
 # A spreadsheet evaluates a cell whose text starts with one of these, also
 # after leading spaces or quotes (OWASP CSV injection, ASVS 1.2.10).

@@ -10,6 +10,7 @@ from sqlalchemy import select
 
 from data.errors import InvalidFilter, InvalidValue, NotAuthorized
 from data.export import export_filename, export_tickets
+from data.audit import recent_exports
 from data.export_token import sign_export_token, verify_export_token
 from data.filters import TicketFilters
 from data.models import ExportAudit
@@ -174,8 +175,8 @@ def test_every_export_writes_an_audit_row(engine, tmp_path):
     scope = scope_for(ours, "ward_councillor", "W2")
     filters = TicketFilters(statuses=("open",))
     result = export_tickets(engine, scope, filters, "csv", tmp_path / "a.csv", channel="http", now=NOW)
-    with engine.connect() as conn:
-        audit = conn.execute(select(ExportAudit).where(ExportAudit.id == result.audit_id)).one()
+    [audit] = recent_exports(engine, username=scope.username)
+    assert audit.id == result.audit_id
     assert (audit.username, audit.municipality_id, audit.ward_id, audit.format, audit.channel) == (
         scope.username, ours, "W2", "csv", "http")
     assert audit.row_count == result.row_count == len(read_csv(tmp_path / "a.csv")[1]) > 0
