@@ -28,7 +28,7 @@ from data.filters import TicketFilters
 from data.tickets import count_tickets
 
 from .store import DashboardStore
-from .store_view import set_text, text
+from .store_view import guarded_load, set_text, text
 
 log = logging.getLogger("opsdash.export")
 
@@ -97,13 +97,20 @@ class ExportButtons(pn.viewable.Viewer):
         self._progress = pn.indicators.Progress(value=0, max=100, visible=False, sizing_mode="stretch_width",
                                                 css_classes=["opsdash-export-progress"])
         self._status = text("", css_classes=["opsdash-export-status"], sizing_mode="stretch_width")
-        self._layout = pn.Column(pn.pane.Markdown("### Export"), *self._files.values(), *self._links.values(),
-                                 self._progress, self._status, self._browser, sizing_mode="stretch_width")
-        self.store.param.watch(lambda *_: self.update_mode(), ["filters", "data_version"])
+        self._buttons = pn.Column(*self._files.values(), *self._links.values(), sizing_mode="stretch_width",
+                                  margin=0)
         self.update_mode()
 
     def __panel__(self) -> pn.viewable.Viewable:
-        return self._layout
+        # Re-counted off the event loop whenever the filters or the data change.
+        buttons = pn.panel(pn.bind(self._counted_buttons, self.store.param.filters, self.store.param.data_version),
+                           sizing_mode="stretch_width")
+        return pn.Column(pn.pane.Markdown("### Export"), buttons, self._progress, self._status, self._browser,
+                         sizing_mode="stretch_width")
+
+    async def _counted_buttons(self, filters: Any = None, data_version: int = 0) -> pn.Column:
+        await asyncio.to_thread(self.update_mode)
+        return self._buttons
 
     # -- which way: FileDownload or the streaming route ---------------------------
     @property
@@ -112,11 +119,11 @@ class ExportButtons(pn.viewable.Viewer):
                 and self.row_count > self.large_export_rows)
 
     def update_mode(self) -> None:
-        try:
-            self.row_count = count_tickets(self.store.engine, self.store.scope, self.store.filters)
-        except Exception:  # the other views show the database banner; exports then stay on FileDownload
-            log.warning("could not count rows for the export buttons", exc_info=True)
-            self.row_count = None
+        """Count the rows the filters select and show the buttons for that size (blocking: call off the loop)."""
+        store = self.store
+        # On failure the store's banner says so; exports then stay on FileDownload.
+        _, self.row_count, _ = guarded_load(store, lambda: count_tickets(store.engine, store.scope, store.filters),
+                                            "export buttons")
         for fmt in LABELS:
             self._files[fmt].visible = not self.streams
             self._links[fmt].visible = self.streams
