@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 from urllib.parse import quote
 
+import tornado.iostream
 import tornado.web
 
 from data.errors import NotAuthorized, OpsDashError
@@ -77,11 +78,14 @@ class ExportDownloadHandler(tornado.web.RequestHandler):
             self.set_header("Content-Length", str(target.stat().st_size))
             self.set_header("Cache-Control", "no-store")
             self.set_header("X-Content-Type-Options", "nosniff")
-            with open(target, "rb") as handle:
-                while block := handle.read(BLOCK_SIZE):
-                    self.write(block)
-                    await self.flush()  # one block in memory at a time; waits for a slow client
-            self.finish()
+            try:
+                with open(target, "rb") as handle:
+                    while block := handle.read(BLOCK_SIZE):
+                        self.write(block)
+                        await self.flush()  # one block in memory at a time; waits for a slow client
+                self.finish()
+            except tornado.iostream.StreamClosedError:  # the browser went away; the export is audited anyway
+                log.info("export download by %r closed by the client", username[:150])
 
 
 def export_buttons(store):

@@ -140,6 +140,24 @@ def test_route_takes_the_scope_from_the_user_record_not_from_the_token_filters(e
     assert {r[6] for r in rows} == {councillor["ward_id"]}
 
 
+def test_route_refuses_a_user_disabled_after_the_link_was_made(export_site):
+    from sqlalchemy import update
+
+    from data.models import User
+    from data.users import create_user
+
+    councillor = export_site.user("ward_councillor")
+    name = f"councillor-{uuid.uuid4().hex[:8]}"
+    create_user(export_site.engine, name, "a-long-enough-password", role="ward_councillor",
+                municipality_id=councillor["municipality_id"], ward_id=councillor["ward_id"])
+    link = export_site.link(name, "csv")
+    assert export_site.get(link, username=name)[0] == 200
+    with export_site.engine.begin() as conn:
+        conn.execute(update(User).where(User.username == name).values(is_active=False))
+    status, _, body = export_site.get(link, username=name)
+    assert status == 403 and b"disabled" in body
+
+
 def test_route_answers_a_bad_format_with_a_clear_400(export_site):
     manager = export_site.user("manager")["username"]
     status, _, body = export_site.get(export_site.link(manager, "pdf"), username=manager)
