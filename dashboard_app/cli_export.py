@@ -18,8 +18,13 @@ FILTER_OPTIONS = {"status": "status", "category": "category", "ward": "ward", "c
 
 
 def filters_from_args(args: argparse.Namespace) -> TicketFilters:
-    values = {key: getattr(args, option) for option, key in FILTER_OPTIONS.items()
-              if getattr(args, option) not in (None, [])}
+    values = {}
+    for option, key in FILTER_OPTIONS.items():
+        value = getattr(args, option)
+        if isinstance(value, list):  # repeatable options, each possibly comma separated
+            value = ",".join(value)
+        if value:
+            values[key] = value
     return TicketFilters.parse(values)
 
 
