@@ -209,11 +209,15 @@ def run(sessions_per_server: int, rate: int, seconds: float, interval_ms: int, p
         try:
             clients = open_sessions(servers, sessions_per_server)
             procs = [psutil.Process(s.process.pid) for s in servers]
+            me = psutil.Process()
             cpu_before = [p.cpu_times() for p in procs]
+            me_before = me.cpu_times()
             wall = time.monotonic()
             sent = publish(muni["id"], ticket_ids, muni["wards"][0], rate, seconds)
             publish_wall = time.monotonic() - wall
             cpu_after = [p.cpu_times() for p in procs]
+            me_after = me.cpu_times()
+            load = os.getloadavg()[0]
 
             def all_delivered() -> bool:
                 return all(sum(s.stats().get("per_session", {}).values()) >= sent * sessions_per_server
@@ -226,7 +230,9 @@ def run(sessions_per_server: int, rate: int, seconds: float, interval_ms: int, p
             time.sleep(1.0)  # one more stats write
             subscribers = subscribers_per_process(servers)
             print(f"2 processes x {sessions_per_server} sessions, {rate} events/s for {seconds:.0f} s "
-                  f"({sent} events published), interval {interval_ms} ms, machine: {os.cpu_count()} cores")
+                  f"({sent} events published), interval {interval_ms} ms, machine: {os.cpu_count()} cores, "
+                  f"load average {load:.1f}; this client (publisher + {2 * sessions_per_server} websocket readers) "
+                  f"CPU {(me_after.user + me_after.system - me_before.user - me_before.system) / publish_wall * 100:.0f}%")
             ok = True
             for server, before, after in zip(servers, cpu_before, cpu_after):
                 stats = server.stats()

@@ -44,17 +44,37 @@ def feed_row(event: Event, tz: ZoneInfo) -> tuple[str, ...]:
     )
 
 
+def formatted(event: Event, tz: ZoneInfo) -> tuple[tuple[str, ...], str]:
+    """The feed line of ``event`` and its escaped table row, computed once per process.
+
+    The hub hands the same Event object to every session that may see it, so
+    the result is kept on that object (by time zone): 200 sessions showing one
+    event format it once. Keyed by the object itself, never by a field a
+    publisher chose, so one event's line can never stand in for another's.
+    """
+    cache = event.__dict__.get("_feed_lines")
+    if cache is None:
+        cache = {}
+        object.__setattr__(event, "_feed_lines", cache)  # frozen dataclass: a display cache only
+    line = cache.get(tz.key)
+    if line is None:
+        row = feed_row(event, tz)
+        line = cache[tz.key] = (row, "<tr>" + "".join(f"<td>{escape(v)}</td>" for v in row) + "</tr>")
+    return line
+
+
 class LiveFeed(pn.viewable.Viewer):
     """Newest first, at most ``max_rows`` lines (older ones roll off)."""
 
     store = param.ClassSelector(class_=DashboardStore, doc="The session's store: its scope's time zone, its live_status.")
     max_rows = param.Integer(default=50, bounds=(1, 1000))
-    received = param.Integer(default=0, doc="Events shown since the session started (rolled-off included).")
 
     def __init__(self, **params) -> None:
         super().__init__(**params)
         self._rows: list[tuple[str, ...]] = []
         self._html_rows: list[str] = []
+        #: Events shown since the session started (rolled-off ones included).
+        self.received = 0
         self._table = pn.pane.HTML(self._html(), sizing_mode="stretch_width", max_height=420,
                                    css_classes=["opsdash-live-feed"])
         self._status = pn.pane.Str(self._status_text(), css_classes=["opsdash-live-status"])
@@ -89,10 +109,9 @@ class LiveFeed(pn.viewable.Viewer):
             return
         tz = self.timezone
         # Only the newest max_rows can be seen: format no more than those.
-        new = [feed_row(e, tz) for e in reversed(events[-self.max_rows:])]
-        self._rows = (new + self._rows)[: self.max_rows]
-        new_html = ["<tr>" + "".join(f"<td>{escape(v)}</td>" for v in row) + "</tr>" for row in new]
-        self._html_rows = (new_html + self._html_rows)[: self.max_rows]
+        new = [formatted(e, tz) for e in reversed(events[-self.max_rows:])]
+        self._rows = ([row for row, _ in new] + self._rows)[: self.max_rows]
+        self._html_rows = ([html for _, html in new] + self._html_rows)[: self.max_rows]
         self.received += len(events)
         self._table.object = self._html()
 

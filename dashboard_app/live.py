@@ -14,7 +14,6 @@ import asyncio
 import html
 import inspect
 import logging
-import os
 import threading
 import time
 import weakref
@@ -34,8 +33,8 @@ log = logging.getLogger("opsdash.live")
 DRAIN_BATCH = 2000
 #: Least time between two store refreshes caused by ordinary events.
 REFRESH_DEBOUNCE_S = 2.0
-#: Demo simulator pace (changes a second) for `opsdash serve --demo`.
-DEMO_RATE = float(os.environ.get("OPSDASH_DEMO_RATE", "1.5"))
+#: Demo simulator pace (changes a second) for `opsdash serve --demo`: a visibly moving feed.
+DEMO_RATE = 1.5
 
 _lock = threading.Lock()
 _hub: Hub | None = None
@@ -53,13 +52,13 @@ def process_hub() -> Hub:
     """This process's hub, created and started on first use (idempotent, thread-safe)."""
     global _hub
     with _lock:
+        settings = get_settings()
         if _hub is None:
-            settings = get_settings()
             _hub = Hub(bus_for(settings.redis_url), engine=get_engine())
         if not _tasks:
             loop = _server_loop()
             _tasks.append(loop.create_task(_hub.start(), name="opsdash-hub-start"))
-            if os.environ.get("OPSDASH_DEMO") == "1":
+            if settings.extra.get("OPSDASH_DEMO") == "1":  # set by `opsdash serve --demo`
                 _tasks.append(loop.create_task(_run_demo_simulator(_hub), name="opsdash-demo-simulator"))
     return _hub
 

@@ -167,3 +167,18 @@ def test_thousand_session_open_close_cycles_leave_nothing_behind(sqlite_url):
         assert instances() == {}
         assert grown_mb < 15, f"memory grew by {grown_mb:.1f} MB over 900 sessions"
         assert bus.subscriber_count == 1  # still one subscription for the process
+
+
+def test_feed_lines_belong_to_their_event_even_when_a_publisher_reuses_ids():
+    from data.events import parse_event
+
+    muni = fresh_municipality()
+    first = parse_event({"id": "same", "type": "ticket_created", "municipality_id": str(muni), "ward_id": "W1",
+                         "data": {"tracking_number": "ONE"}})
+    second = parse_event({"id": "same", "type": "ticket_created", "municipality_id": str(muni), "ward_id": "W2",
+                          "data": {"tracking_number": "<i>TWO</i>"}})
+    feed = LiveFeed()
+    feed.add([first])
+    feed.add([second])
+    assert [(r[2], r[4]) for r in feed.rows] == [("<i>TWO</i>", "W2"), ("ONE", "W1")]
+    assert "<i>" not in feed._html() and "&lt;i&gt;TWO" in feed._html()
