@@ -99,7 +99,6 @@ class ExportButtons(pn.viewable.Viewer):
         self._status = text("", css_classes=["opsdash-export-status"], sizing_mode="stretch_width")
         self._buttons = pn.Column(*self._files.values(), *self._links.values(), sizing_mode="stretch_width",
                                   margin=0)
-        self.update_mode()
 
     def __panel__(self) -> pn.viewable.Viewable:
         # Re-counted off the event loop whenever the filters or the data change.

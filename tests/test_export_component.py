@@ -19,7 +19,9 @@ def buttons(engine, rows: int = 5, **params) -> ExportButtons:
     ours = uuid.uuid4()
     add_tickets(engine, [ticket_record(ours, ward_id=("W1", "W2")[i % 2]) for i in range(rows)])
     store = DashboardStore(scope=scope_for(ours, "ward_councillor", "W1"), engine=engine)
-    return ExportButtons(store=store, **params)
+    view = ExportButtons(store=store, **params)
+    view.update_mode()  # served, __panel__ runs this off the event loop
+    return view
 
 
 def visible_labels(view: ExportButtons) -> list[tuple[str, str]]:
@@ -67,6 +69,7 @@ def test_a_database_failure_becomes_a_message_not_a_traceback(engine, tmp_path):
     broken = make_engine("postgresql+psycopg://nobody@127.0.0.1:1/none", pool_pre_ping=False)
     store = DashboardStore(scope=view.store.scope, engine=broken)
     failing = ExportButtons(store=store)
+    asyncio.run(failing._counted_buttons())
     assert failing.row_count is None
     assert asyncio.run(failing.produce("xlsx")) is None
     assert failing._status.object == ("The export failed: the ticket database could not be reached. "
