@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import pandas as pd
 import panel as pn
 import param
-from bokeh.models import ColumnDataSource, HoverTool
+from bokeh.models import ColumnDataSource, HoverTool, NumeralTickFormatter
 from bokeh.plotting import figure
 
 from data.filters import STATUSES
@@ -41,6 +41,7 @@ def _figure(title: str, **kwargs) -> figure:
     fig = figure(title=title, height=HEIGHT, sizing_mode="stretch_width", toolbar_location=None, **kwargs)
     fig.title.text_font_size = "13px"
     fig.yaxis.axis_label = "tickets"
+    fig.yaxis.formatter = NumeralTickFormatter(format="0,0")  # 200,000 rather than 2.000e+5
     fig.outline_line_color = None
     return fig
 

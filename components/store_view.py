@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import html
 import logging
-from typing import Any
+from functools import partial
+from typing import Any, Callable
 
 import panel as pn
 import param
@@ -40,10 +41,70 @@ def notice(value: str, kind: str = "info") -> pn.pane.HTML:
                 styles={"color": color}, sizing_mode="stretch_width")
 
 
+def guarded_load(store: DashboardStore, load: Callable[[], Any], what: str) -> tuple[bool, Any, str]:
+    """``(True, load(), "")``; on failure ``(False, None, message)``, never an exception.
+
+    An OpsDashError's message is for the user. Anything else (database down,
+    network, driver) is logged with its traceback, raises the store's banner,
+    and gives an empty message: the caller shows its own short text.
+    """
+    try:
+        return True, load(), ""
+    except OpsDashError as exc:
+        return False, None, str(exc)
+    except Exception:
+        log.exception("%s could not load its data", what)
+        store.report_unavailable()
+        return False, None, ""
+
+
+class LatestLoad:
+    """Runs ``fetch`` and hands its result to ``show``; only the latest request is shown.
+
+    In a served session the fetch runs in a worker thread (the event loop
+    keeps serving every other session) with ``busy``'s spinner on; a result
+    that a newer request (a new filter, page or refresh) has overtaken is
+    dropped. Outside a server (notebook, tests) it runs at once.
+    """
+
+    def __init__(self, fetch: Callable[[], Any], show: Callable[[Any], None], busy: pn.viewable.Viewable) -> None:
+        self._fetch, self._show, self._busy = fetch, show, busy
+        self._requests = 0
+
+    def request(self, *_events: Any) -> None:
+        self._requests += 1
+        doc = pn.state.curdoc
+        if doc is not None and doc.session_context is not None:
+            pn.state.execute(partial(self._run, self._requests))
+        else:
+            self._show(self._fetch())
+
+    async def _run(self, request: int) -> None:
+        self._busy.loading = True
+        try:
+            result = await asyncio.to_thread(self._fetch)
+            if request == self._requests:
+                self._show(result)
+        finally:
+            if request == self._requests:
+                self._busy.loading = False
+
+
 class StoreView(pn.viewable.Viewer):
-    """A view of the store's filtered, scoped tickets (subclasses: load + render)."""
+    """A view of the store's filtered, scoped tickets (subclasses: load + render).
+
+    It reloads when the store's filters or data version change and replaces
+    its content in place, so the page layout never jumps to a placeholder.
+    """
 
     store = param.ClassSelector(class_=DashboardStore, doc="The session's store: scope, engine, filters.")
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        self._content = pn.Column(sizing_mode="stretch_width", min_height=80)
+        self._loader = LatestLoad(self.load_safely, self._show, self._content)
+        self.store.param.watch(self._loader.request, ["filters", "data_version"])
+        self._requested = False
 
     def load(self) -> Any:
         """Query the data layer for what this view shows (runs in a worker thread)."""
@@ -54,25 +115,27 @@ class StoreView(pn.viewable.Viewer):
 
     def load_safely(self) -> tuple[Any, pn.viewable.Viewable | None]:
         """``(data, None)``, or ``(None, a notice)`` when loading failed."""
-        try:
-            return self.load(), None
-        except OpsDashError as exc:
-            return None, notice(str(exc), "error")
-        except Exception:  # database down, network, driver: the log has the details
-            log.exception("%s could not load its data", type(self).__name__)
-            self.store.report_unavailable()
-            return None, notice("Not available right now.", "error")
+        ok, data, message = guarded_load(self.store, self.load, type(self).__name__)
+        return (data, None) if ok else (None, notice(message or "Not available right now.", "error"))
 
-    async def _view(self, filters: Any = None, data_version: int = 0) -> pn.viewable.Viewable:
-        data, failed = await asyncio.to_thread(self.load_safely)
-        if failed is not None:
-            return failed
+    def view(self) -> pn.viewable.Viewable:
+        """Load and render now (blocking)."""
+        data, failed = self.load_safely()
+        return failed if failed is not None else self._rendered(data)
+
+    def _rendered(self, data: Any) -> pn.viewable.Viewable:
         try:
             return self.render(data)
         except Exception:
             log.exception("%s could not render", type(self).__name__)
             return notice("This view could not be shown.", "error")
 
+    def _show(self, loaded: tuple[Any, pn.viewable.Viewable | None]) -> None:
+        data, failed = loaded
+        self._content.objects = [failed if failed is not None else self._rendered(data)]
+
     def __panel__(self) -> pn.viewable.Viewable:
-        bound = pn.bind(self._view, self.store.param.filters, self.store.param.data_version)
-        return pn.panel(bound, loading_indicator=True, sizing_mode="stretch_width")
+        if not self._requested:  # the first load starts when the view is first laid out
+            self._requested = True
+            self._loader.request()
+        return self._content

@@ -12,21 +12,17 @@ formatter, which escapes markup; no HTML formatter touches it.
 """
 from __future__ import annotations
 
-import asyncio
-import logging
 from typing import Any
 
 import pandas as pd
 import panel as pn
 import param
 
-from data.errors import OpsDashError
 from data.tickets import SORTABLE_COLUMNS, TicketPage, ticket_page
 
 from .store import DashboardStore
-from .store_view import notice, set_text
+from .store_view import LatestLoad, guarded_load, notice, set_text
 
-log = logging.getLogger("opsdash.table")
 
 #: Column -> header title, in display order.
 TABLE_COLUMNS: dict[str, str] = {
@@ -109,11 +105,11 @@ class TicketTable(pn.viewable.Viewer):
         )
         self._notice = notice("")
         self._notice.visible = False
-        self._loading = False
+        self._loader = LatestLoad(self._fetch, self._show, self.tabulator)
         self.store.param.watch(self._on_filters, "filters")
-        self.store.param.watch(self._on_data, "data_version")
-        self.tabulator.param.watch(self._on_page, ["page", "sorters"])
-        self._schedule()  # served: off the event loop; notebook and tests: now
+        self.store.param.watch(self._loader.request, "data_version")
+        self.tabulator.param.watch(self._loader.request, ["page", "sorters"])
+        self._loader.request()  # served: off the event loop; notebook and tests: now
 
     # -- loading -------------------------------------------------------------
     def load_page(self) -> TicketPage:
@@ -123,7 +119,8 @@ class TicketTable(pn.viewable.Viewer):
         return store.cached("page", (store.filters, page, self.page_size, sort), lambda: ticket_page(
             store.engine, store.scope, store.filters, page=page, page_size=self.page_size, sort=sort))
 
-    def _show(self, page: TicketPage | None, error: str = "") -> None:
+    def _show(self, fetched: tuple[TicketPage | None, str]) -> None:
+        page, error = fetched
         if page is None:
             self.message = error
         else:
@@ -138,47 +135,19 @@ class TicketTable(pn.viewable.Viewer):
         self._notice.visible = bool(self.message)
 
     def _fetch(self) -> tuple[TicketPage | None, str]:
-        try:
-            return self.load_page(), ""
-        except OpsDashError as exc:
-            return None, str(exc)
-        except Exception:
-            log.exception("ticket page could not be loaded")
-            self.store.report_unavailable()
-            return None, "The tickets could not be loaded right now."
+        ok, page, message = guarded_load(self.store, self.load_page, "the ticket table")
+        return (page, "") if ok else (None, message or "The tickets could not be loaded right now.")
 
     def reload(self) -> None:
         """Load and show the current page now (blocking; notebooks and tests)."""
-        self._show(*self._fetch())
-
-    async def reload_async(self) -> None:
-        """Load off the event loop with the table's spinner on (served sessions)."""
-        self.tabulator.loading = True
-        try:
-            page, error = await asyncio.to_thread(self._fetch)
-            self._show(page, error)
-        finally:
-            self.tabulator.loading = False
-
-    def _schedule(self) -> None:
-        doc = pn.state.curdoc
-        if doc is not None and doc.session_context is not None:
-            pn.state.execute(self.reload_async)
-        else:
-            self.reload()
+        self._show(self._fetch())
 
     # -- reactions ---------------------------------------------------------------
     def _on_filters(self, *_events) -> None:
         if self.tabulator.page != 1:
-            self.tabulator.page = 1  # triggers _on_page, which reloads
+            self.tabulator.page = 1  # new filters start on page 1 (the page watcher reloads)
         else:
-            self._schedule()
-
-    def _on_data(self, *_events) -> None:
-        self._schedule()
-
-    def _on_page(self, *_events) -> None:
-        self._schedule()
+            self._loader.request()
 
     def __panel__(self) -> pn.viewable.Viewable:
         return pn.Column(self._notice, self.tabulator, sizing_mode="stretch_width")
