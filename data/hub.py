@@ -262,10 +262,11 @@ class Hub:
                 self.counters["no_audience"] += 1  # nobody here to tell: no lookup either
                 continue
             candidates.append((channel, event))
-        blocked = await self._sensitive_in_database([e.ticket_id for _, e in candidates if e.ticket_id])
+        blocked = await self._sensitive_in_database([e for _, e in candidates])
         delivered = 0
         for channel, event in candidates:
-            reason = blocked.get(event.ticket_id) if event.ticket_id is not None else None
+            # Named by id or by tracking number: either naming a sensitive ticket blocks it.
+            reason = blocked.get(event.ticket_id) or blocked.get(event.tracking_number)
             if reason is not None:
                 self._drop(reason, channel)
                 continue
@@ -280,19 +281,22 @@ class Hub:
             delivered += len(audience)
         return delivered
 
-    async def _sensitive_in_database(self, ticket_ids: list[uuid.UUID]) -> dict[uuid.UUID, DropReason]:
-        """Ticket ids that must not be delivered: sensitive in the database, or unknown after a failed lookup."""
-        if not ticket_ids or self.engine is None:
+    async def _sensitive_in_database(self, events: list[Event]) -> dict[uuid.UUID | str, DropReason]:
+        """Names (ticket id, tracking number) that must not be delivered: sensitive in the
+        database, or unknown because the lookup failed (fail closed)."""
+        ids = [e.ticket_id for e in events if e.ticket_id is not None]
+        numbers = [e.tracking_number for e in events if e.tracking_number]
+        if (not ids and not numbers) or self.engine is None:
             return {}
         from .tickets import ticket_visibilities
 
         try:
-            found = await asyncio.to_thread(ticket_visibilities, self.engine, ticket_ids)
-        except Exception as exc:  # fail closed: unknown sensitivity is not delivered
-            log.warning("ticket lookup failed, %d events dropped: %s", len(ticket_ids), type(exc).__name__)
-            return {tid: DropReason.LOOKUP_FAILED for tid in ticket_ids}
+            found = await asyncio.to_thread(ticket_visibilities, self.engine, ids, numbers)
+        except Exception as exc:
+            log.warning("ticket lookup failed, %d events dropped: %s", len(events), type(exc).__name__)
+            return {name: DropReason.LOOKUP_FAILED for name in [*ids, *numbers]}
         self.counters["ticket_lookups"] += 1
-        return {tid: DropReason.SENSITIVE_TICKET for tid, seen in found.items() if seen == "sensitive"}
+        return {name: DropReason.SENSITIVE_TICKET for name, seen in found.items() if seen == "sensitive"}
 
     # ------------------------------------------------------- the subscriber
 

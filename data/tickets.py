@@ -469,17 +469,27 @@ def ticket_visibility(engine: Engine, ticket_id: uuid.UUID | str) -> Literal["mi
 
 
 def ticket_visibilities(
-    engine: Engine, ticket_ids: Sequence[uuid.UUID]
-) -> dict[uuid.UUID, Literal["sensitive", "visible"]]:
+    engine: Engine, ticket_ids: Sequence[uuid.UUID], tracking_numbers: Sequence[str] = ()
+) -> dict[uuid.UUID | str, Literal["sensitive", "visible"]]:
     """``ticket_visibility`` for many tickets in one query (the hub checks events in batches).
 
-    Tickets not in the database are absent from the result ("missing").
+    Tickets may be named by id or by tracking number (the ticketing system's
+    own messages often carry only the latter); the result has an entry under
+    each name that matched. Names without a ticket are absent ("missing").
     """
     ids = list(dict.fromkeys(ticket_ids))
-    if not ids:
+    numbers = list(dict.fromkeys(t for t in tracking_numbers if t))
+    if not ids and not numbers:
         return {}
     stmt = select(
-        Ticket.id, case((not_sensitive(), literal("visible")), else_=literal("sensitive"))
-    ).where(Ticket.id.in_(ids))
+        Ticket.id, Ticket.tracking_number,
+        case((not_sensitive(), literal("visible")), else_=literal("sensitive")),
+    ).where(or_(Ticket.id.in_(ids), Ticket.tracking_number.in_(numbers)))
+    found: dict[uuid.UUID | str, Literal["sensitive", "visible"]] = {}
     with engine.connect() as conn:
-        return {row[0]: row[1] for row in conn.execute(stmt)}
+        for ticket_id, tracking_number, visibility in conn.execute(stmt):
+            if ticket_id in ids:
+                found[ticket_id] = visibility
+            if tracking_number in numbers:
+                found[tracking_number] = visibility
+    return found
