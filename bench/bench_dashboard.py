@@ -35,13 +35,14 @@ sys.path.insert(0, str(ROOT))
 import psutil  # noqa: E402
 from sqlalchemy import func, select, text  # noqa: E402
 
-from data.db import make_engine, migrate  # noqa: E402
+from data.db import make_engine  # noqa: E402
 from data.filters import TicketFilters  # noqa: E402
 from data.models import Municipality, Ticket, User  # noqa: E402
 from data.scope import scope_for_user  # noqa: E402
 from data.tickets import (  # noqa: E402
     count_tickets, counts_by_pair, created_and_resolved_by_day, ticket_kpis, ticket_page)
 from data.users import create_user  # noqa: E402
+from bench.common import migrated_database  # noqa: E402
 from tests.conftest import CHROMIUM_ARGS, browser_sign_in, pane_texts, wait_for_dashboard  # noqa: E402
 from tests.support import OpsDashServer, chromium_path  # noqa: E402
 
@@ -53,14 +54,8 @@ SEARCH_BOX = "tracking number, description or address"
 
 def bench_database(admin_url: str, name: str, tickets: int) -> str:
     """URL of database ``name``, created, migrated and seeded with ``tickets`` on first use only."""
-    admin = make_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        if conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}).first() is None:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    url = admin_url.rsplit("/", 1)[0] + f"/{name}"
-    engine = make_engine(url)
-    migrate(engine)
+    engine = migrated_database(admin_url, name)
+    url = engine.url.render_as_string(hide_password=False)
     with engine.connect() as conn:
         have = conn.execute(select(func.count()).select_from(Ticket)).scalar_one()
     if have < tickets * 0.9:
@@ -112,7 +107,13 @@ def time_sign_in(browser, server_url: str, username: str, charts: int) -> tuple[
     page.fill("input[name=password]", PASSWORD)
     started = time.perf_counter()
     page.click("button[type=submit]")
-    rendered(page, charts)
+    try:
+        rendered(page, charts)
+    except Exception:
+        shot = Path(tempfile.gettempdir()) / "bench_dashboard_failure.png"
+        page.screenshot(path=str(shot))
+        print(f"not rendered after {time.perf_counter() - started:.0f} s at {page.url}; screenshot {shot}")
+        raise
     return time.perf_counter() - started, context
 
 

@@ -34,9 +34,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import pandas as pd  # noqa: E402
 import psutil  # noqa: E402
-from sqlalchemy import func, select, text  # noqa: E402
+from sqlalchemy import func, select  # noqa: E402
 
-from data.db import make_engine, migrate  # noqa: E402
+from bench.common import migrated_database  # noqa: E402
+from data.db import make_engine  # noqa: E402
 from data.models import Municipality, Ticket, User  # noqa: E402
 
 DEFAULT_PG_URL = os.environ.get("OPSDASH_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -46,14 +47,8 @@ SIZES = {False: (1_030_000, 103_000), True: (20_000, 5_000)}  # ~3 % are sensiti
 def bench_database(admin_url: str, quick: bool) -> str:
     """The benchmark database URL; created and seeded on first use only."""
     name = "opsdash_bench_export_quick" if quick else "opsdash_bench_export"
-    admin = make_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        if conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}).first() is None:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    url = admin_url.rsplit("/", 1)[0] + f"/{name}"
-    engine = make_engine(url)
-    migrate(engine)
+    engine = migrated_database(admin_url, name)
+    url = engine.url.render_as_string(hide_password=False)
     with engine.connect() as conn:
         sizes = conn.execute(select(func.count()).select_from(Ticket).group_by(Ticket.tenant_id)
                              .order_by(func.count().desc())).scalars().all()
