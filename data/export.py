@@ -43,6 +43,7 @@ MEDIA_TYPES = {
     "csv": "text/csv; charset=utf-8",
     "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
 }
+COPY_BATCH_BYTES = 1 << 20
 Progress = Callable[[int, int], None]  # (rows written so far, rows in total)
 
 
@@ -242,10 +243,25 @@ def _copy_csv(engine: Engine, scope: Scope, filters: TicketFilters, handle: IO[b
             # Timestamps print with this zone's offset (to_char ... TZH:TZM).
             cursor.execute("SELECT set_config('TimeZone', %s, true)", (scope.timezone,))
             records = CrlfRecords()
+            pending: list = []
+            size = 0
+
+            def flush() -> None:
+                handle.write(records.convert(b"".join(pending)))
+                pending.clear()
+                report(max(records.count - 1, 0), total)  # minus the header
+
             with cursor.copy(sql, compiled.params) as copy:
+                # PostgreSQL sends one message per row: batch them, so the
+                # per-block work below runs per megabyte, not per row.
                 for block in copy:
-                    handle.write(records.convert(bytes(block)))
-                    report(max(records.count - 1, 0), total)  # minus the header
+                    pending.append(block)
+                    size += len(block)
+                    if size >= COPY_BATCH_BYTES:
+                        flush()
+                        size = 0
+                if pending:
+                    flush()
             return max(int(cursor.rowcount), 0)
         finally:
             cursor.close()
