@@ -64,25 +64,34 @@ class LatestLoad:
     In a served session the fetch runs in a worker thread (the event loop
     keeps serving every other session) with ``busy``'s spinner on; a result
     that a newer request (a new filter, page or refresh) has overtaken is
-    dropped. Outside a server (notebook, tests) it runs at once.
+    dropped. Results are shown only once the browser has loaded the page:
+    Panel does not deliver changes made between building the document and
+    the browser's connection (the first loads start while the page is still
+    loading, so the queries and the browser's start-up overlap). Outside a
+    server (notebook, tests) it runs at once.
     """
 
     def __init__(self, fetch: Callable[[], Any], show: Callable[[Any], None], busy: pn.viewable.Viewable) -> None:
         self._fetch, self._show, self._busy = fetch, show, busy
         self._requests = 0
+        self._page_loaded: asyncio.Event | None = None
 
     def request(self, *_events: Any) -> None:
         self._requests += 1
         doc = pn.state.curdoc
-        if doc is not None and doc.session_context is not None:
-            pn.state.execute(partial(self._run, self._requests))
-        else:
+        if doc is None or doc.session_context is None:
             self._show(self._fetch())
+            return
+        if self._page_loaded is None:
+            self._page_loaded = asyncio.Event()
+            pn.state.onload(self._page_loaded.set)  # at once when the page is already loaded
+        pn.state.execute(partial(self._run, self._requests))
 
     async def _run(self, request: int) -> None:
         self._busy.loading = True
         try:
             result = await asyncio.to_thread(self._fetch)
+            await self._page_loaded.wait()
             if request == self._requests:
                 self._show(result)
         finally:

@@ -102,10 +102,16 @@ class TicketTable(pn.viewable.Viewer):
             sortable={c: c in SORTABLE_COLUMNS for c in TABLE_COLUMNS},
             widths={"description": 320, "address": 220}, css_classes=["opsdash-ticket-table"],
             min_height=200,
+            # One page is at most 200 rows: render them all. Tabulator's default virtual
+            # renderer sometimes drew no rows when the table sat below the fold.
+            configuration={"renderVertical": "basic"},
         )
         self._notice = notice("")
         self._notice.visible = False
-        self._loader = LatestLoad(self._fetch, self._show, self.tabulator)
+        # The Tabulator joins the page with its first page of rows: created empty and
+        # filled by a later update, the browser sometimes kept showing no rows.
+        self._body = pn.Column(notice("Loading tickets\u2026"), sizing_mode="stretch_width", min_height=200)
+        self._loader = LatestLoad(self._fetch, self._show, self._body)
         self.store.param.watch(self._on_filters, "filters")
         self.store.param.watch(self._loader.request, "data_version")
         self.tabulator.param.watch(self._loader.request, ["page", "sorters"])
@@ -131,6 +137,8 @@ class TicketTable(pn.viewable.Viewer):
                 return
             self.tabulator.total_rows = page.total
             self.tabulator.value = display_frame(page.frame)
+            if self.tabulator not in self._body.objects:
+                self._body.objects = [self.tabulator]
         set_text(self._notice, self.message)
         self._notice.visible = bool(self.message)
 
@@ -150,7 +158,7 @@ class TicketTable(pn.viewable.Viewer):
             self._loader.request()
 
     def __panel__(self) -> pn.viewable.Viewable:
-        return pn.Column(self._notice, self.tabulator, sizing_mode="stretch_width")
+        return pn.Column(self._notice, self._body, sizing_mode="stretch_width")
 
 
 def _empty_frame() -> pd.DataFrame:
