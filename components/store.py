@@ -7,6 +7,7 @@ filter values here through ``set_filters``; views depend on ``filters`` and
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable, Hashable, TypeVar
 
 import param
@@ -54,7 +55,7 @@ class DashboardStore(param.Parameterized):
         here keeps the URL, the widgets and exports honest about what is shown.
         """
         if self.scope.is_councillor and filters.wards:
-            return TicketFilters(**{**filters.__dict__, "wards": ()})
+            return dataclasses.replace(filters, wards=())
         return filters
 
     def set_filters(self, **values: Any) -> None:
