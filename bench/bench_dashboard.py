@@ -212,7 +212,7 @@ def main() -> int:
             for term in ("pipe", "water"):
                 filters = TicketFilters(search=term)
                 first_row = ticket_page(engine, manager_scope, filters, page_size=1).frame.tracking_number.iloc[0]
-                total = f"{count_tickets(engine, manager_scope, filters):,} tickets match"
+                total = matching_text(count_tickets(engine, manager_scope, filters))
                 changes.append(time_filter(page, lambda: (box.fill(term), box.press("Enter")), total, first_row))
             print(f"filter change (free-text search, KPIs + charts + table): 'pipe' {changes[0]:.2f} s, "
                   f"'water' {changes[1]:.2f} s (target <= {TARGETS['filter change']:.0f} s)")

@@ -20,9 +20,8 @@ from bokeh.plotting import figure
 from data.filters import STATUSES
 from data.tickets import counts_by_pair, created_and_resolved_by_day
 
-from .store_view import StoreView, notice
+from .store_view import NO_TICKETS, StoreView, notice
 
-NO_TICKETS = "No tickets match the filters."
 #: One colour per status in every chart, so a glance across charts agrees.
 STATUS_COLORS = {"open": "#e0a030", "in_progress": "#1f77b4", "escalated": "#b3261e",
                  "resolved": "#2e7d32", "closed": "#8c8c8c"}
@@ -42,6 +41,7 @@ def _figure(title: str, **kwargs) -> figure:
     fig.title.text_font_size = "13px"
     fig.yaxis.axis_label = "tickets"
     fig.yaxis.formatter = NumeralTickFormatter(format="0,0")  # 200,000 rather than 2.000e+5
+    fig.yaxis.ticker.min_interval = 1  # counts: no 0.2-ticket ticks for small numbers
     fig.outline_line_color = None
     return fig
 

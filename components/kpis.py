@@ -23,6 +23,11 @@ def format_duration(seconds: float | None) -> str:
     return f"{days} d {hours} h" if hours else f"{days} d"
 
 
+def matching_text(count: int) -> str:
+    """``1 ticket matches the filters`` / ``1,234 tickets match the filters``."""
+    return f"{count:,} ticket matches the filters" if count == 1 else f"{count:,} tickets match the filters"
+
+
 def kpi_values(kpis: Kpis) -> dict[str, str]:
     """Card title -> shown text, in display order (also what tests compare)."""
     rate = kpis.resolution_rate
@@ -61,7 +66,7 @@ class KpiCards(StoreView):
         values = kpi_values(data)
         breaches = {"SLA response breaches", "SLA resolution breaches"}
         cards = [_card(title, value, title in breaches and value != "0") for title, value in values.items()]
-        caption = text(f"{data.total:,} tickets match the filters", styles={"color": "#555"},
+        caption = text(matching_text(data.total), styles={"color": "#555"},
                        css_classes=["opsdash-kpi-total"])
         return pn.Column(
             pn.FlexBox(*cards, gap="10px", flex_wrap="wrap", sizing_mode="stretch_width"),

@@ -22,6 +22,7 @@ from data.errors import OpsDashError
 from .store import DashboardStore
 
 log = logging.getLogger("opsdash.views")
+NO_TICKETS = "No tickets match the filters."
 
 
 def text(value: str, **params: Any) -> pn.pane.HTML:

@@ -21,7 +21,7 @@ import param
 from data.tickets import SORTABLE_COLUMNS, TicketPage, ticket_page
 
 from .store import DashboardStore
-from .store_view import LatestLoad, guarded_load, notice, set_text
+from .store_view import NO_TICKETS, LatestLoad, guarded_load, notice, set_text
 
 
 #: Column -> header title, in display order.
@@ -130,7 +130,7 @@ class TicketTable(pn.viewable.Viewer):
         if page is None:
             self.message = error
         else:
-            self.message = "" if page.total else "No tickets match the filters."
+            self.message = "" if page.total else NO_TICKETS
             last = page.page_count
             if page.page > last:  # rows vanished under us (a refresh): show the last page instead
                 self.tabulator.page = last

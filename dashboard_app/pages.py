@@ -27,7 +27,7 @@ def message_page(title: str, message: str) -> pn.template.BaseTemplate:
         sizing_mode="stretch_width", css_classes=["opsdash-message-page"],
     )
     return pn.template.FastListTemplate(title="OpsDash", main=[body], accent=ACCENT, header_background=ACCENT,
-                                        meta_viewport=META_VIEWPORT)
+                                        meta_viewport=META_VIEWPORT, theme_toggle=False)
 
 
 def build_page() -> pn.viewable.Viewable:

@@ -12,7 +12,7 @@ import pytest
 
 from components.charts import TicketCharts
 from components.filters import FilterBar
-from components.kpis import KpiCards, format_duration
+from components.kpis import KpiCards, format_duration, matching_text
 from components.store import UNAVAILABLE, DashboardStore
 from components.table import TABLE_COLUMNS, UNTRUSTED_COLUMNS, TicketTable, sort_spec
 from dashboard_app.dashboard import Dashboard, filters_from_url
@@ -137,6 +137,7 @@ def test_kpi_cards_equal_figures_computed_from_the_scoped_rows(engine, make_seed
     assert cards["Resolution rate"] == f"{resolved / len(frame):.0%}"
     assert cards["Median first response"] == format_duration(median_s)
     assert rendered_texts(kpis.render(kpis.load()), "opsdash-kpi-total") == [f"{len(frame):,} tickets match the filters"]
+    assert matching_text(1) == "1 ticket matches the filters"
 
 
 def test_sensitive_tickets_count_nowhere_in_the_dashboard(engine, make_seed):
