@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 import psutil  # noqa: E402
 from sqlalchemy import func, select, text  # noqa: E402
 
+from components.kpis import matching_text  # noqa: E402
 from data.db import make_engine  # noqa: E402
 from data.filters import TicketFilters  # noqa: E402
 from data.models import Municipality, Ticket, User  # noqa: E402
@@ -43,7 +44,7 @@ from data.tickets import (  # noqa: E402
     count_tickets, counts_by_pair, created_and_resolved_by_day, ticket_kpis, ticket_page)
 from data.users import create_user  # noqa: E402
 from bench.common import migrated_database  # noqa: E402
-from tests.conftest import CHROMIUM_ARGS, browser_sign_in, pane_texts, wait_for_dashboard  # noqa: E402
+from tests.conftest import CHROMIUM_ARGS, pane_texts, wait_for_dashboard  # noqa: E402
 from tests.support import OpsDashServer, chromium_path  # noqa: E402
 
 DEFAULT_PG_URL = os.environ.get("OPSDASH_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
