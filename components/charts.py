@@ -20,7 +20,6 @@ from bokeh.plotting import figure
 from data.filters import STATUSES
 from data.tickets import counts_by_pair, created_and_resolved_by_day
 
-from .store import DashboardStore
 from .store_view import NO_TICKETS, StoreView, notice
 
 #: One colour per status in every chart, so a glance across charts agrees.
@@ -83,73 +82,38 @@ def backlog_lines(by_day: pd.DataFrame) -> figure:
     return fig
 
 
-class StatusBarsChart(StoreView):
-    """Counts per ``dimension`` (category or ward) stacked by status."""
+class TicketCharts(StoreView):
+    """Category x status bars, created/resolved/backlog lines, and (managers) wards."""
 
-    dimension = param.Selector(default="category", objects=["category", "ward_id"])
-    title = param.String(default="Tickets by category and status")
-
-    def load(self) -> pd.DataFrame:
-        store, dimension = self.store, self.dimension
-        return store.cached(f"pairs:{dimension}", store.filters, lambda: counts_by_pair(
-            store.engine, store.scope, dimension, "status", store.filters))
-
-    def render(self, data: pd.DataFrame) -> pn.viewable.Viewable:
-        return notice(NO_TICKETS) if data.empty else pn.pane.Bokeh(
-            stacked_bars(data, self.dimension, self.title), sizing_mode="stretch_width")
-
-
-class BacklogChart(StoreView):
-    """Created, resolved and open backlog per local day."""
-
-    days = param.Integer(default=30, bounds=(7, 365), doc="Days of history.")
-
-    def load(self) -> pd.DataFrame:
-        store, days = self.store, self.days
-        return store.cached("backlog", (store.filters, days), lambda: created_and_resolved_by_day(
-            store.engine, store.scope, store.filters, days=days))
-
-    def render(self, data: pd.DataFrame) -> pn.viewable.Viewable:
-        return pn.pane.Bokeh(backlog_lines(data), sizing_mode="stretch_width")
-
-
-class TicketCharts(pn.viewable.Viewer):
-    """Category x status bars, created/resolved/backlog lines, and (managers) wards.
-
-    Each chart is its own StoreView, so the three aggregates run in parallel
-    worker threads and each chart appears as soon as its query is done.
-    """
-
-    store = param.ClassSelector(class_=DashboardStore)
     days = param.Integer(default=30, bounds=(7, 365), doc="Days of history in the backlog chart.")
 
-    def __init__(self, **params) -> None:
-        super().__init__(**params)
-        self.category = StatusBarsChart(store=self.store, dimension="category")
-        self.backlog = BacklogChart(store=self.store, days=self.days)
-        self.wards = (StatusBarsChart(store=self.store, dimension="ward_id", title="Tickets per ward")
-                      if self.store.scope.sees_whole_municipality else None)
-
-    @property
-    def charts(self) -> list[StoreView]:
-        return [c for c in (self.category, self.backlog, self.wards) if c is not None]
-
     def load(self) -> ChartData:
-        """Every chart's data now (blocking; notebooks and tests)."""
-        return ChartData(by_category_status=self.category.load(), by_day=self.backlog.load(),
-                         by_ward_status=None if self.wards is None else self.wards.load())
+        store = self.store
+        engine, scope, filters = store.engine, store.scope, store.filters
+
+        def pairs(first: str) -> pd.DataFrame:
+            return store.cached(f"pairs:{first}", filters,
+                                lambda: counts_by_pair(engine, scope, first, "status", filters))
+
+        by_day = store.cached("backlog", (filters, self.days),
+                              lambda: created_and_resolved_by_day(engine, scope, filters, days=self.days))
+        return ChartData(
+            by_category_status=pairs("category"),
+            by_day=by_day,
+            by_ward_status=pairs("ward_id") if scope.sees_whole_municipality else None,
+        )
 
     def render(self, data: ChartData) -> pn.viewable.Viewable:
-        panes = [self.category.render(data.by_category_status), self.backlog.render(data.by_day)]
-        if self.wards is not None and data.by_ward_status is not None:
-            panes.append(self.wards.render(data.by_ward_status))
-        return _side_by_side(panes)
-
-    def __panel__(self) -> pn.viewable.Viewable:
-        return _side_by_side(self.charts)
-
-
-def _side_by_side(panes: list) -> pn.FlexBox:
-    """Two charts a row on a wide screen, one on a phone."""
-    return pn.FlexBox(*[pn.Column(p, min_width=300, sizing_mode="stretch_width", styles={"flex": "1 1 420px"})
-                        for p in panes], gap="10px", sizing_mode="stretch_width")
+        panes: list = []
+        if data.by_category_status.empty:
+            panes.append(notice(NO_TICKETS))
+        else:
+            panes.append(stacked_bars(data.by_category_status, "category", "Tickets by category and status"))
+        panes.append(backlog_lines(data.by_day))
+        if data.by_ward_status is not None:
+            if data.by_ward_status.empty:
+                panes.append(notice(NO_TICKETS))
+            else:
+                panes.append(stacked_bars(data.by_ward_status, "ward_id", "Tickets per ward"))
+        return pn.FlexBox(*[pn.Column(p, min_width=300, sizing_mode="stretch_width", styles={"flex": "1 1 420px"})
+                            for p in panes], gap="10px", sizing_mode="stretch_width")
