@@ -460,12 +460,7 @@ def ticket_visibility(engine: Engine, ticket_id: uuid.UUID | str) -> Literal["mi
         tid = ticket_id if isinstance(ticket_id, uuid.UUID) else uuid.UUID(str(ticket_id))
     except ValueError:
         return "missing"
-    stmt = select(
-        case((not_sensitive(), literal("visible")), else_=literal("sensitive"))
-    ).where(Ticket.id == tid)
-    with engine.connect() as conn:
-        value = conn.execute(stmt).scalar_one_or_none()
-    return value or "missing"
+    return ticket_visibilities(engine, [tid]).get(tid, "missing")
 
 
 def ticket_visibilities(
@@ -486,10 +481,11 @@ def ticket_visibilities(
         case((not_sensitive(), literal("visible")), else_=literal("sensitive")),
     ).where(or_(Ticket.id.in_(ids), Ticket.tracking_number.in_(numbers)))
     found: dict[uuid.UUID | str, Literal["sensitive", "visible"]] = {}
+    wanted_ids, wanted_numbers = set(ids), set(numbers)
     with engine.connect() as conn:
         for ticket_id, tracking_number, visibility in conn.execute(stmt):
-            if ticket_id in ids:
+            if ticket_id in wanted_ids:
                 found[ticket_id] = visibility
-            if tracking_number in numbers:
+            if tracking_number in wanted_numbers:
                 found[tracking_number] = visibility
     return found
