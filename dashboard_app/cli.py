@@ -18,6 +18,7 @@ from typing import Callable, Sequence
 from sqlalchemy.exc import SQLAlchemyError
 
 from data.errors import OpsDashError
+from data.settings import MAKE_COOKIE_SECRET
 
 APP_PATH = Path(__file__).with_name("app.py")
 Handler = Callable[[argparse.Namespace], int]
@@ -120,7 +121,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if not settings.cookie_secret:
         raise OpsDashError(
             "OPSDASH_COOKIE_SECRET is not set: refusing to start without a cookie secret "
-            "(set it, or use --demo for a local demo)"
+            f"(make one with {MAKE_COOKIE_SECRET}, or use --demo for a local demo)"
         )
     if args.demo:
         users = _demo_environment()

@@ -18,6 +18,10 @@ from .errors import ConfigError
 
 DEFAULT_TIMEZONE = "Africa/Johannesburg"
 DEFAULT_SQLITE_PATH = Path("var") / "opsdash.sqlite3"
+#: Shortest cookie secret accepted outside ``--demo``: it signs every session cookie and export link,
+#: so it must be too long to guess (``secrets.token_urlsafe(48)`` gives 64 characters).
+MIN_COOKIE_SECRET_LENGTH = 32
+MAKE_COOKIE_SECRET = 'python -c "import secrets; print(secrets.token_urlsafe(48))"'
 
 
 def _read_dotenv(path: Path) -> dict[str, str]:
@@ -97,6 +101,15 @@ def _check_redis_url(url: str) -> None:
         raise ConfigError(f"OPSDASH_REDIS_URL must end in a database number like /0, got {shown!r}")
 
 
+def _check_cookie_secret(secret: str | None, demo: bool) -> None:
+    """Refuse a guessable cookie secret (a local ``--demo`` makes its own, so it is exempt)."""
+    if secret and not demo and len(secret) < MIN_COOKIE_SECRET_LENGTH:
+        raise ConfigError(
+            f"OPSDASH_COOKIE_SECRET is too short ({len(secret)} characters, at least {MIN_COOKIE_SECRET_LENGTH} "
+            f"needed): make one with {MAKE_COOKIE_SECRET} and use the same value on every instance"
+        )
+
+
 def _int_setting(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
     raw = env.get(name)
     if raw is None or raw == "":
@@ -150,11 +163,14 @@ def load_settings(env: Mapping[str, str] | None = None, *, dotenv: Path | None =
     except (ZoneInfoNotFoundError, ValueError):
         raise ConfigError(f"OPSDASH_TIMEZONE is not a known time zone: {timezone!r} (e.g. Africa/Johannesburg)") from None
 
+    cookie_secret = merged.get("OPSDASH_COOKIE_SECRET") or None
+    _check_cookie_secret(cookie_secret, demo=merged.get("OPSDASH_DEMO") == "1")
+
     origins = tuple(o.strip() for o in merged.get("OPSDASH_ALLOWED_ORIGINS", "").split(",") if o.strip())
     return Settings(
         database_url=database_url,
         redis_url=redis_url,
-        cookie_secret=merged.get("OPSDASH_COOKIE_SECRET") or None,
+        cookie_secret=cookie_secret,
         timezone=timezone,
         live_interval_ms=_int_setting(merged, "OPSDASH_LIVE_INTERVAL_MS", 500, 50, 60_000),
         allowed_origins=origins,

@@ -18,6 +18,8 @@ PG_ADMIN_URL = os.environ.get("OPSDASH_TEST_PG_URL", "postgresql+psycopg://postg
 REDIS_URL = os.environ.get("OPSDASH_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 ROOT = Path(__file__).resolve().parent.parent
 OUTPUT_DIR = ROOT / "test-output"
+#: At least 32 characters: shorter cookie secrets stop the server (data/settings.py).
+TEST_COOKIE_SECRET = "test-cookie-secret-0123456789-abcdefgh"
 
 
 def service_missing(reason: str) -> None:
@@ -107,7 +109,7 @@ class OpsDashServer:
     """
 
     def __init__(self, database_url: str | None, log_dir: Path, redis_url: str | None = None,
-                 env: dict[str, str] | None = None, cookie_secret: str | None = "test-cookie-secret-0123456789",
+                 env: dict[str, str] | None = None, cookie_secret: str | None = TEST_COOKIE_SECRET,
                  demo: bool = False, cwd: Path = ROOT, panel_convention: bool = False) -> None:
         self.port = free_port()
         self.demo = demo

@@ -1,11 +1,24 @@
 """Settings are validated at start-up: a bad value stops OpsDash with a message naming the variable."""
 from __future__ import annotations
 
+import secrets
+import shlex
+import subprocess
+import sys
+
 import pytest
 
 from data import ConfigError, load_settings
+from data.settings import MAKE_COOKIE_SECRET
 
 from .support import run_opsdash
+
+
+def config_error_of(variable: str, value: str) -> str:
+    """The message of the ConfigError that ``variable=value`` (alone, no .env) must raise."""
+    with pytest.raises(ConfigError) as caught:
+        load_settings({variable: value}, dotenv=None)
+    return str(caught.value)
 
 
 @pytest.mark.parametrize("variable,value", [
@@ -30,9 +43,7 @@ from .support import run_opsdash
     ("OPSDASH_LOGIN_MAX_ATTEMPTS", "many"),
 ])
 def test_a_bad_setting_raises_config_error_naming_the_variable(variable, value):
-    with pytest.raises(ConfigError) as caught:
-        load_settings({variable: value}, dotenv=None)
-    assert variable in str(caught.value)
+    assert variable in config_error_of(variable, value)
 
 
 @pytest.mark.parametrize("variable,value", [
@@ -41,9 +52,8 @@ def test_a_bad_setting_raises_config_error_naming_the_variable(variable, value):
     ("OPSDASH_REDIS_URL", "http://:hunter2-secret@cache.example:6379/0"),
 ])
 def test_config_errors_never_echo_a_password(variable, value):
-    with pytest.raises(ConfigError) as caught:
-        load_settings({variable: value}, dotenv=None)
-    assert "hunter2-secret" not in str(caught.value) and variable in str(caught.value)
+    message = config_error_of(variable, value)
+    assert "hunter2-secret" not in message and variable in message
 
 
 def test_good_values_and_defaults_are_accepted():
@@ -83,8 +93,40 @@ def assert_one_line_error(result, *fragments: str) -> None:
 def test_serve_refuses_to_start_without_a_cookie_secret(tmp_path):
     result = run_opsdash("serve", "--port", "1", database_url=f"sqlite:///{tmp_path / 'x.sqlite3'}", cwd=tmp_path,
                          timeout=60)
-    assert_one_line_error(result, "OPSDASH_COOKIE_SECRET is not set", "refusing to start")
+    assert_one_line_error(result, "OPSDASH_COOKIE_SECRET is not set", "refusing to start", MAKE_COOKIE_SECRET)
     assert not (tmp_path / "x.sqlite3").exists()  # refused before touching anything
+
+
+@pytest.mark.parametrize("secret", ["hunter2", "7" * 31, "\u00e9" * 31, "a-31-character-secret-abcdefghi"])
+def test_a_cookie_secret_shorter_than_32_characters_is_refused_with_how_to_make_one(secret):
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"OPSDASH_COOKIE_SECRET": secret}, dotenv=None)
+    message = str(caught.value)
+    assert "OPSDASH_COOKIE_SECRET" in message and "at least 32" in message and MAKE_COOKIE_SECRET in message
+    assert secret not in message  # the secret itself is never echoed
+
+
+def test_a_cookie_secret_of_32_characters_or_more_is_accepted():
+    for secret in ("x" * 32, secrets.token_urlsafe(48)):
+        assert load_settings({"OPSDASH_COOKIE_SECRET": secret}, dotenv=None).cookie_secret == secret
+
+
+def test_the_made_cookie_secret_command_prints_a_secret_that_is_accepted():
+    made = subprocess.run(shlex.split(MAKE_COOKIE_SECRET.replace("python", sys.executable, 1)),
+                          capture_output=True, text=True, check=True).stdout.strip()
+    assert len(made) >= 32 and load_settings({"OPSDASH_COOKIE_SECRET": made}, dotenv=None).cookie_secret == made
+
+
+def test_a_local_demo_is_exempt_from_the_cookie_secret_length():
+    settings = load_settings({"OPSDASH_COOKIE_SECRET": "short", "OPSDASH_DEMO": "1"}, dotenv=None)
+    assert settings.cookie_secret == "short"
+
+
+def test_serve_refuses_to_start_with_a_short_cookie_secret(tmp_path):
+    result = run_opsdash("serve", "--port", "1", database_url=f"sqlite:///{tmp_path / 'x.sqlite3'}", cwd=tmp_path,
+                         timeout=60, OPSDASH_COOKIE_SECRET="changeme")
+    assert_one_line_error(result, "OPSDASH_COOKIE_SECRET is too short", MAKE_COOKIE_SECRET)
+    assert "changeme" not in result.stderr and not (tmp_path / "x.sqlite3").exists()
 
 
 @pytest.mark.parametrize("command", [("init-db",), ("seed", "--tickets", "1"), ("serve", "--port", "1")])
