@@ -5,7 +5,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from typing import Awaitable, Callable, TypeVar
+from typing import AsyncIterator, Awaitable, Callable, TypeVar
 
 import redis
 
@@ -34,6 +34,29 @@ def wait_until(condition: Callable[[], bool], timeout: float = 20.0, what: str =
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(0.05)
+
+
+@contextlib.asynccontextmanager
+async def started_hub(bus, engine=None, *, status: str = "live", **kwargs) -> AsyncIterator:
+    """``async with started_hub(bus) as hub:`` a Hub (fast reconnects) that has reached ``status``.
+
+    On exit, even when the body fails, the hub is stopped and the bus closed
+    (each test has a bus of its own), so no task or connection outlives the test.
+    """
+    from data.hub import Hub
+
+    kwargs.setdefault("base_delay", 0.05)
+    kwargs.setdefault("max_delay", 0.5)
+    hub = Hub(bus, engine=engine, **kwargs)
+    await hub.start()
+    try:
+        assert await hub.wait_for_status(status, 10), hub.snapshot()
+        yield hub
+    finally:
+        try:
+            await hub.stop()
+        finally:
+            await bus.close()
 
 
 def subscriber_connections(redis_url: str, name_prefix: str = "opsdash-hub") -> dict[str, int]:
@@ -257,5 +280,5 @@ def restarted_redis(redis_url: str):
         wait_until(redis_available, timeout=30, what="Redis to run again")
 
 
-__all__ = ["add_ticket", "feed_text", "new_pages", "restarted_redis", "sign_in", "wait_for_text", "channel_for", "drop_connection", "fresh_municipality", "kill_subscribers", "live_panel_server", "make_live_store", "run",
+__all__ = ["add_ticket", "feed_text", "new_pages", "restarted_redis", "sign_in", "wait_for_text", "channel_for", "drop_connection", "fresh_municipality", "kill_subscribers", "live_panel_server", "make_live_store", "run", "started_hub",
            "subscriber_connections", "ticketing_message", "until", "wait_until"]

@@ -20,6 +20,7 @@ from .live_support import (
     drop_connection,
     fresh_municipality,
     run,
+    started_hub,
     subscriber_connections,
     ticketing_message,
     until,
@@ -34,13 +35,6 @@ def scopes(muni: uuid.UUID) -> dict[str, Scope]:
     }
 
 
-async def started_hub(bus, engine=None, **kwargs) -> Hub:
-    hub = Hub(bus, engine=engine, base_delay=0.05, max_delay=0.5, **kwargs)
-    await hub.start()
-    assert await hub.wait_for_status("live", 10), hub.snapshot()
-    return hub
-
-
 async def publish_raw(bus, muni: uuid.UUID, message) -> None:
     await bus.publish(channel_for(muni), message if isinstance(message, str) else json.dumps(message))
 
@@ -53,19 +47,18 @@ def test_events_reach_only_sessions_whose_scope_allows_them(live_bus):
     muni, other = fresh_municipality(), fresh_municipality()
 
     async def scenario():
-        hub = await started_hub(live_bus)
-        feeds = {name: hub.register(scope) for name, scope in scopes(muni).items()}
-        stranger = hub.register(Scope(municipality_id=other, role="admin"))
-        await publish_raw(live_bus, muni, ticketing_message("ticket_created", "W1", "in-w1"))
-        await publish_raw(live_bus, muni, ticketing_message("ticket_updated", "W2", "in-w2", ward_in_data=True))
-        await publish_raw(live_bus, muni, ticketing_message("ticket_updated", None, "no-ward"))
-        await publish_event(live_bus, make_event("sla_breach", muni, ward_id="W1", data={"tracking_number": "last"}))
-        await until(lambda: len(feeds["manager"]) == 4, what="four events at the manager")
-        got = {name: tracking(feed.drain()) for name, feed in feeds.items()}
-        assert got == {"manager": ["in-w1", "in-w2", "no-ward", "last"], "w1": ["in-w1", "last"], "w2": ["in-w2"]}
-        assert stranger.drain().events == []  # another municipality never sees them
-        await hub.stop()
-        await live_bus.close()
+        async with started_hub(live_bus) as hub:
+            feeds = {name: hub.register(scope) for name, scope in scopes(muni).items()}
+            stranger = hub.register(Scope(municipality_id=other, role="admin"))
+            await publish_raw(live_bus, muni, ticketing_message("ticket_created", "W1", "in-w1"))
+            await publish_raw(live_bus, muni, ticketing_message("ticket_updated", "W2", "in-w2", ward_in_data=True))
+            await publish_raw(live_bus, muni, ticketing_message("ticket_updated", None, "no-ward"))
+            last = make_event("sla_breach", muni, ward_id="W1", data={"tracking_number": "last"})
+            await publish_event(live_bus, last)
+            await until(lambda: len(feeds["manager"]) == 4, what="four events at the manager")
+            got = {name: tracking(feed.drain()) for name, feed in feeds.items()}
+            assert got == {"manager": ["in-w1", "in-w2", "no-ward", "last"], "w1": ["in-w1", "last"], "w2": ["in-w2"]}
+            assert stranger.drain().events == []  # another municipality never sees them
 
     run(scenario())
 
@@ -85,18 +78,16 @@ def test_councillor_never_gets_sensitive_or_foreign_events_in_any_form(live_bus)
     ]
 
     async def scenario():
-        hub = await started_hub(live_bus)
-        councillor = hub.register(scopes(muni)["w1"])
-        for message in forbidden:
-            await publish_raw(live_bus, muni, message)
-        await publish_raw(live_bus, muni, ticketing_message("ticket_created", "W1", "sentinel"))
-        await until(lambda: len(councillor) >= 1, what="the sentinel")
-        assert tracking(councillor.drain()) == ["sentinel"]
-        assert hub.dropped[DropReason.SENSITIVE_FLAG.value] >= 2
-        assert hub.dropped[DropReason.SENSITIVE_CATEGORY.value] >= 2
-        assert hub.dropped[DropReason.WRONG_MUNICIPALITY.value] >= 1
-        await hub.stop()
-        await live_bus.close()
+        async with started_hub(live_bus) as hub:
+            councillor = hub.register(scopes(muni)["w1"])
+            for message in forbidden:
+                await publish_raw(live_bus, muni, message)
+            await publish_raw(live_bus, muni, ticketing_message("ticket_created", "W1", "sentinel"))
+            await until(lambda: len(councillor) >= 1, what="the sentinel")
+            assert tracking(councillor.drain()) == ["sentinel"]
+            assert hub.dropped[DropReason.SENSITIVE_FLAG.value] >= 2
+            assert hub.dropped[DropReason.SENSITIVE_CATEGORY.value] >= 2
+            assert hub.dropped[DropReason.WRONG_MUNICIPALITY.value] >= 1
 
     run(scenario())
 
@@ -109,20 +100,18 @@ def test_event_of_ticket_sensitive_in_database_is_dropped(live_bus, engine, make
     visible = add_ticket(engine, muni_id, ward)
 
     async def scenario():
-        hub = await started_hub(live_bus, engine=engine)
-        manager = hub.register(Scope(municipality_id=muni_id, role="manager"))
-        # The ticketing system's own shape may name a ticket only by its tracking number.
-        await publish_raw(live_bus, muni_id, ticketing_message("ticket_updated", ward, flagged["tracking_number"]))
-        for ticket in (flagged, gbv_unflagged, visible):
-            # Harmless-looking messages: only the database knows two of them are sensitive.
-            message = {"type": "ticket_updated", "ticket_id": str(ticket["id"]), "ward_id": ward,
-                       "data": {"tracking_number": ticket["tracking_number"], "category": "water"}}
-            await publish_raw(live_bus, muni_id, message)
-        await until(lambda: len(manager) >= 1, what="the visible ticket's event")
-        await until(lambda: hub.dropped[DropReason.SENSITIVE_TICKET.value] >= 3, what="three database drops")
-        assert tracking(manager.drain()) == [visible["tracking_number"]]
-        await hub.stop()
-        await live_bus.close()
+        async with started_hub(live_bus, engine=engine) as hub:
+            manager = hub.register(Scope(municipality_id=muni_id, role="manager"))
+            # The ticketing system's own shape may name a ticket only by its tracking number.
+            await publish_raw(live_bus, muni_id, ticketing_message("ticket_updated", ward, flagged["tracking_number"]))
+            for ticket in (flagged, gbv_unflagged, visible):
+                # Harmless-looking messages: only the database knows two of them are sensitive.
+                message = {"type": "ticket_updated", "ticket_id": str(ticket["id"]), "ward_id": ward,
+                           "data": {"tracking_number": ticket["tracking_number"], "category": "water"}}
+                await publish_raw(live_bus, muni_id, message)
+            await until(lambda: len(manager) >= 1, what="the visible ticket's event")
+            await until(lambda: hub.dropped[DropReason.SENSITIVE_TICKET.value] >= 3, what="three database drops")
+            assert tracking(manager.drain()) == [visible["tracking_number"]]
 
     run(scenario())
 
@@ -134,18 +123,16 @@ def test_flood_of_ten_thousand_bad_messages_leaves_hub_serving_good_ones(live_bu
            json.dumps(ticketing_message("ticket_created", "W1", "s", category="GBV"))]
 
     async def scenario():
-        hub = await started_hub(live_bus)
-        manager = hub.register(scopes(muni)["manager"])
-        before = sum(hub.dropped.values())
-        for i in range(10_000):
-            await publish_raw(live_bus, muni, bad[i % len(bad)])
-        await publish_raw(live_bus, muni, ticketing_message("ticket_created", "W1", "good-after-flood"))
-        await until(lambda: len(manager) >= 1, timeout=60, what="the good event after the flood")
-        assert tracking(manager.drain()) == ["good-after-flood"]
-        assert sum(hub.dropped.values()) - before == 10_000
-        assert hub.status == "live" and hub.running
-        await hub.stop()
-        await live_bus.close()
+        async with started_hub(live_bus) as hub:
+            manager = hub.register(scopes(muni)["manager"])
+            before = sum(hub.dropped.values())
+            for i in range(10_000):
+                await publish_raw(live_bus, muni, bad[i % len(bad)])
+            await publish_raw(live_bus, muni, ticketing_message("ticket_created", "W1", "good-after-flood"))
+            await until(lambda: len(manager) >= 1, timeout=60, what="the good event after the flood")
+            assert tracking(manager.drain()) == ["good-after-flood"]
+            assert sum(hub.dropped.values()) - before == 10_000
+            assert hub.status == "live" and hub.running
 
     run(scenario())
 
@@ -154,17 +141,15 @@ def test_slow_session_drops_oldest_and_is_marked_for_resync(live_bus):
     muni = fresh_municipality()
 
     async def scenario():
-        hub = await started_hub(live_bus, queue_size=5)
-        slow = hub.register(scopes(muni)["manager"])
-        for i in range(12):
-            await publish_raw(live_bus, muni, ticketing_message("ticket_updated", "W1", f"e{i}"))
-        await until(lambda: hub.counters["routed"] >= 12, what="12 routed events")
-        drained = slow.drain()
-        assert tracking(drained) == [f"e{i}" for i in range(7, 12)]  # the newest five, in order
-        assert drained.resync and slow.overflowed == 7
-        assert not slow.drain().resync  # the flag is cleared once read
-        await hub.stop()
-        await live_bus.close()
+        async with started_hub(live_bus, queue_size=5) as hub:
+            slow = hub.register(scopes(muni)["manager"])
+            for i in range(12):
+                await publish_raw(live_bus, muni, ticketing_message("ticket_updated", "W1", f"e{i}"))
+            await until(lambda: hub.counters["routed"] >= 12, what="12 routed events")
+            drained = slow.drain()
+            assert tracking(drained) == [f"e{i}" for i in range(7, 12)]  # the newest five, in order
+            assert drained.resync and slow.overflowed == 7
+            assert not slow.drain().resync  # the flag is cleared once read
 
     run(scenario())
 
@@ -173,25 +158,23 @@ def test_lost_connection_pauses_reconnects_resyncs_and_leaks_nothing(live_bus):
     muni = fresh_municipality()
 
     async def scenario():
-        hub = await started_hub(live_bus)
-        feed = hub.register(scopes(muni)["manager"])
-        tasks_before = len(asyncio.all_tasks())
-        for round_ in range(3):
-            drop_connection(live_bus)
-            assert await hub.wait_for_status("paused", 10), hub.snapshot()
-            assert feed.drain().status == "paused"  # what the session's indicator shows
-            assert await hub.wait_for_status("live", 10), hub.snapshot()
-            assert feed.drain().resync, "every session reloads after a gap"
-        assert len(asyncio.all_tasks()) == tasks_before
-        if isinstance(live_bus, RedisBus):
-            assert subscriber_connections(live_bus.url, live_bus.client_name) == {live_bus.client_name: 1}
-        else:
-            assert live_bus.subscriber_count == 1
-        await publish_raw(live_bus, muni, ticketing_message("ticket_created", "W1", "after-reconnects"))
-        await until(lambda: len(feed) == 1, what="an event after reconnecting")
-        assert hub.counters["connects"] == 4
-        await hub.stop()
-        await live_bus.close()
+        async with started_hub(live_bus) as hub:
+            feed = hub.register(scopes(muni)["manager"])
+            tasks_before = len(asyncio.all_tasks())
+            for round_ in range(3):
+                drop_connection(live_bus)
+                assert await hub.wait_for_status("paused", 10), hub.snapshot()
+                assert feed.drain().status == "paused"  # what the session's indicator shows
+                assert await hub.wait_for_status("live", 10), hub.snapshot()
+                assert feed.drain().resync, "every session reloads after a gap"
+            assert len(asyncio.all_tasks()) == tasks_before
+            if isinstance(live_bus, RedisBus):
+                assert subscriber_connections(live_bus.url, live_bus.client_name) == {live_bus.client_name: 1}
+            else:
+                assert live_bus.subscriber_count == 1
+            await publish_raw(live_bus, muni, ticketing_message("ticket_created", "W1", "after-reconnects"))
+            await until(lambda: len(feed) == 1, what="an event after reconnecting")
+            assert hub.counters["connects"] == 4
 
     run(scenario())
 
@@ -200,12 +183,9 @@ def test_hub_without_bus_at_start_keeps_retrying_and_reports_paused():
     bus = RedisBus("redis://127.0.0.1:1/0", client_name="opsdash-hub-test-nowhere")
 
     async def scenario():
-        hub = Hub(bus, engine=None, base_delay=0.01, max_delay=0.05)
-        await hub.start()
-        assert await hub.wait_for_status("paused", 10)
-        await until(lambda: hub.counters["reconnect_attempts"] >= 3, what="several reconnect attempts")
-        assert hub.running and "BusUnavailable" in hub.last_error
-        await hub.stop()
+        async with started_hub(bus, status="paused", base_delay=0.01, max_delay=0.05) as hub:
+            await until(lambda: hub.counters["reconnect_attempts"] >= 3, what="several reconnect attempts")
+            assert hub.running and "BusUnavailable" in hub.last_error
         assert hub.status == "stopped" and not hub.running
 
     run(scenario())
@@ -220,15 +200,13 @@ def test_thousand_register_unregister_cycles_leave_no_registration(live_bus):
     muni = fresh_municipality()
 
     async def scenario():
-        hub = await started_hub(live_bus)
-        for i in range(1000):
-            feed = hub.register(scopes(muni)["w1" if i % 2 else "manager"])
-            await publish_raw(live_bus, muni, ticketing_message("ticket_created", "W1", f"c{i}"))
-            hub.unregister(feed)
-            hub.unregister(feed)  # idempotent: several teardown paths may run
-        assert hub.session_count == 0 and hub._sessions == {}
-        await hub.stop()
-        await live_bus.close()
+        async with started_hub(live_bus) as hub:
+            for i in range(1000):
+                feed = hub.register(scopes(muni)["w1" if i % 2 else "manager"])
+                await publish_raw(live_bus, muni, ticketing_message("ticket_created", "W1", f"c{i}"))
+                hub.unregister(feed)
+                hub.unregister(feed)  # idempotent: several teardown paths may run
+            assert hub.session_count == 0 and hub._sessions == {}
 
     run(scenario())
 
@@ -246,16 +224,15 @@ def test_unreachable_database_drops_ticket_events_fail_closed(live_bus):
     dead = make_engine("postgresql+psycopg://postgres@127.0.0.1:1/nowhere", connect_args={"connect_timeout": 1})
 
     async def scenario():
-        hub = await started_hub(live_bus, engine=dead)
-        manager = hub.register(scopes(muni)["manager"])
-        await publish_raw(live_bus, muni, {"type": "ticket_updated", "ward_id": "W1", "ticket_id": str(uuid.uuid4())})
-        await publish_raw(live_bus, muni, ticketing_message("ticket_updated", "W1", "named-by-tracking-number"))
-        await publish_raw(live_bus, muni, {"type": "ticket_updated", "ward_id": "W1", "data": {"status": "open"}})
-        await until(lambda: len(manager) >= 1, what="the event that names no ticket")
-        assert [e.status for e in manager.drain().events] == ["open"]
-        assert hub.dropped[DropReason.LOOKUP_FAILED.value] == 2
-        await hub.stop()
-        await live_bus.close()
+        async with started_hub(live_bus, engine=dead) as hub:
+            manager = hub.register(scopes(muni)["manager"])
+            unknown_ticket = {"type": "ticket_updated", "ward_id": "W1", "ticket_id": str(uuid.uuid4())}
+            await publish_raw(live_bus, muni, unknown_ticket)
+            await publish_raw(live_bus, muni, ticketing_message("ticket_updated", "W1", "named-by-tracking-number"))
+            await publish_raw(live_bus, muni, {"type": "ticket_updated", "ward_id": "W1", "data": {"status": "open"}})
+            await until(lambda: len(manager) >= 1, what="the event that names no ticket")
+            assert [e.status for e in manager.drain().events] == ["open"]
+            assert hub.dropped[DropReason.LOOKUP_FAILED.value] == 2
 
     run(scenario())
     dead.dispose()
