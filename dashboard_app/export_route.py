@@ -1,9 +1,12 @@
 """``/export/download``: the streaming HTTP route for large exports.
 
 Two checks, both on the server: the signed ``user`` cookie Panel's sign-in
-sets (tornado ``get_secure_cookie`` with the cookie secret), and a
-short-lived signed token that names the same user, the format and the
-filters (``data.export_token``). The Scope is built from that user's
+sets (tornado ``get_secure_cookie`` with the cookie secret), mapped to a
+users-table name exactly as the dashboard maps it
+(``session.username_for_sign_in``; under OIDC the provider's verified
+e-mail from Panel's signed ``id_token`` cookie), and a short-lived signed
+token that names the same user, the format and the filters
+(``data.export_token``). The Scope is built from that user's
 database record, never from the request. The export runs in a worker
 thread into a temporary file (memory stays flat), then streams out in
 blocks; the file is deleted afterwards. Audited with channel ``http``.
@@ -25,6 +28,8 @@ from data.export_token import sign_export_token, verify_export_token
 from data.filters import TicketFilters
 from data.scope import scope_for_user
 
+from .session import username_for_sign_in
+
 log = logging.getLogger("opsdash.export")
 
 EXPORT_PATH = "/export/download"
@@ -43,6 +48,26 @@ class ExportDownloadHandler(tornado.web.RequestHandler):
         self.set_header("Cache-Control", "no-store")
         self.finish(message + "\n")
 
+    def _signed_user_info(self, max_age_days: float) -> dict | None:
+        """The OAuth/OIDC claims Panel keeps in its signed ``id_token`` cookie (``pn.state.user_info``).
+
+        Decoded like Panel does (signature checked, decrypted with ``--oauth-encryption-key`` when set);
+        None when absent or unreadable, which an external provider's mapping then refuses.
+        """
+        from panel.io.state import state
+        from panel.util import decode_token
+
+        raw = self.get_secure_cookie("id_token", max_age_days=max_age_days)
+        if not raw:
+            return None
+        try:
+            if state.encryption is not None:
+                raw = state.encryption.decrypt(raw)
+            info = decode_token(raw.decode("utf-8"))
+        except Exception:
+            return None
+        return info if isinstance(info, dict) else None
+
     async def get(self) -> None:
         from panel.config import config
 
@@ -53,14 +78,22 @@ class ExportDownloadHandler(tornado.web.RequestHandler):
         if not cookie:
             self._refuse(401, "Sign in first: exports need a signed-in user.")
             return
-        username = cookie.decode("utf-8", "replace")
+        signed_in = cookie.decode("utf-8", "replace")
         try:
-            fmt, filters = verify_export_token(secret, self.get_argument("token", ""), username)
             engine = get_engine()
+            # The same mapping the dashboard applies (OIDC: the provider's verified e-mail -> users row),
+            # so the token, minted for the mapped username, matches only that user's cookie.
+            username = await asyncio.to_thread(username_for_sign_in, engine, signed_in, config.oauth_provider,
+                                               self._signed_user_info(config.oauth_expiry))
+            fmt, filters = verify_export_token(secret, self.get_argument("token", ""), username)
             scope = await asyncio.to_thread(scope_for_user, engine, username)
         except NotAuthorized as exc:
-            log.info("export refused for %r: %s", username[:150], exc)
+            log.info("export refused for %r: %s", signed_in[:150], exc)
             self._refuse(403, str(exc))
+            return
+        except Exception:
+            log.exception("could not check the export request")
+            self._refuse(503, "The export failed: the ticket database could not be reached. Try again shortly.")
             return
         with tempfile.TemporaryDirectory(prefix="opsdash-export-") as folder:
             target = Path(folder) / f"export.{fmt}"

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Sequence
 from urllib.error import URLError
 from urllib.request import urlopen
 
@@ -105,15 +106,22 @@ class OpsDashServer:
     secret (pass ``database_url=None`` for the demo's own SQLite under
     ``cwd/var``); its printed logins are in ``log()``. ``panel_convention=True``
     runs the Panel way instead: ``panel serve dashboard_app/app.py`` with the
-    flags README documents.
+    flags README documents. ``prefix="/opsdash"`` (``panel serve --prefix``,
+    ``url`` then ends in it) and an ``oauth_provider`` other than ``opsdash``
+    (its options in ``panel_args``) imply the Panel way: ``opsdash serve`` has
+    neither option.
     """
 
     def __init__(self, database_url: str | None, log_dir: Path, redis_url: str | None = None,
                  env: dict[str, str] | None = None, cookie_secret: str | None = TEST_COOKIE_SECRET,
-                 demo: bool = False, cwd: Path = ROOT, panel_convention: bool = False) -> None:
+                 demo: bool = False, cwd: Path = ROOT, panel_convention: bool = False, prefix: str = "",
+                 oauth_provider: str = "opsdash", panel_args: Sequence[str] = ()) -> None:
         self.port = free_port()
         self.demo = demo
-        self.panel_convention = panel_convention
+        self.prefix = "/" + prefix.strip("/") if prefix.strip("/") else ""
+        self.oauth_provider = oauth_provider
+        self.panel_args = list(panel_args)
+        self.panel_convention = panel_convention or bool(self.prefix) or oauth_provider != "opsdash"
         self.cwd = cwd
         self.database_url = database_url
         self.redis_url = redis_url
@@ -124,14 +132,15 @@ class OpsDashServer:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://127.0.0.1:{self.port}{self.prefix}"
 
     def command(self) -> list[str]:
         where = ["--port", str(self.port), "--address", "127.0.0.1"]
         if self.panel_convention:
             return [sys.executable, "-m", "panel", "serve", str(ROOT / "dashboard_app" / "app.py"), *where,
-                    "--oauth-provider", "opsdash", "--cookie-secret", self.cookie_secret or "",
-                    "--plugins", "dashboard_app.routes", "--allow-websocket-origin", f"127.0.0.1:{self.port}"]
+                    "--oauth-provider", self.oauth_provider, "--cookie-secret", self.cookie_secret or "",
+                    "--plugins", "dashboard_app.routes", "--allow-websocket-origin", f"127.0.0.1:{self.port}",
+                    *(["--prefix", self.prefix] if self.prefix else []), *self.panel_args]
         return [sys.executable, "-m", "dashboard_app.cli", "serve", *where, *(["--demo"] if self.demo else [])]
 
     def start(self, timeout: float = 60) -> None:

@@ -7,6 +7,8 @@ compared with ``scoped_tickets``.
 """
 from __future__ import annotations
 
+import base64
+import json
 import random
 import re
 import time
@@ -19,6 +21,7 @@ from urllib.request import Request, urlopen
 import panel.auth  # noqa: F401  (first: it imports our provider while it loads, see dashboard_app/auth.py)
 import pytest
 import tornado.web
+from panel.util import base64url_encode
 from sqlalchemy import select
 
 from data.db import get_engine
@@ -27,6 +30,7 @@ from data.filters import TicketFilters
 from data.models import ExportAudit
 from data.seed import SeedResult, seed
 from data.tickets import count_tickets
+from data.users import find_account
 
 from .conftest import add_tickets, browser_sign_in, scope_of, ticket_record, user_of
 from .export_support import expected_csv, expected_xlsx, oracle_frame, read_csv, read_xlsx
@@ -48,12 +52,17 @@ class ExportSite:
     def scope(self, role: str):
         return scope_of(self.engine, self.result, role)
 
-    def get(self, path: str, username: str | None = None, cookie: str | None = None):
-        """GET on the server with a signed (or a given raw) ``user`` cookie; (status, headers, body)."""
+    def get(self, path: str, username: str | None = None, cookie: str | None = None,
+            signed: dict[str, str] | None = None):
+        """GET on the server with a signed ``user`` cookie, a given raw cookie header, or the
+        ``signed`` cookies (name -> value, signed as Panel signs them); (status, headers, body)."""
         headers = {}
         if username is not None:
-            signed = tornado.web.create_signed_value(self.server.cookie_secret, "user", username).decode()
-            headers["Cookie"] = f"user={signed}"
+            signed = {"user": username}
+        if signed is not None:
+            headers["Cookie"] = "; ".join(
+                f"{name}={tornado.web.create_signed_value(self.server.cookie_secret, name, value).decode()}"
+                for name, value in signed.items())
         elif cookie is not None:
             headers["Cookie"] = cookie
         try:
@@ -162,6 +171,73 @@ def test_route_answers_a_bad_format_with_a_clear_400(export_site):
     manager = export_site.user("manager")["username"]
     status, _, body = export_site.get(export_site.link(manager, "pdf"), username=manager)
     assert status == 400 and b"unknown export format 'pdf'" in body
+
+
+# ---- the route under OIDC sign-in (--oauth-provider generic) --------------------------------
+# Panel's OAuth handlers set a signed ``user`` cookie with the provider's name for the user and a
+# signed ``id_token`` cookie with its claims; the cookies are made here the same way, so no
+# identity provider is needed (the one configured below does not exist).
+
+def oidc_cookies(subject: str, email: str | None, verified: bool = True) -> dict[str, str]:
+    claims = {"sub": subject, "email_verified": verified} | ({"email": email} if email else {})
+    return {"user": subject, "id_token": base64url_encode(json.dumps(claims))}
+
+
+@pytest.fixture(scope="module")
+def oidc_site(export_site, pg_url, tmp_path_factory):
+    nowhere = "http://127.0.0.1:1"
+    server = OpsDashServer(database_url=pg_url, log_dir=tmp_path_factory.mktemp("export-oidc"),
+                           oauth_provider="generic", panel_args=[
+                               "--oauth-key", "opsdash-test", "--oauth-secret", "not-a-real-secret",
+                               "--oauth-extra-params", json.dumps({"AUTHORIZE_URL": f"{nowhere}/authorize",
+                                                                   "TOKEN_URL": f"{nowhere}/token",
+                                                                   "USER_URL": f"{nowhere}/userinfo"})])
+    server.start()
+    try:
+        yield ExportSite(export_site.engine, export_site.result, server)
+    finally:
+        server.stop()
+
+
+def email_of(site: ExportSite, role: str) -> str:
+    return find_account(site.engine, username=site.user(role)["username"]).email
+
+
+def test_oidc_user_downloads_through_the_route_as_the_account_of_their_verified_email(oidc_site):
+    manager = oidc_site.user("manager")["username"]
+    cookies = oidc_cookies("idp-subject-7f3a", email_of(oidc_site, "manager").upper())
+    status, headers, body = oidc_site.get(oidc_site.link(manager, "csv"), signed=cookies)
+    assert status == 200, body[:300]
+    assert headers["Content-Type"].startswith("text/csv")
+    assert read_csv(body)[1] == expected_csv(oracle_frame(oidc_site.engine, oidc_site.scope("manager"), None))
+    assert oidc_site.audits(manager)[-1].channel == "http"
+
+
+def test_oidc_route_refuses_other_users_tokens_expired_or_tampered_links_and_unmapped_sign_ins(oidc_site):
+    manager = oidc_site.user("manager")["username"]
+    councillor = oidc_site.user("ward_councillor")["username"]
+    as_councillor = oidc_cookies("idp-councillor", email_of(oidc_site, "ward_councillor"))
+    own = oidc_site.link(councillor, "csv")
+    body, signature = own.split("token=")[1].replace("%3D", "=").split(".")
+    claims = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    claims["q"] = {}  # drop filters, keep the signature
+    widened = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+    before = len(oidc_site.audits(councillor)) + len(oidc_site.audits(manager))
+    cases = [  # (path, cookies, status, text in the answer)
+        (oidc_site.link(manager, "csv"), as_councillor, 403, b"belongs to another user"),
+        (oidc_site.link(councillor, "csv", now=time.time() - 3600), as_councillor, 403, b"expired"),
+        (f"/export/download?token={quote(widened + '.' + signature)}", as_councillor, 403, b"not valid"),
+        (own, None, 401, b"Sign in"),
+        # The provider's name for the user is never an OpsDash username, even when they look alike.
+        (oidc_site.link(manager, "csv"), {"user": manager}, 403, b"e-mail"),
+        (own, oidc_cookies(councillor, email_of(oidc_site, "ward_councillor"), verified=False), 403, b"verified"),
+        (own, oidc_cookies("idp-stranger", "stranger@elsewhere.example"), 403, b"no OpsDash account"),
+    ]
+    for path, cookies, code, text in cases:
+        status, headers, answer = oidc_site.get(path, signed=cookies)
+        assert (status, headers["Content-Type"]) == (code, "text/plain; charset=utf-8"), (path, cookies, answer)
+        assert text in answer and "Content-Disposition" not in headers and b"Traceback" not in answer
+    assert len(oidc_site.audits(councillor)) + len(oidc_site.audits(manager)) == before
 
 
 # ---- the buttons, in Chromium --------------------------------------------------------------
