@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import logging
 import random
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -21,6 +22,8 @@ from sqlalchemy.orm import Session
 from .errors import InvalidValue
 from .models import Municipality, Role, Ticket, User, Ward
 from .users import hash_password
+
+log = logging.getLogger("opsdash.seed")
 
 _NAMESPACE = uuid.UUID("6f1c1c2e-5b7a-4c55-9a37-0d0a5e3c2b11")
 
@@ -63,7 +66,8 @@ STREETS = ["Main Road", "Church Street", "Umgeni Road", "Nelson Mandela Drive", 
            "Jabu Ndlovu Street", "Steve Biko Road", "Market Street", "Station Road", "Vilakazi Street", "Long Street"]
 WORDS = ["river", "maize", "baobab", "kudu", "protea", "karoo", "summit", "harbour", "indaba", "ubuntu", "lekker",
          "thunder", "jacaranda", "springbok", "marula", "delta"]
-#: From this many tickets on, seed() rebuilds the search indexes after the load instead of maintaining them.
+#: From this many tickets on, seed() into an empty tickets table rebuilds the search indexes after the load
+#: instead of maintaining them (insert_tickets explains the trade).
 BULK_LOAD_ROWS = 100_000
 TICKET_COLUMNS = (
     "id", "tenant_id", "ward_id", "tracking_number", "category", "status", "severity", "description", "address",
@@ -223,12 +227,16 @@ def _ticket_rows(
 def insert_tickets(engine: Engine, rows, batch_size: int = 10_000, *, rebuild_search_indexes: bool = False) -> int:
     """Bulk-insert ticket tuples in ``TICKET_COLUMNS`` order. Returns the count.
 
-    ``rebuild_search_indexes`` (PostgreSQL, large loads): drop the trigram
-    search indexes, COPY, and build them again, all in one transaction.
-    Maintaining GIN trigram indexes row by row makes COPY about 2.5 times
-    slower than building them once afterwards (docs/performance.md,
-    "Seeding"). The price: the tickets table is locked for the load, so
-    dashboards reading this database wait until it commits. A crash rolls
+    ``rebuild_search_indexes`` (PostgreSQL, large loads): when the tickets
+    table is empty at the start of the load, drop the trigram search indexes,
+    COPY, and build them again, all in one transaction. Maintaining GIN
+    trigram indexes row by row makes COPY about 2.5 times slower than
+    building them once afterwards (docs/performance.md, "Seeding"). The
+    price: DROP INDEX locks the tickets table (reads included) until the
+    load commits. On a fresh database nobody is waiting for it; on a table
+    that already has rows, dashboards may be reading it, so the indexes are
+    kept and maintained row by row (slower, and COPY's lock lets reads go
+    on). Emptiness is checked in the load's own transaction. A crash rolls
     everything back, indexes included.
     """
     count = 0
@@ -237,7 +245,11 @@ def insert_tickets(engine: Engine, rows, batch_size: int = 10_000, *, rebuild_se
         try:
             with raw.cursor() as cur:
                 definitions: list[str] = []
-                if rebuild_search_indexes:
+                rebuild = rebuild_search_indexes and not _has_tickets(cur)
+                if rebuild_search_indexes and not rebuild:
+                    log.info("the tickets table has rows: keeping its search indexes during the load "
+                             "(slower, but dashboards can keep reading)")
+                if rebuild:
                     cur.execute("SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'tickets' "
                                 r"AND indexname LIKE '%\_trgm' AND schemaname = current_schema()")
                     for name, definition in cur.fetchall():
@@ -265,3 +277,8 @@ def insert_tickets(engine: Engine, rows, batch_size: int = 10_000, *, rebuild_se
             conn.execute(insert(Ticket), batch)
             count += len(batch)
     return count
+
+
+def _has_tickets(cur) -> bool:
+    cur.execute("SELECT EXISTS (SELECT 1 FROM tickets)")
+    return bool(cur.fetchone()[0])

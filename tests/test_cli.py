@@ -171,3 +171,11 @@ def test_user_add_rejects_bad_input_with_one_line_and_exit_code_2(seeded, tmp_pa
 def test_seed_rejects_out_of_range_sizes_with_one_line(tmp_path, args, message):
     result = run_opsdash("seed", *args, database_url=f"sqlite:///{tmp_path / 's.sqlite3'}", cwd=tmp_path)
     assert message in one_line_error(result)
+
+
+def test_seed_help_says_when_a_large_load_locks_the_tickets_table(tmp_path):
+    from data.seed import BULK_LOAD_ROWS
+
+    help_text = " ".join(ok(run_opsdash("seed", "--help", database_url=None, cwd=tmp_path)).split())
+    assert f"{BULK_LOAD_ROWS:,} tickets or more into an empty tickets table" in help_text
+    assert "locked until the load commits" in help_text and "already has tickets the indexes are kept" in help_text

@@ -1,4 +1,8 @@
-"""Schema migrations: the search indexes of 0002 on PostgreSQL, a no-op on SQLite, skipped without pg_trgm."""
+"""Schema migrations: the search indexes of 0002 on PostgreSQL, a no-op on SQLite, skipped without pg_trgm.
+
+Also what bulk seeding does to those indexes: rebuilt after a large load into
+an empty table, kept (and the table readable) when it already has tickets.
+"""
 from __future__ import annotations
 
 import uuid
@@ -18,6 +22,26 @@ TRGM_INDEXES = {"ix_tickets_description_trgm", "ix_tickets_tracking_number_trgm"
 
 def index_names(engine) -> set[str]:
     return {ix["name"] for ix in inspect(engine).get_indexes("tickets")}
+
+
+def search_index_oids(engine) -> dict[str, int]:
+    """pg_class oid per trigram index: a dropped and rebuilt index gets a new one."""
+    with engine.connect() as conn:
+        return dict(conn.execute(text(
+            "SELECT c.relname, c.oid::bigint FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+            r"WHERE i.indrelid = 'tickets'::regclass AND c.relname LIKE '%\_trgm'")).all())
+
+
+@pytest.fixture
+def fresh_pg_engine():
+    """A new PostgreSQL database at the current schema and without tickets, as `opsdash seed` first meets it."""
+    with empty_pg_database() as url:
+        engine = make_engine(url)
+        migrate(engine)
+        try:
+            yield engine
+        finally:
+            engine.dispose()
 
 
 def test_search_indexes_exist_on_postgresql_and_serve_ilike(pg_engine):
@@ -93,17 +117,62 @@ def seed_rows(tenant: uuid.UUID, count: int, fail_after: int | None = None):
         yield tuple(record.get(column) for column in TICKET_COLUMNS)
 
 
-def test_bulk_load_rebuilds_the_search_indexes_and_a_failed_load_keeps_them(pg_engine):
+def test_bulk_load_rebuilds_the_search_indexes_and_a_failed_load_keeps_them(fresh_pg_engine):
     from data.seed import insert_tickets
 
-    tenant = uuid.uuid4()
-    assert insert_tickets(pg_engine, seed_rows(tenant, 50), rebuild_search_indexes=True) == 50
-    assert TRGM_INDEXES <= index_names(pg_engine)
-    scope = Scope(municipality_id=tenant, role="manager")
-    assert len(scoped_tickets(pg_engine, scope, TicketFilters(search="bulk row 4"))) == 1 + 10  # 4, 40-49
-
-    other = uuid.uuid4()
+    engine = fresh_pg_engine
+    before = search_index_oids(engine)
+    failed = uuid.uuid4()
     with pytest.raises(RuntimeError, match="mid-load"):
-        insert_tickets(pg_engine, seed_rows(other, 50, fail_after=20), rebuild_search_indexes=True)
-    assert TRGM_INDEXES <= index_names(pg_engine)  # the drop was rolled back with the rows
-    assert scoped_tickets(pg_engine, Scope(municipality_id=other, role="manager")).empty
+        insert_tickets(engine, seed_rows(failed, 50, fail_after=20), rebuild_search_indexes=True)
+    assert search_index_oids(engine) == before  # the drop was rolled back with the rows
+    assert scoped_tickets(engine, Scope(municipality_id=failed, role="manager")).empty
+
+    tenant = uuid.uuid4()
+    assert insert_tickets(engine, seed_rows(tenant, 50), rebuild_search_indexes=True) == 50
+    after = search_index_oids(engine)
+    assert set(after) == TRGM_INDEXES and not set(after.values()) & set(before.values())  # rebuilt
+    scope = Scope(municipality_id=tenant, role="manager")
+    assert len(scoped_tickets(engine, scope, TicketFilters(search="bulk row 4"))) == 1 + 10  # 4, 40-49
+
+
+def test_large_seed_into_an_empty_database_rebuilds_the_search_indexes(fresh_pg_engine, monkeypatch):
+    import data.seed
+
+    monkeypatch.setattr(data.seed, "BULK_LOAD_ROWS", 200)
+    before = search_index_oids(fresh_pg_engine)
+    result = data.seed.seed(fresh_pg_engine, tickets=300, wards=2, municipalities=1, random_seed=5)
+    after = search_index_oids(fresh_pg_engine)
+    assert set(after) == TRGM_INDEXES and not set(after.values()) & set(before.values())  # dropped, built again
+    scope = Scope(municipality_id=uuid.UUID(result.municipalities[0]["id"]), role="manager")
+    found = scoped_tickets(fresh_pg_engine, scope, TicketFilters(search="pipe"))
+    assert len(found) > 0 and found["description"].str.contains("pipe", case=False).all()
+
+
+def test_large_seed_into_a_database_with_tickets_keeps_the_search_indexes(fresh_pg_engine, monkeypatch):
+    import data.seed
+
+    data.seed.seed(fresh_pg_engine, tickets=50, wards=2, municipalities=1, random_seed=5)  # under the threshold
+    monkeypatch.setattr(data.seed, "BULK_LOAD_ROWS", 200)
+    before = search_index_oids(fresh_pg_engine)
+    assert data.seed.seed(fresh_pg_engine, tickets=300, wards=2, municipalities=1, random_seed=6).tickets == 300
+    assert search_index_oids(fresh_pg_engine) == before and set(before) == TRGM_INDEXES  # never dropped
+
+
+def test_bulk_load_into_a_table_with_tickets_never_blocks_a_dashboard_reading_it(fresh_pg_engine):
+    from data.seed import insert_tickets
+
+    engine = fresh_pg_engine
+    add_tickets(engine, [ticket_record(uuid.uuid4())])
+    seen: list[int] = []
+
+    def rows_read_midway():
+        for i, row in enumerate(seed_rows(uuid.uuid4(), 50)):
+            if i == 25:  # the load's transaction is open and COPY is running
+                with engine.connect() as reader:  # another connection, as a dashboard's
+                    reader.execute(text("SET lock_timeout = '2s'"))  # fail, not hang, if the table is locked
+                    seen.append(reader.execute(text("SELECT count(*) FROM tickets")).scalar_one())
+            yield row
+
+    assert insert_tickets(engine, rows_read_midway(), rebuild_search_indexes=True) == 50
+    assert seen == [1]  # read at once, and only what was committed
