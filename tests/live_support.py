@@ -212,7 +212,13 @@ class live_panel_server:
         self.server = LivePanelServer(bus, database_url, municipality_id, role, ward)
 
     def __enter__(self) -> LivePanelServer:
-        self.server.start()
+        try:
+            self.server.start()
+        except BaseException:
+            # __exit__ does not run when __enter__ fails: stop what did start (server thread, hub).
+            with contextlib.suppress(Exception):
+                self.server.stop()
+            raise
         return self.server
 
     def __exit__(self, *exc) -> None:
