@@ -94,6 +94,16 @@ def get_throttle() -> LoginThrottle:
     return _throttle
 
 
+def _landing_url(root_path: str | None) -> str:
+    """Where a sign-in without ``?next=`` lands.
+
+    Panel's ``state.base_url`` is the ``--root-path`` when one is given. Otherwise ``./``, resolved
+    by the browser against the sign-in URL: under ``panel serve --prefix /opsdash`` (or a proxy that
+    serves OpsDash at a sub-path) that is the app's root, where an absolute ``/`` would be a 404.
+    """
+    return root_path if root_path and root_path != "/" else "./"
+
+
 class OpsDashLoginHandler(BasicLoginHandler):
     """``/login``: checks the users table's argon2 hashes, throttled."""
 
@@ -101,7 +111,7 @@ class OpsDashLoginHandler(BasicLoginHandler):
         from panel.auth import _validate_next_url
         from panel.io.state import state
 
-        next_url = _validate_next_url(self.get_argument("next", state.base_url))
+        next_url = _validate_next_url(self.get_argument("next", _landing_url(state.base_url)))
         if next_url:
             self.set_cookie("next_url", next_url, httponly=True)
         self.set_header("Cache-Control", "no-store")
@@ -143,7 +153,8 @@ class OpsDashLoginHandler(BasicLoginHandler):
             from panel.auth import _validate_next_url
             from panel.io.state import state
 
-            next_url = _validate_next_url(self.get_cookie("next_url", state.base_url)) or "/"
-            self.redirect(next_url)
+            landing = _landing_url(state.base_url)
+            self.redirect(_validate_next_url(self.get_cookie("next_url", landing)) or landing)
             return
-        self.redirect(self._login_endpoint + "?error=" + tornado.escape.url_escape(self._error))
+        # Relative, like the landing page: the form is at <prefix>/login whatever the prefix.
+        self.redirect("./" + self._login_endpoint.lstrip("/") + "?error=" + tornado.escape.url_escape(self._error))

@@ -152,7 +152,7 @@ class Dashboard(pn.viewable.Viewer):
                 "color": "white", "white-space": "nowrap", "overflow": "hidden", "text-overflow": "ellipsis",
                 "max-width": "40vw"})
             header = [self.live_indicator(),
-                      pn.pane.HTML('<a href="/logout" style="color:white">Sign out</a>', margin=(0, 8))]
+                      pn.pane.HTML('<a href="./logout" style="color:white">Sign out</a>', margin=(0, 8))]
             main = self.main()
             if phone:  # the header has room for little on a phone: who/where opens the page instead
                 who.styles = {"font-weight": "600", "white-space": "normal"}

@@ -36,9 +36,15 @@ EXPORT_PATH = "/export/download"
 BLOCK_SIZE = 256 * 1024
 
 
-def export_link(secret: str, username: str, fmt: str, filters: TicketFilters) -> str:
-    """The URL a signed-in ``username`` fetches for a streamed export (valid for a few minutes)."""
-    return f"{EXPORT_PATH}?token={quote(sign_export_token(secret, username, fmt, filters))}"
+def export_link(secret: str, username: str, fmt: str, filters: TicketFilters, root: str = ".") -> str:
+    """The URL a signed-in ``username`` fetches for a streamed export (valid for a few minutes).
+
+    Relative to the app's root (``root``: Panel's ``pn.state.rel_path`` of the session, ``.`` for an
+    app at the top level), never absolute: under ``panel serve --prefix /opsdash`` or behind a proxy
+    that serves OpsDash at a sub-path, only the browser knows the full path of the page.
+    """
+    token = quote(sign_export_token(secret, username, fmt, filters))
+    return f"{root.rstrip('/') or '.'}{EXPORT_PATH}?token={token}"
 
 
 class ExportDownloadHandler(tornado.web.RequestHandler):
@@ -123,14 +129,17 @@ class ExportDownloadHandler(tornado.web.RequestHandler):
 
 def export_buttons(store):
     """The session's ExportButtons, wired to this server's settings and streaming route."""
+    import panel as pn
+
     from components.export import ExportButtons
 
     from .settings import get_settings
 
     settings = get_settings()
     secret, username = settings.cookie_secret, store.scope.username
+    root = pn.state.rel_path or "."  # read now: it belongs to the session being built
     link = None
     if secret and username:  # no cookie secret (a notebook): FileDownload only
         def link(fmt: str, filters: TicketFilters) -> str:
-            return export_link(secret, username, fmt, filters)
+            return export_link(secret, username, fmt, filters, root)
     return ExportButtons(store=store, large_export_rows=settings.large_export_rows, download_link=link)

@@ -23,7 +23,7 @@ def message_page(title: str, message: str) -> pn.template.BaseTemplate:
     body = pn.Column(
         pn.pane.Markdown(f"## {title}"),  # our own fixed titles only
         text(message, styles={"font-size": "1.1em"}, css_classes=["opsdash-message"]),
-        pn.pane.HTML('<p><a href="/">Reload</a> &middot; <a href="/logout">Sign out</a></p>'),
+        pn.pane.HTML('<p><a href="./">Reload</a> &middot; <a href="./logout">Sign out</a></p>'),
         sizing_mode="stretch_width", css_classes=["opsdash-message-page"],
     )
     return pn.template.FastListTemplate(title="OpsDash", main=[body], accent=ACCENT, header_background=ACCENT,

@@ -15,15 +15,17 @@ import time
 import uuid
 from dataclasses import dataclass
 from urllib.error import HTTPError
-from urllib.parse import quote
+from urllib.parse import quote, urljoin
 from urllib.request import Request, urlopen
 
 import panel.auth  # noqa: F401  (first: it imports our provider while it loads, see dashboard_app/auth.py)
 import pytest
+import requests
 import tornado.web
 from panel.util import base64url_encode
 from sqlalchemy import select
 
+from dashboard_app.export_route import export_link
 from data.db import get_engine
 from data.export_token import sign_export_token
 from data.filters import TicketFilters
@@ -272,3 +274,37 @@ def test_both_buttons_download_exactly_the_scoped_rows(export_site, browser_page
                                                                      ("xlsx", channel, len(frame))]
     if role == "ward_councillor":
         assert HOSTILE in frame["description"].tolist()
+
+
+# ---- under a URL prefix (panel serve --prefix, or a proxy at a sub-path) ---------------------
+
+def test_export_links_are_relative_to_the_app_root_never_absolute():
+    secret = "x" * 32
+    assert export_link(secret, "thandi", "csv", TicketFilters()).startswith("./export/download?token=")
+    assert export_link(secret, "thandi", "csv", TicketFilters(), "..").startswith("../export/download?")
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_under_a_prefix_sign_in_lands_on_the_app_and_the_large_export_link_downloads(export_site, pg_url, browser_page, tmp_path):
+    threshold = export_site.server.extra_env["OPSDASH_LARGE_EXPORT_ROWS"]
+    server = OpsDashServer(database_url=pg_url, log_dir=tmp_path, prefix="/opsdash",
+                           env={"OPSDASH_LARGE_EXPORT_ROWS": threshold})
+    server.start()
+    try:
+        site = ExportSite(export_site.engine, export_site.result, server)
+        manager = site.user("manager")
+        assert site.get(site.link(manager["username"], "csv"), username=manager["username"])[0] == 200
+        refused = requests.post(f"{server.url}/login", data={"username": manager["username"], "password": "wrong"},
+                                allow_redirects=False, timeout=30)  # back to the form under the prefix, not /login
+        assert urljoin(f"{server.url}/login", refused.headers["Location"]).startswith(f"{server.url}/login?error=")
+        browser_sign_in(browser_page, server.url, manager["username"], manager["password"])
+        with browser_page.expect_download(timeout=60_000) as info:
+            browser_page.get_by_role("button", name="Download CSV").click()
+        assert info.value.url.startswith(f"{server.url}/export/download?token=")  # the route, under the prefix
+        path = tmp_path / info.value.suggested_filename
+        info.value.save_as(path)
+        assert read_csv(path)[1] == expected_csv(oracle_frame(site.engine, site.scope("manager"), None))
+        assert site.audits(manager["username"])[-1].channel == "http"
+    finally:
+        server.stop()

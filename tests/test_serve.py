@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urljoin, urlsplit
 
 import panel.auth  # noqa: F401  (first: it imports our provider while it loads, see dashboard_app/auth.py)
 import pytest
@@ -92,7 +92,7 @@ def test_wrong_password_and_unknown_user_get_the_same_generic_error(opsdash_serv
         # No session cookie was granted: the page still sends us to the form.
         assert "/login" in http.get(f"{server.url}/", timeout=30).url
     assert answers[0] == answers[1]
-    location = urlsplit(answers[0])
+    location = urlsplit(urljoin(f"{server.url}/login", answers[0]))
     assert location.path == "/login" and parse_qs(location.query) == {"error": [GENERIC_ERROR]}
 
 
@@ -128,4 +128,4 @@ def test_panel_serve_convention_signs_in_against_the_users_table(opsdash_server,
     assert response.status_code == 302 and "/login" not in response.headers["Location"]
     assert "/login" not in http.get(f"{server.url}/", timeout=60).url
     _, refused = sign_in(server.url, admin["username"], "not-the-password")
-    assert urlsplit(refused.headers["Location"]).path == "/login"
+    assert urlsplit(urljoin(f"{server.url}/login", refused.headers["Location"])).path == "/login"
