@@ -1,7 +1,7 @@
 """Charts of the filtered, scoped set: by category and status, backlog over time, per ward.
 
-Every figure comes from an SQL aggregate in ``data.tickets``; no rows are
-loaded. Plain Bokeh figures rather than hvPlot: building three HoloViews
+Every figure comes from an SQL aggregate in ``data.aggregates`` (the bars
+from the store's shared breakdown); no rows are loaded. Plain Bokeh figures rather than hvPlot: building three HoloViews
 plots took ~0.5 s of server CPU each per page load, Bokeh figures ~20 ms,
 and a page load has a 3 s budget on a shared 2-core server. Labels
 (categories, statuses, ward ids) are drawn by Bokeh as canvas text, and
@@ -18,7 +18,7 @@ from bokeh.models import ColumnDataSource, HoverTool, NumeralTickFormatter
 from bokeh.plotting import figure
 
 from data.filters import STATUSES
-from data.tickets import counts_by_pair, created_and_resolved_by_day
+from data.aggregates import created_and_resolved_by_day, pair_counts
 
 from .store_view import NO_TICKETS, StoreView, notice
 
@@ -91,16 +91,13 @@ class TicketCharts(StoreView):
         store = self.store
         engine, scope, filters = store.engine, store.scope, store.filters
 
-        def pairs(first: str) -> pd.DataFrame:
-            return store.cached(f"pairs:{first}", filters,
-                                lambda: counts_by_pair(engine, scope, first, "status", filters))
-
         by_day = store.cached("backlog", (filters, self.days),
                               lambda: created_and_resolved_by_day(engine, scope, filters, days=self.days))
+        breakdown = store.breakdown(filters)
         return ChartData(
-            by_category_status=pairs("category"),
+            by_category_status=pair_counts(breakdown, "category", "status"),
             by_day=by_day,
-            by_ward_status=pairs("ward_id") if scope.sees_whole_municipality else None,
+            by_ward_status=pair_counts(breakdown, "ward_id", "status") if scope.sees_whole_municipality else None,
         )
 
     def render(self, data: ChartData) -> pn.viewable.Viewable:

@@ -10,8 +10,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable, Hashable, TypeVar
 
+import pandas as pd
 import param
 
+from data.aggregates import ticket_breakdown
 from data.filters import TicketFilters
 from data.scope import Scope
 
@@ -22,6 +24,9 @@ T = TypeVar("T")
 #: What the banner says when a view could not load its data. No internals:
 #: the details are in the server log.
 UNAVAILABLE = "The ticket database could not be reached, so figures may be out of date."
+
+#: The dimensions of the breakdown every view folds its counts out of (``DashboardStore.breakdown``).
+BREAKDOWN_DIMS = ("category", "status", "ward_id")
 
 #: Filter keys (as accepted by TicketFilters.parse) that name a ward.
 WARD_KEYS = frozenset({"ward", "wards", "ward_id"})
@@ -77,6 +82,18 @@ class DashboardStore(param.Parameterized):
     def cached(self, name: str, args: Hashable, compute: Callable[[], T]) -> T:
         """``compute()`` (a data-layer call with this store's scope), shared via ``query_cache``."""
         return query_cache.cached(name, self.engine, self.scope, args, compute, self.cache_ttl_s)
+
+    def breakdown(self, filters: TicketFilters | None = None) -> pd.DataFrame:
+        """Every count of the current filters by category, status and ward: one SQL scan.
+
+        The KPI counts, both bar charts and the table's total are sums of this
+        one frame, so a page load or filter change scans the tickets once for
+        all of them (and views asking at the same time share that one query).
+        """
+        # ``filters``: the value the caller read (a worker thread may see a newer one here).
+        filters = self.filters if filters is None else filters
+        return self.cached("breakdown", filters,
+                           lambda: ticket_breakdown(self.engine, self.scope, filters, BREAKDOWN_DIMS))
 
     def retry(self) -> None:
         """Forget the last error and load everything again (the banner's Retry button)."""

@@ -122,8 +122,10 @@ class TicketTable(pn.viewable.Viewer):
         """The current page from the database (blocking)."""
         store = self.store
         page, sort = max(1, int(self.tabulator.page or 1)), tuple(sort_spec(self.tabulator.sorters))
-        return store.cached("page", (store.filters, page, self.page_size, sort), lambda: ticket_page(
-            store.engine, store.scope, store.filters, page=page, page_size=self.page_size, sort=sort))
+        filters = store.filters
+        return store.cached("page", (filters, page, self.page_size, sort), lambda: ticket_page(
+            store.engine, store.scope, filters, page=page, page_size=self.page_size, sort=sort,
+            total=int(store.breakdown(filters)["tickets"].sum())))
 
     def _show(self, fetched: tuple[TicketPage | None, str]) -> None:
         page, error = fetched

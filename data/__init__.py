@@ -13,17 +13,8 @@ from .errors import ConfigError, InvalidFilter, InvalidValue, NotAuthorized, Not
 from .filters import TicketFilters
 from .scope import Scope, scope_for_user
 from .settings import Settings, load_settings
-from .tickets import (
-    Kpis,
-    TicketPage,
-    count_tickets,
-    counts_by,
-    created_and_resolved_by_day,
-    iter_ticket_chunks,
-    scoped_tickets,
-    ticket_kpis,
-    ticket_page,
-)
+from .aggregates import Kpis, counts_by, counts_by_pair, created_and_resolved_by_day, ticket_breakdown, ticket_kpis
+from .tickets import TicketPage, count_tickets, iter_ticket_chunks, scoped_tickets, ticket_page
 
 
 def connect(url: str | None = None, *, migrate_schema: bool = False) -> Engine:
@@ -38,6 +29,6 @@ def connect(url: str | None = None, *, migrate_schema: bool = False) -> Engine:
 
 __all__ = [
     "ConfigError", "InvalidFilter", "InvalidValue", "Kpis", "NotAuthorized", "NotFound", "OpsDashError", "Scope",
-    "Settings", "TicketFilters", "TicketPage", "connect", "count_tickets", "counts_by", "created_and_resolved_by_day",
-    "iter_ticket_chunks", "load_settings", "scope_for_user", "scoped_tickets", "ticket_kpis", "ticket_page",
+    "Settings", "TicketFilters", "TicketPage", "connect", "count_tickets", "counts_by", "counts_by_pair", "created_and_resolved_by_day",
+    "iter_ticket_chunks", "load_settings", "scope_for_user", "scoped_tickets", "ticket_breakdown", "ticket_kpis", "ticket_page",
 ]

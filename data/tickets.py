@@ -1,4 +1,4 @@
-"""Scoped ticket reads: rows, pages, chunks, frames and SQL-side aggregates.
+"""Scoped ticket reads: rows, pages, chunks, frames and counts (aggregates: ``data.aggregates``).
 
 Every public function here takes a Scope; ``scoped_select`` is the only
 place a ticket SELECT is built, so the tenancy, ward and sensitivity rules
@@ -14,26 +14,11 @@ from datetime import date, datetime, time, timedelta, timezone
 from typing import Iterator, Literal, Sequence
 
 import pandas as pd
-from sqlalchemy import (
-    ColumnElement,
-    Engine,
-    Integer,
-    String,
-    Select,
-    and_,
-    case,
-    cast,
-    false,
-    func,
-    literal,
-    literal_column,
-    or_,
-    select,
-)
+from sqlalchemy import ColumnElement, Engine, Select, and_, case, false, func, literal, or_, select
 
 from .errors import InvalidFilter
 from .filters import TicketFilters
-from .models import OPEN_STATUSES, SENSITIVE_CATEGORY, Status, Ticket
+from .models import SENSITIVE_CATEGORY, Ticket
 from .scope import Scope
 
 #: The ticket columns a staff member may see, in display order.
@@ -164,7 +149,12 @@ def _order_by(sort: SortSpec) -> list:
         if direction not in ("asc", "desc"):
             raise InvalidFilter(f"sort direction must be 'asc' or 'desc', got {str(direction)[:10]!r}")
         col = getattr(Ticket, column)
-        clauses.append(col.desc().nulls_last() if direction == "desc" else col.asc().nulls_last())
+        ordered = col.desc() if direction == "desc" else col.asc()
+        # Missing values last either way. Only where a column can be NULL: an
+        # explicit NULLS LAST on a NOT NULL column stops PostgreSQL from reading
+        # an index backwards (created_at DESC: a full sort of 1,000,000 rows
+        # instead of 25 index entries).
+        clauses.append(ordered.nulls_last() if Ticket.__table__.c[column].nullable else ordered)
     clauses.append(Ticket.id.asc())  # a total order, so pages never repeat or skip rows
     return clauses
 
@@ -225,11 +215,18 @@ def ticket_page(
     page_size: int = 50,
     sort: SortSpec | None = DEFAULT_SORT,
     columns: Sequence[str] = TICKET_COLUMNS,
+    total: int | None = None,
 ) -> TicketPage:
-    """One page (1-based) of visible tickets and the total count."""
+    """One page (1-based) of visible tickets and the total count.
+
+    ``total``: the count when the caller already has it for the same scope
+    and filters (the dashboard takes it from ``ticket_breakdown``), which
+    saves a COUNT over every matching row.
+    """
     whole_number(page, "page", 1, 10**9)
     whole_number(page_size, "page size", 1, MAX_PAGE_SIZE)
-    total = count_tickets(engine, scope, filters)
+    if total is None:
+        total = count_tickets(engine, scope, filters)
     frame = scoped_tickets(
         engine, scope, filters, columns=columns, sort=sort, limit=page_size, offset=(page - 1) * page_size
     )
@@ -265,176 +262,6 @@ def count_tickets(engine: Engine, scope: Scope, filters: TicketFilters | None = 
     )
     with engine.connect() as conn:
         return int(conn.execute(stmt).scalar_one())
-
-
-def counts_by(
-    engine: Engine, scope: Scope, dimension: Dimension, filters: TicketFilters | None = None
-) -> pd.Series:
-    """Ticket counts grouped by ``dimension``, largest first (computed in SQL)."""
-    if dimension not in DIMENSIONS:
-        raise InvalidFilter(f"cannot group by {str(dimension)[:40]!r}")
-    column = getattr(Ticket, dimension)
-    stmt = (
-        select(column, func.count())
-        .where(*scope_conditions(scope), *filter_conditions(scope, filters))
-        .group_by(column)
-        .order_by(func.count().desc(), column)
-    )
-    with engine.connect() as conn:
-        rows = conn.execute(stmt).all()
-    series = pd.Series({(k if k is not None else "(none)"): int(v) for k, v in rows}, dtype="int64", name="tickets")
-    series.index.name = dimension
-    return series
-
-
-def counts_by_pair(
-    engine: Engine, scope: Scope, first: Dimension, second: Dimension, filters: TicketFilters | None = None
-) -> pd.DataFrame:
-    """Counts grouped by two dimensions, long format (``first``, ``second``, ``tickets``)."""
-    for dim in (first, second):
-        if dim not in DIMENSIONS:
-            raise InvalidFilter(f"cannot group by {str(dim)[:40]!r}")
-    a, b = getattr(Ticket, first), getattr(Ticket, second)
-    stmt = (
-        select(a, b, func.count())
-        .where(*scope_conditions(scope), *filter_conditions(scope, filters))
-        .group_by(a, b)
-        .order_by(a, b)
-    )
-    with engine.connect() as conn:
-        rows = conn.execute(stmt).all()
-    return pd.DataFrame(rows, columns=[first, second, "tickets"])
-
-
-def _seconds_between(engine: Engine, later, earlier) -> ColumnElement[float]:
-    if engine.dialect.name == "postgresql":
-        return func.extract("epoch", later - earlier)
-    return (func.julianday(later) - func.julianday(earlier)) * 86400.0
-
-
-@dataclass(frozen=True)
-class Kpis:
-    total: int
-    open: int
-    created_today: int
-    response_breaches: int
-    resolution_breaches: int
-    resolved: int
-    median_first_response_s: float | None
-
-    @property
-    def resolution_rate(self) -> float | None:
-        """Share of tickets in the filtered set that are resolved or closed."""
-        return None if self.total == 0 else self.resolved / self.total
-
-
-def ticket_kpis(
-    engine: Engine, scope: Scope, filters: TicketFilters | None = None, *, now: datetime | None = None
-) -> Kpis:
-    """Headline figures for the filtered, scoped set, computed in SQL."""
-    now = now or datetime.now(timezone.utc)
-    today_start = local_day_start(now.astimezone(scope.tzinfo).date(), scope)
-    where = [*scope_conditions(scope), *filter_conditions(scope, filters)]
-
-    def count_if(condition) -> ColumnElement[int]:
-        return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
-
-    response_breach = and_(
-        Ticket.sla_response_deadline.is_not(None),
-        or_(
-            and_(Ticket.first_responded_at.is_(None), Ticket.sla_response_deadline < now),
-            Ticket.first_responded_at > Ticket.sla_response_deadline,
-        ),
-    )
-    resolution_breach = and_(
-        Ticket.sla_resolution_deadline.is_not(None),
-        or_(
-            and_(Ticket.resolved_at.is_(None), Ticket.sla_resolution_deadline < now),
-            Ticket.resolved_at > Ticket.sla_resolution_deadline,
-        ),
-    )
-    stmt = select(
-        func.count(),
-        count_if(Ticket.status.in_(OPEN_STATUSES)),
-        count_if(Ticket.created_at >= today_start),
-        count_if(response_breach),
-        count_if(resolution_breach),
-        count_if(Ticket.status.in_((Status.RESOLVED.value, Status.CLOSED.value))),
-    ).where(*where)
-    response_s = _seconds_between(engine, Ticket.first_responded_at, Ticket.created_at)
-    responded = [*where, Ticket.first_responded_at.is_not(None)]
-    with engine.connect() as conn:
-        total, open_, today, resp, resol, resolved = conn.execute(stmt).one()
-        if engine.dialect.name == "postgresql":
-            median = conn.execute(
-                select(func.percentile_cont(0.5).within_group(response_s.asc())).where(*responded)
-            ).scalar_one()
-        else:
-            n = conn.execute(select(func.count()).select_from(Ticket).where(*responded)).scalar_one()
-            median = None
-            if n:
-                ordered = select(response_s.label("s")).where(*responded).order_by(response_s)
-                middle = conn.execute(ordered.limit(2 - n % 2).offset((n - 1) // 2)).scalars().all()
-                median = sum(middle) / len(middle)
-    return Kpis(
-        total=int(total),
-        open=int(open_),
-        created_today=int(today),
-        response_breaches=int(resp),
-        resolution_breaches=int(resol),
-        resolved=int(resolved),
-        median_first_response_s=None if median is None else float(median),
-    )
-
-
-def created_and_resolved_by_day(
-    engine: Engine, scope: Scope, filters: TicketFilters | None = None, *, days: int = 30,
-    now: datetime | None = None,
-) -> pd.DataFrame:
-    """Per local day over the last ``days``: tickets created, resolved and the open backlog.
-
-    Bucketing is done in SQL on 15-minute UTC slots and folded into local
-    days here. Every real UTC offset is a multiple of 15 minutes (India +5:30,
-    Nepal +5:45, Newfoundland -3:30), so a slot never straddles a local
-    midnight; whole hours would put e.g. 00:29 Newfoundland time on the
-    previous day. No per-dialect time zone functions are needed.
-    """
-    days = whole_number(days, "days", 1, 3660)
-    now = now or datetime.now(timezone.utc)
-    local_today = now.astimezone(scope.tzinfo).date()
-    start = local_day_start(local_today - timedelta(days=days - 1), scope)
-    where = [*scope_conditions(scope), *filter_conditions(scope, filters)]
-    if engine.dialect.name == "postgresql":
-        def slot(col):
-            quarter = func.floor(func.extract("minute", col) / 15) * literal_column("interval '15 minutes'")
-            return func.date_trunc("hour", col) + quarter
-    else:
-        def slot(col):
-            minute = cast(func.strftime("%M", col), Integer) // 15 * 15
-            two_digits = func.substr(literal("0", String).concat(cast(minute, String)), -2)
-            return func.strftime("%Y-%m-%d %H:", col, type_=String).concat(two_digits).concat(":00")
-    created = select(slot(Ticket.created_at).label("h"), func.count()).where(*where, Ticket.created_at >= start).group_by("h")
-    resolved = select(slot(Ticket.resolved_at).label("h"), func.count()).where(*where, Ticket.resolved_at >= start).group_by("h")
-    open_before = select(func.count()).select_from(Ticket).where(
-        *where, Ticket.created_at < start, or_(Ticket.resolved_at.is_(None), Ticket.resolved_at >= start)
-    )
-    with engine.connect() as conn:
-        created_rows = conn.execute(created).all()
-        resolved_rows = conn.execute(resolved).all()
-        backlog_start = int(conn.execute(open_before).scalar_one())
-    index = pd.date_range(local_today - timedelta(days=days - 1), local_today, freq="D").date
-
-    def by_day(rows) -> pd.Series:
-        if not rows:
-            return pd.Series(0, index=index, dtype="int64")
-        stamps = pd.to_datetime([r[0] for r in rows], utc=True).tz_convert(scope.timezone)
-        s = pd.Series([int(r[1]) for r in rows], index=stamps.date)
-        return s.groupby(level=0).sum().reindex(index, fill_value=0).astype("int64")
-
-    frame = pd.DataFrame({"created": by_day(created_rows), "resolved": by_day(resolved_rows)}, index=index)
-    frame["backlog"] = backlog_start + (frame["created"] - frame["resolved"]).cumsum()
-    frame.index.name = "day"
-    return frame
 
 
 def visible_ward_ids(engine: Engine, scope: Scope) -> list[str]:

@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 from data import InvalidFilter, TicketFilters, count_tickets, counts_by, scoped_tickets, ticket_kpis
 from data.filters import MAX_SEARCH_LENGTH, MAX_VALUES
 from data.scope import Scope
-from data.tickets import created_and_resolved_by_day, iter_ticket_chunks, ticket_page
+from data.aggregates import created_and_resolved_by_day
+from data.tickets import iter_ticket_chunks, ticket_page
 
 from .conftest import add_tickets, ticket_record
 

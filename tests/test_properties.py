@@ -22,15 +22,12 @@ from data import NotAuthorized, TicketFilters
 from data.filters import STATUSES
 from data.models import OPEN_STATUSES, VISIBLE_CATEGORIES, Role
 from data.scope import Scope
+from data.aggregates import Kpis, counts_by, counts_by_pair, created_and_resolved_by_day, ticket_breakdown, ticket_kpis
 from data.tickets import (
     count_tickets,
-    counts_by,
-    counts_by_pair,
-    created_and_resolved_by_day,
     iter_ticket_chunks,
     local_day_start,
     scoped_tickets,
-    ticket_kpis,
     ticket_page,
 )
 
@@ -179,6 +176,11 @@ def check_aggregates(engine, scope, filters, expected: list[dict]) -> None:
 
     kpis = ticket_kpis(engine, scope, filters, now=NOW)
     assert kpis.total == len(expected)
+    breakdown = ticket_breakdown(engine, scope, filters, ("category", "status", "ward_id"), now=NOW)
+    assert Kpis.from_breakdown(breakdown, kpis.median_first_response_s) == kpis
+    cells = breakdown[["category", "status", "ward_id", "tickets"]].itertuples(index=False)
+    assert {(c, s, w): n for c, s, w, n in cells} == dict(Counter((r["category"], r["status"], r["ward_id"])
+                                                                for r in expected))
     assert kpis.open == sum(r["status"] in OPEN_STATUSES for r in expected)
     assert kpis.resolved == sum(r["status"] in ("resolved", "closed") for r in expected)
     today = local_day_start(NOW.astimezone(scope.tzinfo).date(), scope)
