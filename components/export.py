@@ -8,6 +8,11 @@ same two buttons instead send the browser to the authenticated streaming
 route through ``download_link`` (a signed, short-lived URL made on the
 server for this user and these filters). Both ways run the same writer and
 write the same audit row.
+
+Which way is decided when a button is clicked, by one COUNT of the filters
+at that moment (shared through the store's cache). The buttons never count
+on their own: live events refresh the store every few seconds, and a count
+per session per refresh costs the database more than all the clicks.
 """
 from __future__ import annotations
 
@@ -88,49 +93,60 @@ class ExportButtons(pn.viewable.Viewer):
                                             color="primary", auto=True, embed=False, icon="download",
                                             css_classes=[f"opsdash-export-{fmt}"], sizing_mode="stretch_width")
                        for fmt, label in LABELS.items()}
-        self._links = {fmt: pn.widgets.Button(label=label, color="primary", icon="download", visible=False,
-                                              css_classes=[f"opsdash-export-{fmt}-large"], sizing_mode="stretch_width")
-                       for fmt, label in LABELS.items()}
-        for fmt, button in self._links.items():
-            button.on_click(lambda _event, fmt=fmt: self.start_streamed(fmt))
         self._browser = BrowserDownload(height=0, width=0, margin=0)
         self._progress = pn.indicators.Progress(value=0, max=100, visible=False, sizing_mode="stretch_width",
                                                 css_classes=["opsdash-export-progress"])
         self._status = text("", css_classes=["opsdash-export-status"], sizing_mode="stretch_width")
-        self._buttons = pn.Column(*self._files.values(), *self._links.values(), sizing_mode="stretch_width",
-                                  margin=0)
 
     def __panel__(self) -> pn.viewable.Viewable:
-        # Re-counted off the event loop whenever the filters or the data change.
-        buttons = pn.panel(pn.bind(self._counted_buttons, self.store.param.filters, self.store.param.data_version),
-                           sizing_mode="stretch_width")
-        return pn.Column(pn.pane.Markdown("### Export"), buttons, self._progress, self._status, self._browser,
-                         sizing_mode="stretch_width")
-
-    async def _counted_buttons(self, filters: Any = None, data_version: int = 0) -> pn.Column:
-        await asyncio.to_thread(self.update_mode)
-        return self._buttons
+        return pn.Column(pn.pane.Markdown("### Export"), *self._files.values(), self._progress, self._status,
+                         self._browser, sizing_mode="stretch_width")
 
     # -- which way: FileDownload or the streaming route ---------------------------
     @property
     def streams(self) -> bool:
+        """Whether the last counted size goes to the streaming route."""
         return (self.download_link is not None and self.row_count is not None
                 and self.row_count > self.large_export_rows)
 
-    def update_mode(self) -> None:
-        """Count the rows the filters select and show the buttons for that size (blocking: call off the loop)."""
-        store = self.store
-        # On failure the store's banner says so; exports then stay on FileDownload.
-        _, self.row_count, _ = guarded_load(store, lambda: count_tickets(store.engine, store.scope, store.filters),
-                                            "export buttons")
-        for fmt in LABELS:
-            self._files[fmt].visible = not self.streams
-            self._links[fmt].visible = self.streams
+    def count_rows(self, filters: TicketFilters) -> int | None:
+        """Rows ``filters`` select (blocking: call off the loop); None when the database failed.
 
-    def start_streamed(self, fmt: str) -> str | None:
-        """Send the browser to a fresh signed URL for the current filters (audited by the route)."""
+        On failure the store's banner says so and the export stays on FileDownload (whose own
+        attempt then reports the failure).
+        """
+        store = self.store
+        _, count, _ = guarded_load(store, lambda: store.cached(
+            "count_tickets", filters, lambda: count_tickets(store.engine, store.scope, filters)), "export buttons")
+        return count
+
+    async def download(self, fmt: str) -> io.BytesIO | None:
+        """A click on a button: the file's bytes, or None after handing over to the streaming route."""
+        if self.busy:
+            set_text(self._status, "An export is already being prepared.")
+            return None
+        filters = self.store.filters  # the filters of the click, for the count and the export alike
+        if self.download_link is not None:  # without a link every export is a FileDownload: no count needed
+            self._set_busy(True)
+            set_text(self._status, "Preparing the export...")
+            try:
+                self.row_count = await asyncio.to_thread(self.count_rows, filters)
+            finally:
+                self._set_busy(False)
+            if self.streams:
+                self.start_streamed(fmt, filters)
+                return None
+        return await self.produce(fmt, filters)
+
+    def _set_busy(self, busy: bool) -> None:
+        self.busy = busy
+        for widget in self._files.values():
+            widget.disabled = busy
+
+    def start_streamed(self, fmt: str, filters: TicketFilters | None = None) -> str | None:
+        """Send the browser to a fresh signed URL for ``filters`` (default: the current ones; audited by the route)."""
         try:
-            url = self.download_link(fmt, self.store.filters)
+            url = self.download_link(fmt, self.store.filters if filters is None else filters)
         except OpsDashError as exc:
             set_text(self._status, str(exc))
             return None
@@ -143,7 +159,7 @@ class ExportButtons(pn.viewable.Viewer):
     # -- FileDownload ---------------------------------------------------------------
     def _callback(self, fmt: str):
         async def produce() -> io.BytesIO | None:
-            return await self.produce(fmt)
+            return await self.download(fmt)
 
         return produce
 
@@ -152,21 +168,21 @@ class ExportButtons(pn.viewable.Viewer):
         if value != self._progress.value:
             self._progress.value = value
 
-    async def produce(self, fmt: str) -> io.BytesIO | None:
-        """Write the export off the event loop; the file's bytes, or None with a message."""
+    async def produce(self, fmt: str, filters: TicketFilters | None = None) -> io.BytesIO | None:
+        """Write the export of ``filters`` (default: the current ones) off the event loop; the file's bytes,
+        or None with a message."""
         if self.busy:
             set_text(self._status, "An export is already being prepared.")
             return None
-        self.busy = True
-        for widget in self._files.values():
-            widget.disabled = True
+        self._set_busy(True)
         self._progress.param.update(value=0, visible=True)
         set_text(self._status, "Preparing the export...")
         try:
             with tempfile.TemporaryDirectory(prefix="opsdash-export-") as folder:
                 target = Path(folder) / f"export.{fmt}"
                 result = await asyncio.to_thread(
-                    export_tickets, self.store.engine, self.store.scope, self.store.filters, fmt, target,
+                    export_tickets, self.store.engine, self.store.scope,
+                    self.store.filters if filters is None else filters, fmt, target,
                     channel="ui", progress=self._show_progress,
                 )
                 data = io.BytesIO(target.read_bytes())
@@ -182,6 +198,4 @@ class ExportButtons(pn.viewable.Viewer):
             return None
         finally:
             self._progress.visible = False
-            for widget in self._files.values():
-                widget.disabled = False
-            self.busy = False
+            self._set_busy(False)
