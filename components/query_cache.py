@@ -1,15 +1,24 @@
-"""A short-lived, process-wide cache of the dashboard's SQL results.
+"""A process-wide cache of the dashboard's SQL results, kept fresh by live events.
 
-At 1,000,000 tickets one dashboard load costs ~2-5 s of PostgreSQL time
-(KPIs with a median over every responded ticket, the backlog series, the
-counts). Many sessions look at the same thing (a municipality's managers,
-a wall screen, every reload), so results are shared for ``TTL_S`` seconds
-and a query that is already running is awaited rather than started again.
+At 1,000,000 tickets one dashboard load costs ~1-2 s of PostgreSQL time.
+Many sessions look at the same thing (a municipality's managers, a wall
+screen, every reload), so results are shared, and a query that is already
+running is awaited rather than started again.
 
-Freshness: entries are keyed by a time bucket of ``TTL_S``, so after a live
-event a dashboard converges to the database within the debounce plus
-``TTL_S`` (design.md: the database is the source of truth; events only
-trigger reloads).
+Freshness (design.md: the database is the source of truth; events only
+trigger reloads): a result is reused
+
+- for ``ttl_s`` (5 s) whatever happens, so a busy municipality recomputes
+  at most that often per process; and
+- beyond that, up to ``max_age_s`` (60 s), only while its *change mark* is
+  unchanged. The mark comes from the process's live hub (``Hub.change_mark``):
+  it moves with every live event of the municipality and with every
+  reconnect, and is None while live updates are down, so then only the
+  short ``ttl_s`` applies. A change that published no event shows within
+  ``max_age_s``.
+
+After an event a dashboard therefore converges within the refresh debounce
+plus ``ttl_s``, and an idle municipality's dashboards load from the cache.
 
 Safety: the key holds exactly what the scoped SQL depends on
 (``scope_key``): municipality, whether the scope is one ward and which,
@@ -21,18 +30,25 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from typing import Any, Callable, Hashable, TypeVar
+from typing import Any, Callable, Hashable, NamedTuple, TypeVar
 
 from data.scope import Scope
 
 T = TypeVar("T")
 TTL_S = 5.0
+MAX_AGE_S = 60.0
 MAX_ENTRIES = 512
 
 _lock = threading.Lock()
-_entries: OrderedDict[Hashable, tuple[float, Any]] = OrderedDict()
+_entries: OrderedDict[Hashable, _Entry] = OrderedDict()
 _running: dict[Hashable, threading.Event] = {}
-_clock: Callable[[], float] = time.time  # replaced by tests that must not cross a bucket boundary
+_clock: Callable[[], float] = time.monotonic  # replaced by tests that control time
+
+
+class _Entry(NamedTuple):
+    computed_at: float
+    mark: Hashable | None
+    value: Any
 
 
 def scope_key(scope: Scope) -> tuple:
@@ -40,27 +56,41 @@ def scope_key(scope: Scope) -> tuple:
     return (str(scope.municipality_id), scope.is_councillor, scope.ward_id, scope.timezone)
 
 
+def _fresh(entry: _Entry | None, mark: Hashable | None, ttl_s: float, max_age_s: float) -> bool:
+    if entry is None:
+        return False
+    age = _clock() - entry.computed_at
+    return age < ttl_s or (mark is not None and entry.mark == mark and age < max_age_s)
+
+
 def cached(name: str, engine: Any, scope: Scope, args: Hashable, compute: Callable[[], T],
-           ttl_s: float = TTL_S) -> T:
-    """``compute()``, shared for ``ttl_s`` by every caller with the same name, database, scope and args."""
+           ttl_s: float = TTL_S, mark: Hashable | None = None, max_age_s: float = MAX_AGE_S) -> T:
+    """``compute()``, shared by every caller with the same name, database, scope and args.
+
+    ``mark``: the change mark read *before* computing (so a change during
+    the query makes the result stale, never the other way round); None when
+    unknown. ``ttl_s`` <= 0 never caches.
+    """
     if ttl_s <= 0:
         return compute()
-    key = (name, str(engine.url), scope_key(scope), args, int(_clock() // ttl_s))
+    key = (name, str(engine.url), scope_key(scope), args)
     while True:
         with _lock:
-            hit = _entries.get(key)
-            if hit is not None:
+            entry = _entries.get(key)
+            if _fresh(entry, mark, ttl_s, max_age_s):
                 _entries.move_to_end(key)
-                return hit[1]
+                return entry.value  # type: ignore[union-attr]
             waiting = _running.get(key)
             if waiting is None:
                 _running[key] = threading.Event()
                 break
-        waiting.wait(timeout=60)  # another session is computing exactly this
+        waiting.wait(timeout=60)  # another session is computing exactly this: then look again
     try:
+        started = _clock()
         value = compute()  # errors are not cached: the next caller tries again
         with _lock:
-            _entries[key] = (_clock(), value)
+            _entries[key] = _Entry(started, mark, value)
+            _entries.move_to_end(key)
             while len(_entries) > MAX_ENTRIES:
                 _entries.popitem(last=False)
         return value

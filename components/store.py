@@ -43,6 +43,10 @@ class DashboardStore(param.Parameterized):
     error = param.String(default="", doc="Why data could not be loaded (shown as a banner); '' when fine.")
     cache_ttl_s = param.Number(default=query_cache.TTL_S, bounds=(0, 60),
                                doc="Share SQL results with other sessions of the same scope this long (0: never).")
+    change_mark = param.Callable(default=None, doc=(
+        "Returns a token that moves whenever this municipality's tickets may have changed "
+        "(the live hub's counter), or None when unknown. Set by the live wiring; lets "
+        "results be shared for longer than cache_ttl_s while nothing changes."))
 
     def __init__(self, **params: Any) -> None:
         if not isinstance(params.get("scope"), Scope):
@@ -81,7 +85,8 @@ class DashboardStore(param.Parameterized):
 
     def cached(self, name: str, args: Hashable, compute: Callable[[], T]) -> T:
         """``compute()`` (a data-layer call with this store's scope), shared via ``query_cache``."""
-        return query_cache.cached(name, self.engine, self.scope, args, compute, self.cache_ttl_s)
+        mark = self.change_mark() if self.change_mark is not None else None
+        return query_cache.cached(name, self.engine, self.scope, args, compute, self.cache_ttl_s, mark)
 
     def breakdown(self, filters: TicketFilters | None = None) -> pd.DataFrame:
         """Every count of the current filters by category, status and ward: one SQL scan.

@@ -17,6 +17,7 @@ import logging
 import threading
 import time
 import weakref
+from functools import partial
 from typing import Any
 
 import panel as pn
@@ -113,6 +114,8 @@ class LiveSession:
     def start(self) -> LiveSession:
         self.registration = self.hub.register(self.store.scope)
         self._set_status(self.hub.status)
+        # Results stay shared while the hub has seen no change of this municipality.
+        self.store.change_mark = partial(self.hub.change_mark, self.store.scope.municipality_id)
         self.callback = pn.state.add_periodic_callback(self.tick, period=self.interval_ms, start=False)
         # A background callback: Panel would otherwise flag the whole server "busy" (spinner,
         # a process-wide busy list rewritten per call) twice a second per session, and log
@@ -137,6 +140,7 @@ class LiveSession:
         if self.registration is not None:
             self.hub.unregister(self.registration)
             self.registration = None
+            self.store.change_mark = None
         _sessions.discard(self)
 
     def _set_status(self, status: str) -> None:

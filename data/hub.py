@@ -35,6 +35,7 @@ from .events import (
     EventBus,
     EventRejected,
     Message,
+    municipality_from_channel,
     parse_event,
 )
 from .scope import Scope
@@ -132,6 +133,9 @@ class Hub:
         self.dropped: collections.Counter[str] = collections.Counter()
         self.last_error = ""
         self.connected_at: float | None = None
+        # Change marks (see change_mark): events seen per municipality, and connections made.
+        self._changes: collections.Counter[uuid.UUID] = collections.Counter()
+        self._connections = 0
 
     # ------------------------------------------------------------ sessions
 
@@ -177,6 +181,25 @@ class Hub:
                     audience.extend(feeds)
         return audience
 
+    def change_mark(self, municipality_id: uuid.UUID | str) -> tuple[int, int] | None:
+        """A token that moves whenever the municipality's tickets may have changed; None when unknown.
+
+        It counts every message on the municipality's channel this process has
+        seen (dropped or not: an event that makes a ticket sensitive changes
+        what may be shown) and every (re)connection, since messages published
+        while disconnected are lost.
+        None unless the hub is live. Result caches use it to keep results
+        while nothing changed (components.query_cache); it says nothing about
+        what changed, so it leaks nothing.
+        """
+        if self._status != "live":
+            return None
+        try:
+            key = municipality_id if isinstance(municipality_id, uuid.UUID) else uuid.UUID(str(municipality_id))
+        except ValueError:
+            return None
+        return (self._connections, self._changes[key])
+
     # -------------------------------------------------------------- status
 
     @property
@@ -188,6 +211,8 @@ class Hub:
             return
         previous, self._status = self._status, status
         log.info("live hub %s -> %s", previous, status)
+        if status == "live":
+            self._connections += 1
         if status == "live" and previous == "paused":
             # Whatever was published while we were away is lost: every session reloads.
             sessions = self._all_feeds()
@@ -249,6 +274,11 @@ class Hub:
         candidates: list[tuple[str, Event]] = []
         for channel, raw in messages:
             self.counters["received"] += 1
+            # Any message may announce a change, even one dropped below (a ticket that
+            # just became sensitive must leave every cached figure too).
+            changed = municipality_from_channel(channel)
+            if changed is not None:
+                self._changes[changed] += 1
             try:
                 event = parse_event(raw, channel)
             except EventRejected as exc:

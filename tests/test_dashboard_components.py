@@ -303,6 +303,42 @@ def test_cached_results_are_shared_only_between_identical_scopes(engine, make_se
     assert TicketTable(store=fresh).tabulator.total_rows == before + 1
 
 
+def test_cached_results_last_while_the_change_mark_stands_and_expire_when_it_moves(engine, make_seed, monkeypatch):
+    from components import query_cache
+
+    now = [1_000.0]
+    monkeypatch.setattr(query_cache, "_clock", lambda: now[0])
+    result = make_seed(tickets=50, random_seed=41)
+    scope = scope_of(engine, result, "manager")
+    mark = [(1, 7)]
+    store = DashboardStore(scope=scope, engine=engine, cache_ttl_s=5, change_mark=lambda: mark[0])
+    unmarked = DashboardStore(scope=scope, engine=engine, cache_ttl_s=5)
+
+    def total(s: DashboardStore) -> int:
+        return int(s.breakdown()["tickets"].sum())
+
+    before = total(store)
+    add_ticket(engine, scope.municipality_id, result.municipalities[0]["wards"][0])
+    now[0] += 30  # past the short TTL, within the 60 s bound: nothing announced a change
+    assert total(store) == before
+    assert total(unmarked) == before + 1  # without a mark only the short TTL applies
+    mark[0] = (1, 8)  # a live event of this municipality
+    assert total(store) == before + 1
+    add_ticket(engine, scope.municipality_id, result.municipalities[0]["wards"][0])
+    now[0] += 2
+    mark[0] = (1, 9)
+    assert total(store) == before + 1  # within the short TTL results are shared whatever happened
+    now[0] += 4
+    assert total(store) == before + 2
+    add_ticket(engine, scope.municipality_id, result.municipalities[0]["wards"][0])
+    now[0] += query_cache.MAX_AGE_S
+    assert total(store) == before + 3  # a change that published no event shows within the bound
+    mark[0] = None  # live updates down
+    add_ticket(engine, scope.municipality_id, result.municipalities[0]["wards"][0])
+    now[0] += 6
+    assert total(store) == before + 4
+
+
 def test_a_failed_query_is_not_cached(engine, make_seed, tmp_path):
     from components import query_cache
 

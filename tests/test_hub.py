@@ -179,6 +179,36 @@ def test_lost_connection_pauses_reconnects_resyncs_and_leaks_nothing(live_bus):
     run(scenario())
 
 
+def test_change_mark_moves_with_every_event_of_its_municipality_and_every_reconnect(live_bus):
+    muni, other = fresh_municipality(), fresh_municipality()
+
+    async def scenario():
+        async with started_hub(live_bus) as hub:
+            feed = hub.register(scopes(muni)["w1"])
+            first = hub.change_mark(muni)
+            assert first is not None and hub.change_mark(str(muni)) == first
+            await publish_raw(live_bus, other, ticketing_message("ticket_created", "W1", "elsewhere"))
+            await publish_raw(live_bus, muni, "{not json")
+            await publish_raw(live_bus, muni, ticketing_message("ticket_updated", "W1", "seen"))
+            await until(lambda: len(feed) == 1, what="the event")
+            assert hub.change_mark(muni)[1] == first[1] + 2  # its own messages, a malformed one too ...
+            moved = hub.change_mark(muni)
+            # ... and ones no session here may see: another ward, a (now) sensitive ticket.
+            await publish_raw(live_bus, muni, ticketing_message("ticket_updated", "W2", "other-ward"))
+            await publish_raw(live_bus, muni, ticketing_message("ticket_created", "W1", "gbv", category="GBV"))
+            await publish_raw(live_bus, muni, ticketing_message("ticket_updated", "W1", "last"))
+            await until(lambda: len(feed) == 2, what="the last event")
+            assert hub.change_mark(muni)[1] == moved[1] + 3
+            drop_connection(live_bus)
+            assert await hub.wait_for_status("paused", 10), hub.snapshot()
+            assert hub.change_mark(muni) is None  # changes may go unseen: no mark
+            assert await hub.wait_for_status("live", 10), hub.snapshot()
+            assert hub.change_mark(muni) not in (None, moved)
+            assert hub.change_mark("not a uuid") is None
+
+    run(scenario())
+
+
 def test_hub_without_bus_at_start_keeps_retrying_and_reports_paused():
     bus = RedisBus("redis://127.0.0.1:1/0", client_name="opsdash-hub-test-nowhere")
 

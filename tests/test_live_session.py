@@ -91,6 +91,22 @@ def test_lost_bus_shows_paused_then_resyncs_the_store(live_bus, sqlite_url):
             wait_until(lambda: session.store.data_version > version, what="a resync after reconnecting")
 
 
+def test_session_results_stay_shared_until_its_municipality_announces_a_change(live_bus, sqlite_url):
+    muni, other = fresh_municipality(), fresh_municipality()
+    with live_panel_server(live_bus, sqlite_url, muni, role="ward_councillor", ward="W1") as server:
+        with one_live_session(server) as session:
+            store = session.store
+            mark = store.change_mark()
+            assert mark is not None
+            server.publish(other, ticketing_message("ticket_created", "W1", "elsewhere"))
+            server.publish(muni, ticketing_message("ticket_created", "W2", "not-for-this-councillor"))
+            wait_until(lambda: store.change_mark() != mark, what="the mark to move")
+            server.publish(muni, ticketing_message("ticket_created", "W1", "mine"))
+            wait_until(lambda: session.feed.received == 1, what="the event in the feed")
+            assert store.change_mark()[1] == mark[1] + 2  # the other municipality moved nothing
+        wait_until(lambda: store.change_mark is None, what="the mark to go with the session")
+
+
 def test_resync_refreshes_again_once_the_result_cache_turned_over(live_bus, sqlite_url):
     muni = fresh_municipality()
     with live_panel_server(live_bus, sqlite_url, muni) as server:
