@@ -28,7 +28,6 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("OPSDASH_FAST_PASSWORD_HASH", "1")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -83,7 +82,9 @@ def bench_users(url: str) -> dict[str, str]:
         ward = conn.execute(select(Ticket.ward_id).where(Ticket.tenant_id == muni, Ticket.ward_id.is_not(None))
                             .limit(1)).scalar_one()
         existing = set(conn.execute(select(User.username).where(User.username.like("bench.%"))).scalars())
-    users = {"manager": "bench.manager", "ward_councillor": "bench.councillor"}
+    # Production password hashes (data.users' default profile), so sign-in includes a real
+    # verification; the first benchmark accounts had the tests' cheap hashes.
+    users = {"manager": "bench.manager.argon2", "ward_councillor": "bench.councillor.argon2"}
     for role, username in users.items():
         if username not in existing:
             create_user(engine, username, PASSWORD, role=role, municipality_id=muni,

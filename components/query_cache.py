@@ -63,6 +63,22 @@ def _fresh(entry: _Entry | None, mark: Hashable | None, ttl_s: float, max_age_s:
     return age < ttl_s or (mark is not None and entry.mark == mark and age < max_age_s)
 
 
+class CacheMiss(LookupError):
+    """``peek`` found no fresh result."""
+
+
+def peek(name: str, engine: Any, scope: Scope, args: Hashable, ttl_s: float = TTL_S,
+         mark: Hashable | None = None, max_age_s: float = MAX_AGE_S) -> Any:
+    """The fresh result ``cached`` would return, without computing anything; else CacheMiss."""
+    key = (name, str(engine.url), scope_key(scope), args)
+    with _lock:
+        entry = _entries.get(key)
+        if ttl_s > 0 and _fresh(entry, mark, ttl_s, max_age_s):
+            _entries.move_to_end(key)
+            return entry.value  # type: ignore[union-attr]
+    raise CacheMiss(name)
+
+
 def cached(name: str, engine: Any, scope: Scope, args: Hashable, compute: Callable[[], T],
            ttl_s: float = TTL_S, mark: Hashable | None = None, max_age_s: float = MAX_AGE_S) -> T:
     """``compute()``, shared by every caller with the same name, database, scope and args.

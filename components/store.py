@@ -7,8 +7,10 @@ filter values here through ``set_filters``; views depend on ``filters`` and
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from typing import Any, Callable, Hashable, TypeVar
+import threading
+from typing import Any, Callable, Hashable, Iterator, TypeVar
 
 import pandas as pd
 import param
@@ -24,6 +26,8 @@ T = TypeVar("T")
 #: What the banner says when a view could not load its data. No internals:
 #: the details are in the server log.
 UNAVAILABLE = "The ticket database could not be reached, so figures may be out of date."
+
+_cache_only = threading.local()
 
 #: The dimensions of the breakdown every view folds its counts out of (``DashboardStore.breakdown``).
 BREAKDOWN_DIMS = ("category", "status", "ward_id")
@@ -84,9 +88,36 @@ class DashboardStore(param.Parameterized):
         self.data_version += 1
 
     def cached(self, name: str, args: Hashable, compute: Callable[[], T]) -> T:
-        """``compute()`` (a data-layer call with this store's scope), shared via ``query_cache``."""
+        """``compute()`` (a data-layer call with this store's scope), shared via ``query_cache``.
+
+        Inside ``cache_only()`` nothing is computed: a result that is not in the
+        cache raises ``query_cache.CacheMiss``.
+        """
         mark = self.change_mark() if self.change_mark is not None else None
+        if getattr(_cache_only, "active", False):
+            return query_cache.peek(name, self.engine, self.scope, args, self.cache_ttl_s, mark)
         return query_cache.cached(name, self.engine, self.scope, args, compute, self.cache_ttl_s, mark)
+
+    def uncached(self, compute: Callable[[], T]) -> T:
+        """``compute()`` never shared (e.g. with a fixed clock); a CacheMiss inside ``cache_only()``."""
+        if getattr(_cache_only, "active", False):
+            raise query_cache.CacheMiss("uncached")
+        return compute()
+
+    @staticmethod
+    @contextlib.contextmanager
+    def cache_only() -> Iterator[None]:
+        """Within this block (this thread only), ``cached`` answers from the cache or raises CacheMiss.
+
+        A view building its first content tries this on the event loop: a page
+        whose figures another session just loaded is sent complete, with no
+        round trip to fill it in after the browser connects.
+        """
+        _cache_only.active = True
+        try:
+            yield
+        finally:
+            _cache_only.active = False
 
     def breakdown(self, filters: TicketFilters | None = None) -> pd.DataFrame:
         """Every count of the current filters by category, status and ward: one SQL scan.

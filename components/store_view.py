@@ -19,6 +19,7 @@ import param
 
 from data.errors import OpsDashError
 
+from . import query_cache
 from .store import DashboardStore
 
 log = logging.getLogger("opsdash.views")
@@ -51,6 +52,8 @@ def guarded_load(store: DashboardStore, load: Callable[[], Any], what: str) -> t
     """
     try:
         return True, load(), ""
+    except query_cache.CacheMiss:
+        raise  # not a failure: the caller loads the slow way
     except OpsDashError as exc:
         return False, None, str(exc)
     except Exception:
@@ -83,10 +86,22 @@ class LatestLoad:
         if doc is None or doc.session_context is None:
             self._show(self._fetch())
             return
+        if self._requests == 1 and self._from_cache():
+            return
         if self._page_loaded is None:
             self._page_loaded = asyncio.Event()
             pn.state.onload(self._page_loaded.set)  # at once when the page is already loaded
         pn.state.execute(partial(self._run, self._requests))
+
+    def _from_cache(self) -> bool:
+        """Show the first result now if every query behind it is cached (part of the page as sent)."""
+        try:
+            with DashboardStore.cache_only():
+                result = self._fetch()
+        except query_cache.CacheMiss:
+            return False
+        self._show(result)
+        return True
 
     async def _run(self, request: int) -> None:
         self._busy.loading = True
