@@ -115,7 +115,12 @@ class TicketTable(pn.viewable.Viewer):
         self.store.param.watch(self._on_filters, "filters")
         self.store.param.watch(self._loader.request, "data_version")
         self.tabulator.param.watch(self._loader.request, ["page", "sorters"])
-        self._loader.request()  # served: off the event loop; notebook and tests: now
+        self._requested = False
+        doc = pn.state.curdoc
+        if doc is None or doc.session_context is None:
+            self._first_request()  # notebook and tests: loaded now
+        # Served: on first layout (``__panel__``), once the session has applied the
+        # URL's filters, so a page never shows other rows first.
 
     # -- loading -------------------------------------------------------------
     def load_page(self) -> TicketPage:
@@ -159,7 +164,13 @@ class TicketTable(pn.viewable.Viewer):
         else:
             self._loader.request()
 
+    def _first_request(self) -> None:
+        if not self._requested:
+            self._requested = True
+            self._loader.request()
+
     def __panel__(self) -> pn.viewable.Viewable:
+        self._first_request()
         return pn.Column(self._notice, self._body, sizing_mode="stretch_width")
 
 
