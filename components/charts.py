@@ -37,7 +37,10 @@ class ChartData:
 
 
 def _figure(title: str, **kwargs) -> figure:
-    fig = figure(title=title, height=HEIGHT, sizing_mode="stretch_width", toolbar_location=None, **kwargs)
+    # No pan/zoom tools (only the hover added below): with the toolbar hidden they would
+    # only hijack a phone's scrolling, and each figure's ~12 tool models cost every page load.
+    fig = figure(title=title, height=HEIGHT, sizing_mode="stretch_width", toolbar_location=None, tools="",
+                 **kwargs)
     fig.title.text_font_size = "13px"
     fig.yaxis.axis_label = "tickets"
     fig.yaxis.formatter = NumeralTickFormatter(format="0,0")  # 200,000 rather than 2.000e+5

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import panel as pn
 
-from dashboard_app.pages import build_page
+from dashboard_app.pages import serve_page
 
 pn.extension(
     "tabulator",
@@ -14,4 +14,4 @@ pn.extension(
     sizing_mode="stretch_width",
 )
 
-build_page().servable(title="OpsDash")
+serve_page(title="OpsDash")

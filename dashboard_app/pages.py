@@ -46,3 +46,20 @@ def build_page() -> pn.viewable.Viewable:
     except Exception:
         log.exception("could not build the dashboard")
         return message_page(UNAVAILABLE_TITLE, UNAVAILABLE_TEXT)
+
+
+def serve_page(title: str = "OpsDash") -> None:
+    """Build the page and add it to the session's document in one go.
+
+    A template adds each of its ~17 parts as a document root, and Bokeh
+    re-walks every model of the document after each one; frozen, it walks
+    them once. Measured on the 1,000,000-ticket manager dashboard: 0.55-0.66 s
+    -> 0.24 s of server CPU per page load (bench/bench_dashboard.py).
+    """
+    page = build_page()
+    doc = pn.state.curdoc
+    if doc is None or doc.session_context is None:
+        page.servable(title=title)
+        return
+    with doc.models.freeze():
+        page.servable(title=title)
