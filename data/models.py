@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 
 from sqlalchemy import (
     Boolean,
+    Computed,
     DateTime,
     ForeignKey,
     Index,
@@ -177,6 +178,11 @@ class Ticket(Base):
     # Beyond the ticketing system's columns: nullable, so its rows load as they are.
     assigned_to: Mapped[str | None] = mapped_column(String(150), nullable=True)
     updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, default=utcnow)
+    # Kept by the database (migration 0003): what free-text search matches, lower-cased.
+    # Never written by us, never shown; deferred so loading a Ticket does not fetch it.
+    search_text: Mapped[str | None] = mapped_column(
+        Text, Computed("lower(coalesce(tracking_number, '') || chr(31) || coalesce(description, '') || chr(31) "
+                       "|| coalesce(address, ''))"), deferred=True)
 
     __table_args__ = (
         # Every dashboard read starts with tenant (+ ward for councillors) and a

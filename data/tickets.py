@@ -112,14 +112,11 @@ def filter_conditions(scope: Scope, filters: TicketFilters | None) -> list[Colum
     if filters.created_to:
         conditions.append(Ticket.created_at < local_day_start(filters.created_to + timedelta(days=1), scope))
     if filters.search:
+        # search_text is tracking number, description and address, lower-cased, joined
+        # by a separator a search never contains (migration 0003); the pattern is
+        # lower-cased by the same database function, so both sides fold alike.
         pattern = f"%{_escape_like(filters.search)}%"
-        conditions.append(
-            or_(
-                Ticket.tracking_number.ilike(pattern, escape="\\"),
-                Ticket.description.ilike(pattern, escape="\\"),
-                Ticket.address.ilike(pattern, escape="\\"),
-            )
-        )
+        conditions.append(Ticket.search_text.like(func.lower(literal(pattern)), escape="\\"))
     return conditions
 
 

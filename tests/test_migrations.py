@@ -1,4 +1,4 @@
-"""Schema migrations: the search indexes of 0002 on PostgreSQL, a no-op on SQLite, skipped without pg_trgm.
+"""Schema migrations: the search column and index (0002, 0003) on PostgreSQL and SQLite, pg_trgm optional.
 
 Also what bulk seeding does to those indexes: rebuilt after a large load into
 an empty table, kept (and the table readable) when it already has tickets.
@@ -9,15 +9,18 @@ import uuid
 
 import pytest
 from alembic import command
-from sqlalchemy import inspect, text
+from sqlalchemy import inspect, select, text
 
 from data import TicketFilters, scoped_tickets
 from data.db import _alembic_config, make_engine, migrate, schema_revision
+from data.models import Ticket
 from data.scope import Scope
 
 from .conftest import add_tickets, empty_pg_database, ticket_record
 
-TRGM_INDEXES = {"ix_tickets_description_trgm", "ix_tickets_tracking_number_trgm", "ix_tickets_address_trgm"}
+TRGM_INDEXES = {"ix_tickets_search_text_trgm"}
+OLD_TRGM_INDEXES = {"ix_tickets_description_trgm", "ix_tickets_tracking_number_trgm", "ix_tickets_address_trgm"}
+HEAD = "0003"
 
 
 def index_names(engine) -> set[str]:
@@ -44,19 +47,34 @@ def fresh_pg_engine():
             engine.dispose()
 
 
-def test_search_indexes_exist_on_postgresql_and_serve_ilike(pg_engine):
-    assert TRGM_INDEXES <= index_names(pg_engine)
+def test_the_dashboards_search_query_uses_the_search_index_on_postgresql(pg_engine):
+    from data.tickets import filter_conditions
+
+    assert TRGM_INDEXES <= index_names(pg_engine) and not OLD_TRGM_INDEXES & index_names(pg_engine)
+    # The search condition exactly as every dashboard query builds it (lower() of a bound pattern).
+    search = filter_conditions(Scope(municipality_id=uuid.uuid4(), role="manager"), TicketFilters(search="Burst Pipe"))
+    stmt = select(Ticket.id).where(*search)
     with pg_engine.connect() as conn:
-        conn.execute(text("SET enable_seqscan = off"))  # tiny table: make the planner show it can use them
-        plan = "\n".join(r[0] for r in conn.execute(
-            text("EXPLAIN SELECT id FROM tickets WHERE description ILIKE '%burst pipe%'")))
-    assert "ix_tickets_description_trgm" in plan
+        conn.execute(text("SET enable_seqscan = off"))  # tiny table: make the planner show it can use it
+        compiled = stmt.compile(pg_engine)
+        plan = "\n".join(r[0] for r in conn.exec_driver_sql("EXPLAIN " + str(compiled), compiled.params))
+    assert "ix_tickets_search_text_trgm" in plan
 
 
-def test_search_migration_is_a_no_op_on_sqlite(sqlite_url):
+def test_search_text_is_kept_by_the_database_on_sqlite_too(sqlite_url):
     engine = make_engine(sqlite_url)
-    assert schema_revision(engine) == "0002"
-    assert not TRGM_INDEXES & index_names(engine)
+    assert schema_revision(engine) == HEAD
+    assert not (TRGM_INDEXES | OLD_TRGM_INDEXES) & index_names(engine)
+    tenant = uuid.uuid4()
+    add_tickets(engine, [ticket_record(tenant, tracking_number="T-ÉCOLE-1", description="Burst pipe",
+                                       address=None)])
+    with engine.connect() as conn:
+        stored = conn.execute(select(Ticket.search_text).where(Ticket.tenant_id == tenant)).scalar_one()
+    assert stored == "t-école-1\x1fburst pipe\x1f"
+    found = scoped_tickets(engine, Scope(municipality_id=tenant, role="admin"), TicketFilters(search="école"))
+    assert len(found) == 1
+    # The separator keeps a match inside one field: "1 burst" spans number and description.
+    assert scoped_tickets(engine, Scope(municipality_id=tenant, role="admin"), TicketFilters(search="1 burst")).empty
 
 
 @pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
@@ -69,7 +87,7 @@ def test_migrations_downgrade_and_upgrade_again(dialect, tmp_path):
             command.downgrade(config, "0001")
         assert schema_revision(engine) == "0001" and not TRGM_INDEXES & index_names(engine)
         migrate(engine)
-        assert schema_revision(engine) == "0002"
+        assert schema_revision(engine) == HEAD
         engine.dispose()
 
     if dialect == "sqlite":
@@ -92,7 +110,7 @@ def test_migration_skips_search_indexes_when_pg_trgm_cannot_be_created(tmp_path)
         limited = make_engine(url.replace("postgres@", f"{role}@"))
         try:
             migrate(limited)  # no error: the indexes are skipped with a warning
-            assert schema_revision(limited) == "0002"
+            assert schema_revision(limited) == HEAD
             assert not TRGM_INDEXES & index_names(limited)
             tenant = uuid.uuid4()
             add_tickets(limited, [ticket_record(tenant, description="100% burst_pipe")])
