@@ -49,30 +49,48 @@ def _figure(title: str, **kwargs) -> figure:
     return fig
 
 
-def stacked_bars(long: pd.DataFrame, x: str, title: str) -> figure:
-    """Counts per ``x`` stacked by status (``long`` has columns x, status, tickets)."""
+def bar_columns(long: pd.DataFrame, x: str) -> dict[str, list]:
+    """Bar chart data: one row per ``x``, a column per status (every status, zeros included)."""
     wide = long.assign(**{x: long[x].fillna("(no ward)")}).pivot_table(
         index=x, columns="status", values="tickets", aggfunc="sum", fill_value=0)
-    statuses = [s for s in STATUSES if s in wide.columns]
-    wide = wide[statuses].reset_index()
+    wide = wide.reindex(columns=list(STATUSES), fill_value=0).reset_index()
     wide[x] = wide[x].astype(str)
-    fig = _figure(title, x_range=list(wide[x]))
-    fig.vbar_stack(statuses, x=x, width=0.8, source=ColumnDataSource(wide),
+    return {column: wide[column].tolist() for column in wide.columns}
+
+
+def set_bars(fig: figure, source: ColumnDataSource, columns: dict[str, list], x: str) -> None:
+    source.data = columns
+    fig.x_range.factors = columns[x]
+    fig.xaxis.major_label_orientation = 0.6 if len(columns[x]) > 6 else 0
+
+
+def stacked_bars(long: pd.DataFrame, x: str, title: str) -> tuple[figure, ColumnDataSource]:
+    """Counts per ``x`` stacked by status (``long`` has columns x, status, tickets); the figure and its data."""
+    columns = bar_columns(long, x)
+    source = ColumnDataSource(columns)
+    fig = _figure(title, x_range=columns[x])
+    statuses = list(STATUSES)  # all of them, so new data never needs new renderers
+    fig.vbar_stack(statuses, x=x, width=0.8, source=source,
                    color=[STATUS_COLORS[s] for s in statuses], legend_label=[s.replace("_", " ") for s in statuses])
     fig.add_tools(HoverTool(tooltips=[(x.replace("_id", ""), f"@{{{x}}}"), ("status", "$name"),
                                       ("tickets", "@$name")]))
-    fig.xaxis.major_label_orientation = 0.6 if len(wide) > 6 else 0
+    set_bars(fig, source, columns, x)
     fig.xgrid.grid_line_color = None
     fig.y_range.start = 0
     fig.legend.location = "top_left"
     fig.legend.orientation = "horizontal"
     fig.legend.label_text_font_size = "11px"
     fig.add_layout(fig.legend[0], "above")
-    return fig
+    return fig, source
 
 
-def backlog_lines(by_day: pd.DataFrame) -> figure:
-    source = ColumnDataSource(by_day.reset_index().assign(day=lambda f: pd.to_datetime(f["day"])))
+def line_columns(by_day: pd.DataFrame) -> dict[str, list]:
+    frame = by_day.reset_index().assign(day=lambda f: pd.to_datetime(f["day"]))
+    return {column: frame[column].tolist() for column in frame.columns}
+
+
+def backlog_lines(by_day: pd.DataFrame) -> tuple[figure, ColumnDataSource]:
+    source = ColumnDataSource(line_columns(by_day))
     fig = _figure("Created, resolved and open backlog per day", x_axis_type="datetime")
     for column, color in LINE_COLORS.items():
         fig.line("day", column, source=source, color=color, line_width=2, legend_label=column, name=column)
@@ -82,7 +100,7 @@ def backlog_lines(by_day: pd.DataFrame) -> figure:
     fig.legend.orientation = "horizontal"
     fig.legend.label_text_font_size = "11px"
     fig.add_layout(fig.legend[0], "above")
-    return fig
+    return fig, source
 
 
 class TicketCharts(StoreView):
@@ -103,17 +121,39 @@ class TicketCharts(StoreView):
             by_ward_status=pair_counts(breakdown, "ward_id", "status") if scope.sees_whole_municipality else None,
         )
 
+    @staticmethod
+    def _shape(data: ChartData) -> tuple[bool, bool | None]:
+        """Which charts are notices instead: a render is only updated in place for the same shape."""
+        return data.by_category_status.empty, None if data.by_ward_status is None else data.by_ward_status.empty
+
     def render(self, data: ChartData) -> pn.viewable.Viewable:
         panes: list = []
+        self._drawn: dict[str, tuple[figure, ColumnDataSource]] = {}
+        self._drawn_shape = self._shape(data)
         if data.by_category_status.empty:
             panes.append(notice(NO_TICKETS))
         else:
-            panes.append(stacked_bars(data.by_category_status, "category", "Tickets by category and status"))
-        panes.append(backlog_lines(data.by_day))
+            self._drawn["category"] = stacked_bars(data.by_category_status, "category",
+                                                   "Tickets by category and status")
+            panes.append(self._drawn["category"][0])
+        self._drawn["day"] = backlog_lines(data.by_day)
+        panes.append(self._drawn["day"][0])
         if data.by_ward_status is not None:
             if data.by_ward_status.empty:
                 panes.append(notice(NO_TICKETS))
             else:
-                panes.append(stacked_bars(data.by_ward_status, "ward_id", "Tickets per ward"))
+                self._drawn["ward_id"] = stacked_bars(data.by_ward_status, "ward_id", "Tickets per ward")
+                panes.append(self._drawn["ward_id"][0])
         return pn.FlexBox(*[pn.Column(p, min_width=300, sizing_mode="stretch_width", styles={"flex": "1 1 420px"})
                             for p in panes], gap="10px", sizing_mode="stretch_width")
+
+    def update(self, data: ChartData) -> bool:
+        """New numbers into the figures already drawn (their data sources and axis factors only)."""
+        if self._shape(data) != self._drawn_shape:
+            return False
+        for x, long in (("category", data.by_category_status), ("ward_id", data.by_ward_status)):
+            if x in self._drawn:
+                fig, source = self._drawn[x]
+                set_bars(fig, source, bar_columns(long, x), x)
+        self._drawn["day"][1].data = line_columns(data.by_day)
+        return True

@@ -6,7 +6,7 @@ import param
 
 from data.aggregates import Kpis, median_first_response_s, ticket_kpis
 
-from .store_view import StoreView, text
+from .store_view import StoreView, set_text, text
 
 
 def format_duration(seconds: float | None) -> str:
@@ -41,11 +41,17 @@ def kpi_values(kpis: Kpis) -> dict[str, str]:
     }
 
 
+ALERT_TITLES = frozenset({"SLA response breaches", "SLA resolution breaches"})
+
+
+def _value_styles(alert: bool) -> dict[str, str]:
+    return {"font-size": "1.8em", "font-weight": "600", "color": "#b3261e" if alert else "#1a1a1a"}
+
+
 def _card(title: str, value: str, alert: bool = False) -> pn.viewable.Viewable:
     return pn.Column(
         text(title, styles={"font-size": "0.85em", "color": "#555"}, margin=(6, 12, 0, 12)),
-        text(value, styles={"font-size": "1.8em", "font-weight": "600", "color": "#b3261e" if alert else "#1a1a1a"},
-             margin=(0, 12, 8, 12), css_classes=["opsdash-kpi-value"]),
+        text(value, styles=_value_styles(alert), margin=(0, 12, 8, 12), css_classes=["opsdash-kpi-value"]),
         css_classes=["opsdash-kpi"], width=165, margin=0,
         styles={"background": "white", "border": "1px solid #ddd", "border-radius": "6px"},
     )
@@ -69,11 +75,23 @@ class KpiCards(StoreView):
 
     def render(self, data: Kpis) -> pn.viewable.Viewable:
         values = kpi_values(data)
-        breaches = {"SLA response breaches", "SLA resolution breaches"}
-        cards = [_card(title, value, title in breaches and value != "0") for title, value in values.items()]
+        cards = [_card(title, value, title in ALERT_TITLES and value != "0") for title, value in values.items()]
         caption = text(matching_text(data.total), styles={"color": "#555"},
                        css_classes=["opsdash-kpi-total"])
+        self._shown = {title: card.objects[1] for title, card in zip(values, cards)}
+        self._caption = caption
         return pn.Column(
             pn.FlexBox(*cards, gap="10px", flex_wrap="wrap", sizing_mode="stretch_width"),
             caption, sizing_mode="stretch_width",
         )
+
+    def update(self, data: Kpis) -> bool:
+        """New figures into the cards already on the page (text and colour only)."""
+        for title, value in kpi_values(data).items():
+            pane = self._shown[title]
+            set_text(pane, value)
+            styles = _value_styles(title in ALERT_TITLES and value != "0")
+            if pane.styles != styles:
+                pane.styles = styles
+        set_text(self._caption, matching_text(data.total))
+        return True

@@ -170,6 +170,37 @@ def test_charts_agree_with_the_rows_and_only_managers_get_the_ward_comparison(en
     assert isinstance(TicketCharts(store=manager).render(data), pn.viewable.Viewable)
 
 
+def test_filter_changes_update_the_figures_on_the_page_in_place_with_the_right_numbers(engine, make_seed):
+    result = make_seed(tickets=300, random_seed=45)
+    store = store_for(engine, result, "manager")
+    kpis, charts = KpiCards(store=store), TicketCharts(store=store)
+    kpi_view, chart_view = kpis.__panel__(), charts.__panel__()  # the first load renders
+
+    def figures():
+        return [o for o in chart_view.select() if type(o).__name__ == "Bokeh"]
+
+    first_figures, first_cards = figures(), kpi_cards(kpi_view)
+    assert len(first_figures) == 3 and first_cards["Open tickets"] != "0"
+    for category in ("water", "roads"):
+        store.set_filters(category=category)
+        frame = scoped_tickets(engine, store.scope, store.filters)
+        # Same Bokeh figures, new numbers: the bars sum to the filtered rows per status.
+        assert [f.object for f in figures()] == [f.object for f in first_figures]
+        bars = first_figures[0].object.renderers[0].data_source.data
+        for status in ("open", "in_progress", "resolved"):
+            assert sum(bars[status]) == (frame.status == status).sum(), (category, status)
+        assert bars["category"] == [category]
+        assert kpi_cards(kpi_view)["Open tickets"] == f"{frame.status.isin(OPEN_STATUSES).sum():,}"
+        assert rendered_texts(kpi_view, "opsdash-kpi-total") == [matching_text(len(frame))]
+    # A filter that matches nothing shows notices instead; clearing it draws charts again.
+    store.set_filters(q="no ticket says this 7f3a")
+    assert "No tickets match the filters." in rendered_texts(chart_view, "opsdash-notice")
+    store.set_filters()
+    assert len(figures()) == 3 and sum(sum(v) for k, v in
+                                       figures()[0].object.renderers[0].data_source.data.items()
+                                       if k != "category") == len(scoped_tickets(engine, store.scope))
+
+
 def test_no_matching_tickets_shows_empty_states_not_errors(engine, make_seed):
     store = store_for(engine, make_seed(tickets=50, random_seed=30), "manager")
     store.set_filters(q="no ticket says this 7f3a")
