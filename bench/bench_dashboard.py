@@ -51,6 +51,29 @@ DEFAULT_PG_URL = os.environ.get("OPSDASH_TEST_PG_URL", "postgresql+psycopg://pos
 PASSWORD = "bench-password-not-secret"
 TARGETS = {"sign-in to rendered": 3.0, "filter change": 1.0, "MB per session": 30.0}
 SEARCH_BOX = "tracking number, description or address"
+#: Free-text searches: a word, a common word (a fifth of all tickets), a street-name part
+#: (over half) and a tracking-number fragment (one ticket).
+SEARCH_TERMS = ("pipe", "water", "pothole", "street", "0000123")
+DEFAULT_REDIS_URL = os.environ.get("OPSDASH_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def announce_change(redis_url: str, municipality_id) -> None:
+    """Publish a ticket event as the ticketing system would, then wait out the shortest cache life."""
+    import json
+
+    import redis
+
+    from components.query_cache import TTL_S
+    from data.events import channel_for
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        client.publish(channel_for(municipality_id), json.dumps(
+            {"type": "ticket_updated", "ward_id": None, "data": {"tracking_number": "BENCH-0", "category": "water",
+                                                                   "status": "open"}}))
+    finally:
+        client.close()
+    time.sleep(TTL_S + 0.5)
 
 
 def bench_database(admin_url: str, name: str, tickets: int) -> str:
@@ -166,6 +189,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="20,000 tickets, fewer runs")
     parser.add_argument("--pg-url", default=DEFAULT_PG_URL)
+    parser.add_argument("--redis-url", default=DEFAULT_REDIS_URL)
     parser.add_argument("--sessions", type=int, default=None, help="sessions held open for the memory figure")
     args = parser.parse_args()
     chromium = chromium_path()
@@ -188,7 +212,9 @@ def main() -> int:
     from playwright.sync_api import sync_playwright
 
     with tempfile.TemporaryDirectory() as logs, sync_playwright() as playwright:
-        server = OpsDashServer(database_url=url, log_dir=Path(logs))
+        # With Redis, so the benchmark can announce a change (as the ticketing system does)
+        # and measure sign-ins whose figures must come from the database again.
+        server = OpsDashServer(database_url=url, log_dir=Path(logs), redis_url=args.redis_url)
         server.start()
         browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
         try:
@@ -200,25 +226,36 @@ def main() -> int:
                 seconds, context = time_sign_in(browser, server.url, users["manager"], charts=3)
                 times.append(seconds)
                 context.close()
+            cold = []
+            for _ in range(runs):
+                announce_change(args.redis_url, manager_scope.municipality_id)
+                seconds, context = time_sign_in(browser, server.url, users["manager"], charts=3)
+                cold.append(seconds)
+                context.close()
             c_seconds, context = time_sign_in(browser, server.url, users["ward_councillor"], charts=2)
             context.close()
             print(f"sign-in to rendered, manager: first session of the process {first:.2f} s; "
-                  f"warm median {statistics.median(times):.2f} s, worst {max(times):.2f} s "
-                  f"({runs} runs; target <= {TARGETS['sign-in to rendered']:.0f} s)")
-            print(f"sign-in to rendered, councillor: {c_seconds:.2f} s")
+                  f"figures shared by a recent session: median {statistics.median(times):.2f} s, "
+                  f"worst {max(times):.2f} s; after a change (every query runs): median "
+                  f"{statistics.median(cold):.2f} s, worst {max(cold):.2f} s "
+                  f"({runs} runs each; target <= {TARGETS['sign-in to rendered']:.0f} s)")
+            print(f"sign-in to rendered, councillor (first of that scope): {c_seconds:.2f} s")
 
             # Filter changes in one signed-in session.
             _, context = time_sign_in(browser, server.url, users["manager"], charts=3)
             page = context.new_page() if not context.pages else context.pages[0]
             box = page.get_by_placeholder(SEARCH_BOX)
-            changes = []
-            for term in ("pipe", "water"):
+            changes = {}
+            for term in SEARCH_TERMS:  # each a filter no session asked for before: every query runs
                 filters = TicketFilters(search=term)
                 first_row = ticket_page(engine, manager_scope, filters, page_size=1).frame.tracking_number.iloc[0]
                 total = matching_text(count_tickets(engine, manager_scope, filters))
-                changes.append(time_filter(page, lambda: (box.fill(term), box.press("Enter")), total, first_row))
-            print(f"filter change (free-text search, KPIs + charts + table): 'pipe' {changes[0]:.2f} s, "
-                  f"'water' {changes[1]:.2f} s (target <= {TARGETS['filter change']:.0f} s)")
+                changes[term] = time_filter(page, lambda: (box.fill(term), box.press("Enter")), total, first_row)
+            matches = {t: count_tickets(engine, manager_scope, TicketFilters(search=t)) for t in SEARCH_TERMS}
+            print("filter change (free-text search, KPIs + charts + table): "
+                  + ", ".join(f"'{t}' ({matches[t]:,} matches) {s:.2f} s" for t, s in changes.items())
+                  + f"; median {statistics.median(changes.values()):.2f} s, worst {max(changes.values()):.2f} s "
+                  f"(target <= {TARGETS['filter change']:.0f} s)")
             context.close()
 
             # Memory: hold `sessions` rendered dashboards open at once.
