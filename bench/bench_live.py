@@ -122,8 +122,26 @@ class SessionHolders:
             else:
                 return
         self.connections.append(connection)
+        await self._document_ready(connection)
         while await connection.read_message() is not None:
             pass
+
+    @staticmethod
+    async def _document_ready(connection) -> None:
+        """Tell the server the page has loaded, as BokehJS does once it has rendered a document.
+
+        Panel applies a session's changes directly only after this event; before
+        it, each change is queued as a callback of its own (what a tab that never
+        finished loading costs, not what an open dashboard costs).
+        """
+        import json
+
+        for _frame in range(3):  # the server's ACK (header, metadata, content): the session exists
+            await connection.read_message()
+        event = {"kind": "MessageSent", "msg_type": "bokeh_event",
+                 "msg_data": {"type": "event", "name": "document_ready", "values": {"type": "map"}}}
+        for part in ({"msgid": uuid.uuid4().hex, "msgtype": "PATCH-DOC"}, {}, {"events": [event]}):
+            await connection.write_message(json.dumps(part))
 
     def open(self, ws_url: str, count: int) -> None:
         import asyncio
@@ -145,6 +163,8 @@ def open_sessions(servers: list[BenchServer], per_server: int) -> SessionHolders
         holders.open(server.url.replace("http://", "ws://") + "/ws", per_server)
     wait(lambda: all(s.stats().get("registered", 0) >= per_server for s in servers), 300,
          "every session to register with its process's hub")
+    wait(lambda: all(s.stats().get("loaded", 0) >= per_server for s in servers), 120,
+         "every session to report its page loaded")
     return holders
 
 

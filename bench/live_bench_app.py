@@ -55,6 +55,7 @@ class Probe:
             with self.lock:
                 snapshot = {"histogram": list(self.histogram), "per_session": dict(self.per_session),
                             "registered": live.live_snapshot()["sessions"], "pid": os.getpid(),
+                            "loaded": sum(1 for connected in list(pn.state._connected.values()) if connected),
                             "hub": live.live_snapshot()["hub"]}
             tmp = f"{self.path}.tmp"
             with open(tmp, "w", encoding="utf-8") as handle:
