@@ -13,8 +13,8 @@ MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 _engines: dict[str, Engine] = {}
 
 #: Memory one statement over a whole municipality may sort in (PostgreSQL's default
-#: of 4 MB spills a million rows to disk, and makes the planner prefer a slow index
-#: walk for the export). Set per transaction only, by ``SORT_MEMORY_SQL``.
+#: of 4 MB spills the median's million response times to disk). Set per transaction
+#: only, by ``SORT_MEMORY_SQL``.
 BULK_SORT_MEMORY = "64MB"
 #: ``SET LOCAL work_mem`` as a statement with one parameter (BULK_SORT_MEMORY): PostgreSQL only.
 SORT_MEMORY_SQL = "SELECT set_config('work_mem', %s, true)"
