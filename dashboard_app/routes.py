@@ -55,3 +55,7 @@ ROUTES = [(r"/health", HealthHandler, {})]
 from .export_route import EXPORT_PATH, ExportDownloadHandler  # noqa: E402  (issue 5: large exports)
 
 ROUTES.append((EXPORT_PATH, ExportDownloadHandler, {}))
+
+# Loaded once at server start: import the page's modules now (pandas, SQLAlchemy, the
+# views: ~0.8 s), so the first person to sign in after a restart does not wait for them.
+from . import pages  # noqa: E402,F401
