@@ -79,6 +79,7 @@ class LatestLoad:
         self._fetch, self._show, self._busy = fetch, show, busy
         self._requests = 0
         self._page_loaded: asyncio.Event | None = None
+        self._closed = False
 
     def request(self, *_events: Any) -> None:
         self._requests += 1
@@ -91,7 +92,15 @@ class LatestLoad:
         if self._page_loaded is None:
             self._page_loaded = asyncio.Event()
             pn.state.onload(self._page_loaded.set)  # at once when the page is already loaded
+            # A tab closed before its page loaded must not leave a load waiting for ever
+            # (holding the session's views, store and document).
+            pn.state.on_session_destroyed(self._session_closed)
         pn.state.execute(partial(self._run, self._requests))
+
+    def _session_closed(self, *_session_context: Any) -> None:
+        self._closed = True
+        if self._page_loaded is not None:
+            self._page_loaded.set()
 
     def _from_cache(self) -> bool:
         """Show the first result now if every query behind it is cached (part of the page as sent)."""
@@ -108,10 +117,10 @@ class LatestLoad:
         try:
             result = await asyncio.to_thread(self._fetch)
             await self._page_loaded.wait()
-            if request == self._requests:
+            if request == self._requests and not self._closed:
                 self._show(result)
         finally:
-            if request == self._requests:
+            if request == self._requests and not self._closed:
                 self._busy.loading = False
 
 

@@ -10,6 +10,8 @@ page load, which makes the difference visible without a browser.
 from __future__ import annotations
 
 import contextlib
+import gc
+import weakref
 
 import panel as pn
 from bokeh.client import pull_session
@@ -29,8 +31,10 @@ from .support import free_port
 @contextlib.contextmanager
 def served(app):
     port = free_port()
+    # Sessions of closed clients are destroyed within ~0.2 s, so none outlives the test.
     server = pn.serve({"app": app}, port=port, address="127.0.0.1", threaded=True, show=False,
-                      websocket_origin=[f"127.0.0.1:{port}"])
+                      websocket_origin=[f"127.0.0.1:{port}"],
+                      check_unused_sessions_milliseconds=100, unused_session_lifetime_milliseconds=100)
     try:
         wait_until(lambda: answers(f"http://127.0.0.1:{port}/no-such-page"), what="the server")
         yield f"http://127.0.0.1:{port}/app"
@@ -73,9 +77,16 @@ def test_page_with_cached_figures_is_sent_complete_and_without_them_is_not(engin
     expected = scoped_tickets(engine, scope)
     total_text = matching_text(len(expected))
 
+    served_stores: list[weakref.ref] = []
+
     def app():
         store = DashboardStore(scope=scope, engine=engine, cache_ttl_s=60)
+        served_stores.append(weakref.ref(store))
         return pn.Column(KpiCards(store=store), TicketTable(store=store), TicketCharts(store=store))
+
+    def sessions_gone() -> bool:
+        gc.collect()
+        return all(ref() is None for ref in served_stores)
 
     with served(app) as url:
         cold = document_text(url)
@@ -87,4 +98,5 @@ def test_page_with_cached_figures_is_sent_complete_and_without_them_is_not(engin
         assert total_text in warm
         assert expected.tracking_number.iloc[0] in warm  # the table's first page
         assert "Tickets by category and status" in warm  # the charts (Bokeh figures) too
+        wait_until(sessions_gone, what="the closed sessions to be destroyed")
     query_cache.clear()
