@@ -144,13 +144,16 @@ def time_sign_in(browser, server_url: str, username: str, charts: int) -> tuple[
 
 
 def time_filter(page, change, expected_total: str, expected_first: str, timeout_s: float = 120) -> float:
-    """Seconds from the change until the KPI total and the table's first row are the expected ones."""
+    """Seconds from the change until every view is done: the KPI total and the table's first row are
+    the expected ones, and no view shows its loading spinner (the charts too)."""
     first_cell = page.locator(".tabulator-row .tabulator-cell[tabulator-field=tracking_number]").first
+    loading = page.locator(".pn-loading")
     started = time.perf_counter()
     change()
     while time.perf_counter() - started < timeout_s:
         totals = pane_texts(page, "opsdash-kpi-total")
-        if any(expected_total in t for t in totals) and first_cell.inner_text() == expected_first:
+        if (any(expected_total in t for t in totals) and first_cell.inner_text() == expected_first
+                and loading.count() == 0):
             return time.perf_counter() - started
         time.sleep(0.02)
     raise TimeoutError(f"the dashboard did not show {expected_total!r} / {expected_first!r}")
@@ -252,7 +255,7 @@ def main() -> int:
                 total = matching_text(count_tickets(engine, manager_scope, filters))
                 changes[term] = time_filter(page, lambda: (box.fill(term), box.press("Enter")), total, first_row)
             matches = {t: count_tickets(engine, manager_scope, TicketFilters(search=t)) for t in SEARCH_TERMS}
-            print("filter change (free-text search, KPIs + charts + table): "
+            print("filter change (free-text search, until KPIs, charts and table are all done): "
                   + ", ".join(f"'{t}' ({matches[t]:,} matches) {s:.2f} s" for t, s in changes.items())
                   + f"; median {statistics.median(changes.values()):.2f} s, worst {max(changes.values()):.2f} s "
                   f"(target <= {TARGETS['filter change']:.0f} s)")

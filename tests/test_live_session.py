@@ -174,13 +174,16 @@ def test_thousand_session_open_close_cycles_leave_nothing_behind(sqlite_url):
         cycles(100)  # warm-up: caches, first imports
         wait_until(nothing_left, what="the warm-up sessions to be destroyed")
         gc.collect()
+        # Objects other tests of this process left (views built outside any session) are
+        # not this test's business: what the cycles leave is.
+        already = instances()
         rss_before = process.memory_info().rss
         cycles(900)
         wait_until(nothing_left, timeout=30, what="every session to be destroyed")
         gc.collect()
         grown_mb = (process.memory_info().rss - rss_before) / 2**20
         assert server.hub.session_count == 0 and server.hub._sessions == {}
-        assert instances() == {}
+        assert instances() == already
         assert grown_mb < 15, f"memory grew by {grown_mb:.1f} MB over 900 sessions"
         assert bus.subscriber_count == 1  # still one subscription for the process
 
