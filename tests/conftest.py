@@ -237,8 +237,9 @@ def pane_texts(page, css_class: str) -> list[str]:
 def wait_for_dashboard(page, timeout_ms: int = 60_000) -> None:
     """Until KPI values and the table's first page (or its empty notice) are on screen."""
     page.wait_for_selector(".opsdash-kpi-value", timeout=timeout_ms)
-    rows_or_notice = page.locator(".tabulator-row").or_(page.locator(".opsdash-notice:visible"))
-    rows_or_notice.first.wait_for(timeout=timeout_ms)
+    # The table's "Loading tickets..." placeholder is a notice too, but not an end state.
+    settled_notice = page.locator(".opsdash-notice:visible").filter(has_not_text="Loading tickets")
+    page.locator(".tabulator-row").or_(settled_notice).first.wait_for(timeout=timeout_ms)
 
 
 def browser_sign_in(page, base_url: str, username: str, password: str, *, dashboard: bool = True) -> None:
