@@ -56,6 +56,10 @@ def scope_key(scope: Scope) -> tuple:
     return (str(scope.municipality_id), scope.is_councillor, scope.ward_id, scope.timezone)
 
 
+def _key(name: str, engine: Any, scope: Scope, args: Hashable) -> tuple:
+    return (name, str(engine.url), scope_key(scope), args)
+
+
 def _fresh(entry: _Entry | None, mark: Hashable | None, ttl_s: float, max_age_s: float) -> bool:
     if entry is None:
         return False
@@ -70,7 +74,7 @@ class CacheMiss(LookupError):
 def peek(name: str, engine: Any, scope: Scope, args: Hashable, ttl_s: float = TTL_S,
          mark: Hashable | None = None, max_age_s: float = MAX_AGE_S) -> Any:
     """The fresh result ``cached`` would return, without computing anything; else CacheMiss."""
-    key = (name, str(engine.url), scope_key(scope), args)
+    key = _key(name, engine, scope, args)
     with _lock:
         entry = _entries.get(key)
         if ttl_s > 0 and _fresh(entry, mark, ttl_s, max_age_s):
@@ -89,7 +93,7 @@ def cached(name: str, engine: Any, scope: Scope, args: Hashable, compute: Callab
     """
     if ttl_s <= 0:
         return compute()
-    key = (name, str(engine.url), scope_key(scope), args)
+    key = _key(name, engine, scope, args)
     while True:
         with _lock:
             entry = _entries.get(key)
