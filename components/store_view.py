@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 import panel as pn
 import param
+from bokeh.document import Document
 
 from data.errors import OpsDashError
 
@@ -95,7 +96,7 @@ class LatestLoad:
             # A tab closed before its page loaded must not leave a load waiting for ever
             # (holding the session's views, store and document).
             pn.state.on_session_destroyed(self._session_closed)
-        pn.state.execute(partial(self._run, self._requests))
+        pn.state.execute(partial(self._run, self._requests, doc))
 
     def _session_closed(self, *_session_context: Any) -> None:
         self._closed = True
@@ -112,15 +113,34 @@ class LatestLoad:
         self._show(result)
         return True
 
-    async def _run(self, request: int) -> None:
+    def _current(self, request: int) -> bool:
+        return request == self._requests and not self._closed
+
+    async def _run(self, request: int, doc: Document) -> None:
         self._busy.loading = True
+        result = failed = None
         try:
             result = await asyncio.to_thread(self._fetch)
             await self._page_loaded.wait()
-            if request == self._requests and not self._closed:
-                self._show(result)
-        finally:
-            if request == self._requests and not self._closed:
+        except Exception as exc:  # the spinner must still go (below); then it propagates
+            failed = exc
+        if self._current(request):
+            # Under the document's lock, as Bokeh requires for changes to its models
+            # (views that update in place set data sources and axis factors
+            # directly), and held: the new figures and the spinner's removal reach
+            # the browser as one patch, so it lays the page out once.
+            await doc.session_context.with_locked_document(partial(self._finish, request, result, failed))
+        if failed is not None:
+            raise failed
+
+    def _finish(self, request: int, result: Any, failed: Exception | None, doc: Document) -> None:
+        if not self._current(request):
+            return
+        with pn.io.hold(doc):
+            try:
+                if failed is None:
+                    self._show(result)
+            finally:
                 self._busy.loading = False
 
 

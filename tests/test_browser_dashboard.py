@@ -5,6 +5,7 @@ Screenshots of the main views go to test-output/screenshots/.
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
@@ -53,6 +54,10 @@ def site(pg_url, chromium, tmp_path_factory):
         yield Site(engine, result, server, xss["tracking_number"])
     finally:
         server.stop()
+    # Views fail soft (a notice, or a re-render instead of an update), so an error of
+    # ours would pass unseen in the page: it must not be in the log either.
+    ours = [line for line in server.log().splitlines() if re.search(r" (ERROR|CRITICAL) opsdash", line)]
+    assert not ours, server.log()[-5000:]
 
 
 def kpi(page) -> dict[str, str]:
@@ -130,6 +135,28 @@ def test_filters_show_in_the_url_and_a_reload_keeps_them(site, browser_page):
     assert column(page, "tracking_number") == [target]
     assert page.get_by_placeholder("tracking number, description or address").input_value() == target
     assert pane_texts(page, "opsdash-kpi-total") == ["1 ticket matches the filters"]
+
+
+FIGURES = """() => [...Bokeh.documents[0].all_models].filter(m => m.constructor.__name__ === "Figure")
+    .map(m => [m.id, m.title ? m.title.text : "", m.x_range.factors ? [...m.x_range.factors] : null])"""
+
+
+def test_a_filter_change_updates_the_charts_in_place(site, browser_page):
+    """New figures go into the charts already drawn (their data and axes), not into new charts."""
+    page = browser_page
+    browser_sign_in(page, site.server.url, *site.login("manager"))
+    page.wait_for_function(f"({FIGURES})().length === 3", timeout=30_000)
+    before = {title: (model_id, factors) for model_id, title, factors in page.evaluate(FIGURES)}
+    frame = scoped_tickets(site.engine, scope_of(site.engine, site.result, "manager"))
+    ticket = frame.iloc[5]
+    search(page, ticket.tracking_number, rows=1)
+    by_category = "Tickets by category and status"
+    page.wait_for_function(f"({FIGURES})().some(f => f[1] === {by_category!r} && f[2].length === 1)",
+                           timeout=30_000)
+    after = {title: (model_id, factors) for model_id, title, factors in page.evaluate(FIGURES)}
+    assert {t: i for t, (i, _) in after.items()} == {t: i for t, (i, _) in before.items()}  # the same models
+    assert after[by_category][1] == [ticket.category] != before[by_category][1]
+    assert after["Tickets per ward"][1] == [ticket.ward_id]
 
 
 def test_markup_in_a_description_is_shown_as_text_and_never_runs(site, browser_page):
