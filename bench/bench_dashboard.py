@@ -131,6 +131,7 @@ WATCH_SIGN_IN_JS = """
     for (const m of doc.all_models) {
       const classes = m.css_classes || [];
       if (classes.includes('pn-loading')) return false;
+      if (classes.includes('opsdash-updating') && String(m.text || '').length) return false;
       if (classes.includes('opsdash-kpi-value') && String(m.text || '').length) values++;
       if (classes.includes('opsdash-kpi-total') && String(m.text || '').length) total = true;
       if (m.constructor.__name__ === 'DataTabulator' && m.source && m.source.get_length() > 0) rows = true;
@@ -197,6 +198,7 @@ WATCH_FILTER_JS = """
     for (const m of doc.all_models) {
       const classes = m.css_classes || [];
       if (classes.includes('pn-loading')) return false;
+      if (classes.includes('opsdash-updating') && String(m.text || '').length) return false;
       if (classes.includes('opsdash-kpi-total') && String(m.text).includes(expected.total)) total = true;
       const column = m.source && m.source.data && m.source.data.tracking_number;
       if (m.constructor.__name__ === 'DataTabulator' && column && column[0] === expected.first) first = true;
@@ -218,7 +220,7 @@ WATCH_FILTER_JS = """
 
 def time_filter(page, change, expected_total: str, expected_first: str, timeout_s: float = 120) -> float:
     """Seconds from the change until every view is done: the KPI total and the table's first row are
-    the expected ones, no view shows its loading spinner (the charts too), and a frame was drawn.
+    the expected ones, no view is loading (no spinner, no "Updating" note), and a frame was drawn.
 
     Timed in the page (its clock, its document's change events); then checked once in the DOM.
     """
@@ -227,8 +229,9 @@ def time_filter(page, change, expected_total: str, expected_first: str, timeout_
     page.wait_for_function("typeof window.__opsdashDone === 'number'", polling=100, timeout=timeout_s * 1000)
     seconds = (page.evaluate("window.__opsdashDone") - started) / 1000
     first_cell = page.locator(".tabulator-row .tabulator-cell[tabulator-field=tracking_number]").first
-    shown = (first_cell.inner_text(), pane_texts(page, "opsdash-kpi-total"), page.locator(".pn-loading").count())
-    if shown[0] != expected_first or not any(expected_total in t for t in shown[1]) or shown[2]:
+    busy = page.locator(".pn-loading").count(), "".join(pane_texts(page, "opsdash-updating"))
+    shown = first_cell.inner_text(), pane_texts(page, "opsdash-kpi-total"), busy
+    if shown[0] != expected_first or not any(expected_total in t for t in shown[1]) or busy != (0, ""):
         raise AssertionError(f"the page does not show what its document holds: {shown}")
     return seconds
 

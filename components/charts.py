@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import pandas as pd
 import panel as pn
 import param
-from bokeh.models import ColumnDataSource, HoverTool, NumeralTickFormatter
+from bokeh.models import ColumnDataSource, HoverTool, NumeralTickFormatter, Range1d
 from bokeh.plotting import figure
 
 from data.filters import STATUSES
@@ -39,8 +39,10 @@ class ChartData:
 def _figure(title: str, **kwargs) -> figure:
     # No pan/zoom tools (only the hover added below): with the toolbar hidden they would
     # only hijack a phone's scrolling, and each figure's ~12 tool models cost every page load.
+    # The y range is set here from the data (``fit_counts``), not computed by the browser:
+    # a browser-computed range is sent back to the server after every update.
     fig = figure(title=title, height=HEIGHT, sizing_mode="stretch_width", toolbar_location=None, tools="",
-                 **kwargs)
+                 y_range=Range1d(0, 1), **kwargs)
     fig.title.text_font_size = "13px"
     fig.yaxis.axis_label = "tickets"
     fig.yaxis.formatter = NumeralTickFormatter(format="0,0")  # 200,000 rather than 2.000e+5
@@ -58,10 +60,16 @@ def bar_columns(long: pd.DataFrame, x: str) -> dict[str, list]:
     return {column: wide[column].tolist() for column in wide.columns}
 
 
+def fit_counts(fig: figure, highest: float) -> None:
+    """The y axis from 0 to a little above ``highest`` (room for the top bar or line)."""
+    fig.y_range.update(start=0, end=max(float(highest), 1.0) * 1.05)
+
+
 def set_bars(fig: figure, source: ColumnDataSource, columns: dict[str, list], x: str) -> None:
     source.data = columns
     fig.x_range.factors = columns[x]
     fig.xaxis.major_label_orientation = 0.6 if len(columns[x]) > 6 else 0
+    fit_counts(fig, max((sum(row) for row in zip(*(columns[s] for s in STATUSES))), default=0))
 
 
 def stacked_bars(long: pd.DataFrame, x: str, title: str) -> tuple[figure, ColumnDataSource]:
@@ -76,7 +84,6 @@ def stacked_bars(long: pd.DataFrame, x: str, title: str) -> tuple[figure, Column
                                       ("tickets", "@$name")]))
     set_bars(fig, source, columns, x)
     fig.xgrid.grid_line_color = None
-    fig.y_range.start = 0
     fig.legend.location = "top_left"
     fig.legend.orientation = "horizontal"
     fig.legend.label_text_font_size = "11px"
@@ -89,9 +96,17 @@ def line_columns(by_day: pd.DataFrame) -> dict[str, list]:
     return {column: frame[column].tolist() for column in frame.columns}
 
 
+def set_lines(fig: figure, source: ColumnDataSource, columns: dict[str, list]) -> None:
+    source.data = columns
+    fig.x_range.update(start=columns["day"][0], end=columns["day"][-1])
+    fit_counts(fig, max((max(columns[c], default=0) for c in LINE_COLORS), default=0))
+
+
 def backlog_lines(by_day: pd.DataFrame) -> tuple[figure, ColumnDataSource]:
-    source = ColumnDataSource(line_columns(by_day))
-    fig = _figure("Created, resolved and open backlog per day", x_axis_type="datetime")
+    columns = line_columns(by_day)
+    source = ColumnDataSource(columns)
+    fig = _figure("Created, resolved and open backlog per day", x_axis_type="datetime",
+                  x_range=Range1d(columns["day"][0], columns["day"][-1]))
     for column, color in LINE_COLORS.items():
         fig.line("day", column, source=source, color=color, line_width=2, legend_label=column, name=column)
     fig.add_tools(HoverTool(tooltips=[("day", "@day{%F}"), ("created", "@created"), ("resolved", "@resolved"),
@@ -100,6 +115,7 @@ def backlog_lines(by_day: pd.DataFrame) -> tuple[figure, ColumnDataSource]:
     fig.legend.orientation = "horizontal"
     fig.legend.label_text_font_size = "11px"
     fig.add_layout(fig.legend[0], "above")
+    set_lines(fig, source, columns)
     return fig, source
 
 
@@ -155,5 +171,5 @@ class TicketCharts(StoreView):
             if x in self._drawn:
                 fig, source = self._drawn[x]
                 set_bars(fig, source, bar_columns(long, x), x)
-        self._drawn["day"][1].data = line_columns(data.by_day)
+        set_lines(*self._drawn["day"], line_columns(data.by_day))
         return True

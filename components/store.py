@@ -45,6 +45,8 @@ class DashboardStore(param.Parameterized):
     data_version = param.Integer(default=0, doc="Bumped by refresh(); views re-query when it changes.")
     live_status = param.Selector(default="off", objects=["off", "connecting", "live", "paused"])
     error = param.String(default="", doc="Why data could not be loaded (shown as a banner); '' when fine.")
+    updating = param.Integer(default=0, bounds=(0, None), doc=(
+        "How many views are loading new figures while still showing their previous ones (view_busy)."))
     cache_ttl_s = param.Number(default=query_cache.TTL_S, bounds=(0, 60),
                                doc="Share SQL results with other sessions of the same scope this long (0: never).")
     change_mark = param.Callable(default=None, doc=(
@@ -130,6 +132,10 @@ class DashboardStore(param.Parameterized):
         filters = self.filters if filters is None else filters
         return self.cached("breakdown", filters,
                            lambda: ticket_breakdown(self.engine, self.scope, filters, BREAKDOWN_DIMS))
+
+    def view_busy(self, busy: bool) -> None:
+        """A view started (True) or finished (False) replacing what it shows."""
+        self.updating = max(0, self.updating + (1 if busy else -1))
 
     def retry(self) -> None:
         """Forget the last error and load everything again (the banner's Retry button)."""

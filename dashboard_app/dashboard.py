@@ -34,6 +34,7 @@ ACCENT = "#0b6e4f"
 META_VIEWPORT = "width=device-width, initial-scale=1"
 #: URL query keys the dashboard reads (``TicketFilters.to_query`` writes the same).
 URL_KEYS = ("status", "category", "ward", "from", "to", "q")
+UPDATING_TEXT = "Updating\u2026"
 LIVE_TEXT = {"off": "\u25cb Live off", "connecting": "\u25cc Connecting", "live": "\u25cf Live",
              "paused": "\u25cc Reconnecting"}
 
@@ -113,6 +114,13 @@ class Dashboard(pn.viewable.Viewer):
             parts.append(f"ward {scope.ward_id}")
         return " \u00b7 ".join(p for p in parts if p)
 
+    def updating_indicator(self, color: str = "white") -> pn.viewable.Viewable:
+        """"Updating" while views load new figures (their previous ones stay on screen meanwhile)."""
+        # Fixed size: nothing shifts when the text comes and goes.
+        return pn.pane.HTML(pn.bind(lambda n: UPDATING_TEXT if n else "", self.store.param.updating),
+                            css_classes=["opsdash-updating"], width=90, height=20, margin=(0, 8),
+                            styles={"color": color, "white-space": "nowrap", "font-style": "italic"})
+
     def live_indicator(self) -> pn.viewable.Viewable:
         return pn.pane.HTML(pn.bind(LIVE_TEXT.get, self.store.param.live_status),
                             css_classes=["opsdash-live-indicator"], styles={"color": "white", "white-space": "nowrap"},
@@ -156,9 +164,9 @@ class Dashboard(pn.viewable.Viewer):
             main = self.main()
             if phone:  # the header has room for little on a phone: who/where opens the page instead
                 who.styles = {"font-weight": "600", "white-space": "normal"}
-                main.insert(0, who)
+                main[:0] = [who, self.updating_indicator(color="#555")]
             else:
-                header.insert(0, who)
+                header[:0] = [who, self.updating_indicator()]
             self._template = pn.template.FastListTemplate(
                 title=self.title, sidebar=self.sidebar(), main=main, header=header,
                 accent=ACCENT, header_background=ACCENT, sidebar_width=300, main_layout=None,

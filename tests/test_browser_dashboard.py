@@ -141,12 +141,23 @@ FIGURES = """() => [...Bokeh.documents[0].all_models].filter(m => m.constructor.
     .map(m => [m.id, m.title ? m.title.text : "", m.x_range.factors ? [...m.x_range.factors] : null])"""
 
 
+#: Records in ``window.__updating`` every text the "Updating" note shows from now on.
+WATCH_UPDATING = """() => { window.__updating = []; const doc = Bokeh.documents[0];
+    doc.on_change(() => { for (const m of doc.all_models) {
+        if ((m.css_classes || []).includes('opsdash-updating')) window.__updating.push(String(m.text)); } }); }"""
+
+
 def test_a_filter_change_updates_the_charts_in_place(site, browser_page):
-    """New figures go into the charts already drawn (their data and axes), not into new charts."""
+    """New figures go into the charts already drawn (their data and axes), not into new charts.
+
+    Meanwhile the previous figures stay as they are, with one "Updating" note in the header
+    (no spinner over every view), which goes once all views are done.
+    """
     page = browser_page
     browser_sign_in(page, site.server.url, *site.login("manager"))
     page.wait_for_function(f"({FIGURES})().length === 3", timeout=30_000)
     before = {title: (model_id, factors) for model_id, title, factors in page.evaluate(FIGURES)}
+    page.evaluate(WATCH_UPDATING)
     frame = scoped_tickets(site.engine, scope_of(site.engine, site.result, "manager"))
     ticket = frame.iloc[5]
     search(page, ticket.tracking_number, rows=1)
@@ -157,6 +168,9 @@ def test_a_filter_change_updates_the_charts_in_place(site, browser_page):
     assert {t: i for t, (i, _) in after.items()} == {t: i for t, (i, _) in before.items()}  # the same models
     assert after[by_category][1] == [ticket.category] != before[by_category][1]
     assert after["Tickets per ward"][1] == [ticket.ward_id]
+    expect(page.locator(".opsdash-updating")).to_have_text("")
+    assert any("Updating" in t for t in page.evaluate("window.__updating"))
+    assert page.locator(".pn-loading").count() == 0
 
 
 def test_markup_in_a_description_is_shown_as_text_and_never_runs(site, browser_page):
