@@ -10,8 +10,9 @@ Figures:
 - sign-in to dashboard fully rendered (KPI values, first table page, all
   charts drawn), median and worst of warm sessions (the first session of a
   process pays the imports and is shown separately);
-- filter change (free-text search, two terms) until the KPI total
-  and the table's first row show the new, correct values;
+- filter change (five free-text searches, each run three times right after a
+  change was announced, so every query runs) until the KPI total and the
+  table's first row show the new values and no view is loading any more;
 - server memory per session: RSS growth of the server process over N open
   sessions, divided by N;
 - the SQL behind one dashboard load, timed in-process.
@@ -271,6 +272,7 @@ def main() -> int:
     parser.add_argument("--pg-url", default=DEFAULT_PG_URL)
     parser.add_argument("--redis-url", default=DEFAULT_REDIS_URL)
     parser.add_argument("--sessions", type=int, default=None, help="sessions held open for the memory figure")
+    parser.add_argument("--filter-runs", type=int, default=None, help="times each search is timed (default 3)")
     args = parser.parse_args()
     chromium = chromium_path()
     if chromium is None:
@@ -279,6 +281,7 @@ def main() -> int:
     tickets = 20_000 if args.quick else 1_000_000
     runs = 3 if args.quick else 5
     sessions = args.sessions or (3 if args.quick else 10)
+    filter_runs = args.filter_runs or (1 if args.quick else 3)
     url = bench_database(args.pg_url, "opsdash_bench_quick" if args.quick else "opsdash_bench", tickets)
     users = bench_users(url)
     engine = make_engine(url)
@@ -325,16 +328,25 @@ def main() -> int:
             _, context = time_sign_in(browser, server.url, users["manager"], charts=3)
             page = context.new_page() if not context.pages else context.pages[0]
             box = page.get_by_placeholder(SEARCH_BOX)
-            changes = {}
-            for term in SEARCH_TERMS:  # each a filter no session asked for before: every query runs
+            expected = {}
+            for term in SEARCH_TERMS:
                 filters = TicketFilters(search=term)
-                first_row = ticket_page(engine, manager_scope, filters, page_size=1).frame.tracking_number.iloc[0]
-                total = matching_text(count_tickets(engine, manager_scope, filters))
-                changes[term] = time_filter(page, lambda: (box.fill(term), box.press("Enter")), total, first_row)
+                expected[term] = (matching_text(count_tickets(engine, manager_scope, filters)),
+                                  ticket_page(engine, manager_scope, filters, page_size=1).frame.tracking_number.iloc[0])
+            changes: dict[str, list[float]] = {term: [] for term in SEARCH_TERMS}
+            for _ in range(filter_runs):
+                for term in SEARCH_TERMS:
+                    # As if a ticket had just changed: no figure of this search is shared, every query runs.
+                    announce_change(args.redis_url, manager_scope.municipality_id)
+                    changes[term].append(
+                        time_filter(page, lambda: (box.fill(term), box.press("Enter")), *expected[term]))
+            every = [s for runs in changes.values() for s in runs]
             matches = {t: count_tickets(engine, manager_scope, TicketFilters(search=t)) for t in SEARCH_TERMS}
-            print("filter change (free-text search, until KPIs, charts and table are all done): "
-                  + ", ".join(f"'{t}' ({matches[t]:,} matches) {s:.2f} s" for t, s in changes.items())
-                  + f"; median {statistics.median(changes.values()):.2f} s, worst {max(changes.values()):.2f} s "
+            print(f"filter change (free-text search, every query runs; until KPIs, charts and table are all "
+                  f"done; median of {filter_runs} runs each): "
+                  + ", ".join(f"'{t}' ({matches[t]:,} matches) {statistics.median(r):.2f} s (worst {max(r):.2f})"
+                              for t, r in changes.items())
+                  + f"; all {len(every)} changes: median {statistics.median(every):.2f} s, worst {max(every):.2f} s "
                   f"(target <= {TARGETS['filter change']:.0f} s)")
             context.close()
 
