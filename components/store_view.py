@@ -142,12 +142,12 @@ class LatestLoad:
         try:
             result = await asyncio.to_thread(self._fetch)
             await self._page_loaded.wait()
-        except Exception as exc:  # the spinner must still go (below); then it propagates
+        except Exception as exc:  # the busy state must still end (below); then it propagates
             failed = exc
         if self._current(request):
             # Under the document's lock, as Bokeh requires for changes to its models
             # (views that update in place set data sources and axis factors
-            # directly), and held: the new figures and the spinner's removal reach
+            # directly), and held: the new figures and the end of the busy state reach
             # the browser as one patch, so it lays the page out once.
             await doc.session_context.with_locked_document(partial(self._finish, request, result, failed))
         if failed is not None:

@@ -35,6 +35,8 @@ META_VIEWPORT = "width=device-width, initial-scale=1"
 #: URL query keys the dashboard reads (``TicketFilters.to_query`` writes the same).
 URL_KEYS = ("status", "category", "ward", "from", "to", "q")
 UPDATING_TEXT = "Updating\u2026"
+UPDATING_CSS = """.opsdash-updating-note { visibility: hidden; animation: opsdash-show 0s linear 0.4s forwards; }
+@keyframes opsdash-show { to { visibility: visible; } }"""
 LIVE_TEXT = {"off": "\u25cb Live off", "connecting": "\u25cc Connecting", "live": "\u25cf Live",
              "paused": "\u25cc Reconnecting"}
 
@@ -115,10 +117,16 @@ class Dashboard(pn.viewable.Viewer):
         return " \u00b7 ".join(p for p in parts if p)
 
     def updating_indicator(self, color: str = "white") -> pn.viewable.Viewable:
-        """"Updating" while views load new figures (their previous ones stay on screen meanwhile)."""
-        # Fixed size: nothing shifts when the text comes and goes.
-        return pn.pane.HTML(pn.bind(lambda n: UPDATING_TEXT if n else "", self.store.param.updating),
+        """"Updating" while views load new figures (their previous ones stay on screen meanwhile).
+
+        The note shows only once a load has taken 0.4 s (CSS), so the quick
+        refreshes live events cause do not make a wall screen blink.
+        """
+        # Fixed size: nothing shifts when the note comes and goes. Fixed markup, no data in it.
+        note = f'<span class="opsdash-updating-note">{UPDATING_TEXT}</span>'
+        return pn.pane.HTML(pn.bind(lambda n: note if n else "", self.store.param.updating),
                             css_classes=["opsdash-updating"], width=90, height=20, margin=(0, 8),
+                            stylesheets=[UPDATING_CSS],
                             styles={"color": color, "white-space": "nowrap", "font-style": "italic"})
 
     def live_indicator(self) -> pn.viewable.Viewable:
