@@ -123,7 +123,7 @@ class Dashboard(pn.viewable.Viewer):
         refreshes live events cause do not make a wall screen blink.
         """
         # Fixed size: nothing shifts when the note comes and goes. Fixed markup, no data in it.
-        note = f'<span class="opsdash-updating-note">{UPDATING_TEXT}</span>'
+        note = f'<span class="opsdash-updating-note" role="status">{UPDATING_TEXT}</span>'
         return pn.pane.HTML(pn.bind(lambda n: note if n else "", self.store.param.updating),
                             css_classes=["opsdash-updating"], width=90, height=20, margin=(0, 8),
                             stylesheets=[UPDATING_CSS],
