@@ -77,9 +77,9 @@ class ExportDownloadHandler(tornado.web.RequestHandler):
     async def get(self) -> None:
         from panel.config import config
 
-        from .settings import get_engine, get_settings
+        from .settings import get_engine
 
-        secret = get_settings().cookie_secret
+        secret = token_secret()
         cookie = self.get_secure_cookie("user", max_age_days=config.oauth_expiry) if secret else None
         if not cookie:
             self._refuse(401, "Sign in first: exports need a signed-in user.")
@@ -127,6 +127,16 @@ class ExportDownloadHandler(tornado.web.RequestHandler):
                 log.info("export download by %r closed by the client", username[:150])
 
 
+def token_secret() -> str | None:
+    """The key export links are signed with: ``OPSDASH_COOKIE_SECRET``, else the cookie secret the
+    server was started with (``panel serve --cookie-secret``, which also signs the user cookie)."""
+    from panel.config import config
+
+    from .settings import get_settings
+
+    return get_settings().cookie_secret or config.cookie_secret or None
+
+
 def export_buttons(store):
     """The session's ExportButtons, wired to this server's settings and streaming route."""
     import panel as pn
@@ -136,7 +146,7 @@ def export_buttons(store):
     from .settings import get_settings
 
     settings = get_settings()
-    secret, username = settings.cookie_secret, store.scope.username
+    secret, username = token_secret(), store.scope.username
     root = pn.state.rel_path or "."  # read now: it belongs to the session being built
     link = None
     if secret and username:  # no cookie secret (a notebook): FileDownload only

@@ -115,7 +115,7 @@ class OpsDashServer:
     def __init__(self, database_url: str | None, log_dir: Path, redis_url: str | None = None,
                  env: dict[str, str] | None = None, cookie_secret: str | None = TEST_COOKIE_SECRET,
                  demo: bool = False, cwd: Path = ROOT, panel_convention: bool = False, prefix: str = "",
-                 oauth_provider: str = "opsdash", panel_args: Sequence[str] = ()) -> None:
+                 oauth_provider: str = "opsdash", panel_args: Sequence[str] = (), secret_in_env: bool = True) -> None:
         self.port = free_port()
         self.demo = demo
         self.prefix = "/" + prefix.strip("/") if prefix.strip("/") else ""
@@ -128,6 +128,7 @@ class OpsDashServer:
         self.cookie_secret = cookie_secret
         self.log_path = log_dir / f"opsdash-{self.port}.log"
         self.extra_env = env or {}
+        self.secret_in_env = secret_in_env  # False: the cookie secret reaches only Panel (--cookie-secret)
         self.process: subprocess.Popen | None = None
 
     @property
@@ -144,7 +145,8 @@ class OpsDashServer:
         return [sys.executable, "-m", "dashboard_app.cli", "serve", *where, *(["--demo"] if self.demo else [])]
 
     def start(self, timeout: float = 60) -> None:
-        settings = {"OPSDASH_COOKIE_SECRET": self.cookie_secret} if self.cookie_secret and not self.demo else {}
+        settings = ({"OPSDASH_COOKIE_SECRET": self.cookie_secret}
+                    if self.cookie_secret and not self.demo and self.secret_in_env else {})
         if self.redis_url:
             settings["OPSDASH_REDIS_URL"] = self.redis_url
         env = opsdash_env(self.database_url, **settings, **self.extra_env)

@@ -169,6 +169,21 @@ def test_route_refuses_a_user_disabled_after_the_link_was_made(export_site):
     assert status == 403 and b"disabled" in body
 
 
+def test_links_are_signed_with_panels_cookie_secret_when_opsdash_has_none(export_site, pg_url, tmp_path):
+    """``panel serve --cookie-secret X`` without OPSDASH_COOKIE_SECRET: X signs the links too."""
+    server = OpsDashServer(database_url=pg_url, log_dir=tmp_path, panel_convention=True, secret_in_env=False)
+    server.start()
+    try:
+        site = ExportSite(export_site.engine, export_site.result, server)
+        manager = site.user("manager")["username"]
+        status, _, body = site.get(site.link(manager, "csv"), username=manager)
+        assert status == 200, body[:300]
+        assert read_csv(body)[1] == expected_csv(oracle_frame(site.engine, site.scope("manager"), None))
+        assert site.get(site.link(manager, "csv"))[0] == 401  # still: no signed-in user, no export
+    finally:
+        server.stop()
+
+
 def test_route_answers_a_bad_format_with_a_clear_400(export_site):
     manager = export_site.user("manager")["username"]
     status, _, body = export_site.get(export_site.link(manager, "pdf"), username=manager)
