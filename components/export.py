@@ -30,7 +30,6 @@ from panel.custom import JSComponent
 from data.errors import OpsDashError
 from data.export import export_tickets
 from data.filters import TicketFilters
-from data.tickets import count_tickets
 
 from .store import DashboardStore
 from .store_view import guarded_load, set_text, text
@@ -116,8 +115,8 @@ class ExportButtons(pn.viewable.Viewer):
         attempt then reports the failure).
         """
         store = self.store
-        _, count, _ = guarded_load(store, lambda: store.cached(
-            "count_tickets", filters, lambda: count_tickets(store.engine, store.scope, filters)), "export buttons")
+        # The total of the breakdown the dashboard's views share: usually cached, so no query.
+        _, count, _ = guarded_load(store, lambda: int(store.breakdown(filters)["tickets"].sum()), "export buttons")
         return count
 
     async def download(self, fmt: str) -> io.BytesIO | None:
@@ -136,6 +135,7 @@ class ExportButtons(pn.viewable.Viewer):
             if self.streams:
                 self.start_streamed(fmt, filters)
                 return None
+            return await self.produce(fmt, filters, total=self.row_count)
         return await self.produce(fmt, filters)
 
     def _set_busy(self, busy: bool) -> None:
@@ -168,9 +168,10 @@ class ExportButtons(pn.viewable.Viewer):
         if value != self._progress.value:
             self._progress.value = value
 
-    async def produce(self, fmt: str, filters: TicketFilters | None = None) -> io.BytesIO | None:
+    async def produce(self, fmt: str, filters: TicketFilters | None = None,
+                      total: int | None = None) -> io.BytesIO | None:
         """Write the export of ``filters`` (default: the current ones) off the event loop; the file's bytes,
-        or None with a message."""
+        or None with a message. ``total``: its rows, if just counted (for the progress bar)."""
         if self.busy:
             set_text(self._status, "An export is already being prepared.")
             return None
@@ -183,7 +184,7 @@ class ExportButtons(pn.viewable.Viewer):
                 result = await asyncio.to_thread(
                     export_tickets, self.store.engine, self.store.scope,
                     self.store.filters if filters is None else filters, fmt, target,
-                    channel="ui", progress=self._show_progress,
+                    channel="ui", progress=self._show_progress, total=total,
                 )
                 data = io.BytesIO(target.read_bytes())
             self._files[fmt].filename = result.filename

@@ -97,11 +97,15 @@ def export_tickets(
     sheet_rows: int = MAX_SHEET_ROWS,
     chunk_size: int = 10_000,
     use_copy: bool | None = None,
+    total: int | None = None,
 ) -> ExportResult:
     """Write the tickets ``scope`` may see under ``filters`` to ``output``; audited.
 
     ``use_copy`` (default: on PostgreSQL for CSV) picks the COPY path; the
-    tests force both paths to prove they write the same bytes.
+    tests force both paths to prove they write the same bytes. ``total``:
+    the number of rows, when the caller has just counted them (``progress``
+    reports against it; otherwise a COUNT runs first when there is a
+    ``progress`` to report to).
     """
     fmt = check_format(fmt)
     if filters is None:
@@ -112,7 +116,8 @@ def export_tickets(
     started = time.perf_counter()
     now = now or datetime.now(timezone.utc)
     # The count costs a query of its own: made only when someone watches the progress.
-    total = count_tickets(engine, scope, filters) if progress else 0
+    if total is None:
+        total = count_tickets(engine, scope, filters) if progress else 0
     report = progress or (lambda done, total: None)
     report(0, total)
     try:

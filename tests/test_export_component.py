@@ -99,6 +99,13 @@ def test_store_refreshes_and_filter_changes_never_count_only_a_click_does(engine
         assert counts == []
         assert click(view, "csv") is None and view._browser.url.startswith("./x?token=csv")
         assert len(counts) == 1
+        view.large_export_rows = 1000  # below the threshold: the click's count also drives the progress bar
+        view.store.set_filters(status="open")
+        assert click(view, "csv") is not None and len(counts) == 2
+        view.store.set_filters(status="escalated")
+        view.store.breakdown()  # what the dashboard's views load for these filters (one count) ...
+        assert len(counts) == 3
+        assert click(view, "xlsx") is not None and len(counts) == 3  # ... is the click's count too
 
 
 def test_a_database_failure_becomes_a_message_not_a_traceback(engine, tmp_path):
