@@ -18,7 +18,7 @@ from components.table import TABLE_COLUMNS, UNTRUSTED_COLUMNS, TicketTable, sort
 from dashboard_app.dashboard import Dashboard, filters_from_url
 from data.db import make_engine
 from data.errors import InvalidFilter, NotAuthorized
-from data.filters import TicketFilters
+from data.filters import STATUSES, TicketFilters
 from data.models import OPEN_STATUSES
 from data.scope import Scope
 from data.tickets import scoped_tickets
@@ -190,6 +190,14 @@ def test_filter_changes_update_the_figures_on_the_page_in_place_with_the_right_n
         for status in ("open", "in_progress", "resolved"):
             assert sum(bars[status]) == (frame.status == status).sum(), (category, status)
         assert bars["category"] == [category]
+        # The axes follow the numbers (set on the server): the tallest bar and line fit, with little room to spare.
+        for figure in (f.object for f in first_figures):
+            data = figure.renderers[0].data_source.data
+            if "day" in data:  # lines: the highest point
+                tallest = max(max(data[c]) for c in ("created", "resolved", "backlog"))
+            else:  # stacked bars: the tallest stack
+                tallest = max(map(sum, zip(*(data[s] for s in STATUSES))))
+            assert figure.y_range.start == 0 and tallest <= figure.y_range.end <= max(tallest, 1) * 1.1
         assert kpi_cards(kpi_view)["Open tickets"] == f"{frame.status.isin(OPEN_STATUSES).sum():,}"
         assert rendered_texts(kpi_view, "opsdash-kpi-total") == [matching_text(len(frame))]
     # A filter that matches nothing shows notices instead; clearing it draws charts again.
