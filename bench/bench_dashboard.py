@@ -136,8 +136,8 @@ WATCH_SIGN_IN_JS = """
       if (classes.includes('opsdash-updating') && String(m.text || '').length) return false;
       if (classes.includes('opsdash-kpi-value') && String(m.text || '').length) values++;
       if (classes.includes('opsdash-kpi-total') && String(m.text || '').length) total = true;
-      if (m.constructor.__name__ === 'DataTabulator' && m.source && m.source.get_length() > 0) rows = true;
-      if (m.constructor.__name__ === 'Figure') figures++;
+      if (String(m.constructor.__qualified__).endsWith('DataTabulator') && m.source && m.source.get_length() > 0) rows = true;
+      if (m.constructor.__qualified__ === 'Figure') figures++;
     }
     return values >= 6 && total && rows && figures >= charts;
   };
@@ -203,7 +203,7 @@ WATCH_FILTER_JS = """
       if (classes.includes('opsdash-updating') && String(m.text || '').length) return false;
       if (classes.includes('opsdash-kpi-total') && String(m.text).includes(expected.total)) total = true;
       const column = m.source && m.source.data && m.source.data.tracking_number;
-      if (m.constructor.__name__ === 'DataTabulator' && column && column[0] === expected.first) first = true;
+      if (String(m.constructor.__qualified__).endsWith('DataTabulator') && column && column[0] === expected.first) first = true;
     }
     return total && first;
   };
