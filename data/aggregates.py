@@ -192,8 +192,12 @@ def created_and_resolved_by_day(
     bounds = [local_day_start(first_day + timedelta(days=i), scope) for i in range(days + 1)]
     created = _day_index(engine, Ticket.created_at, bounds).label("created")
     resolved = _day_index(engine, Ticket.resolved_at, bounds).label("resolved")
+    # A ticket created and resolved before the period counts nowhere: left out before grouping
+    # (in a municipality's years of history, nearly all of them).
+    counts = or_(Ticket.created_at >= bounds[0], Ticket.resolved_at.is_(None), Ticket.resolved_at >= bounds[0])
     stmt = (select(created, resolved, func.count())
-            .where(*scope_conditions(scope), *filter_conditions(scope, filters)).group_by(created, resolved))
+            .where(*scope_conditions(scope), *filter_conditions(scope, filters), counts)
+            .group_by(created, resolved))
     with engine.connect() as conn:
         rows = [(c, r, int(n)) for c, r, n in conn.execute(stmt)]
     per_day = pd.DataFrame(0, index=range(days + 2), columns=["created", "resolved"], dtype="int64")
