@@ -153,7 +153,8 @@ class LatestLoad:
         if failed is not None:
             raise failed
 
-    def _finish(self, request: int, result: Any, failed: Exception | None, doc: Document) -> None:
+    async def _finish(self, request: int, result: Any, failed: Exception | None, doc: Document) -> None:
+        # async: Bokeh awaits what it is given (before a session exists it calls it without a lock)
         if not self._current(request):
             return
         with pn.io.hold(doc):
