@@ -124,20 +124,26 @@ def bench_users(url: str) -> dict[str, str]:
 #: every chart's canvas (checked once per frame). Installed as an init script, so it runs in
 #: the page from its first moment; a Playwright poll walking every shadow root each frame
 #: took CPU from the page being measured.
-WATCH_SIGN_IN_JS = """
-(() => {
+#: What both watchers below read off a Bokeh model (BokehJS 3.10's bundle has no class
+#: names, so models are told apart by their Bokeh type name, ``__qualified__``).
+MODEL_JS = """
+  const text = m => String(m.text || '');
+  const has = (m, cls) => (m.css_classes || []).includes(cls);
+  const busy = m => has(m, 'pn-loading') || (has(m, 'opsdash-updating') && text(m).length > 0);
+  const isTable = m => String(m.constructor.__qualified__).endsWith('DataTabulator') && m.source;
+  const isFigure = m => m.constructor.__qualified__ === 'Figure';
+"""
+WATCH_SIGN_IN_JS = "(() => {" + MODEL_JS + """
   const charts = %d;
   const now = () => performance.timeOrigin + performance.now();
   const modelsReady = doc => {
     let values = 0, total = false, rows = false, figures = 0;
     for (const m of doc.all_models) {
-      const classes = m.css_classes || [];
-      if (classes.includes('pn-loading')) return false;
-      if (classes.includes('opsdash-updating') && String(m.text || '').length) return false;
-      if (classes.includes('opsdash-kpi-value') && String(m.text || '').length) values++;
-      if (classes.includes('opsdash-kpi-total') && String(m.text || '').length) total = true;
-      if (String(m.constructor.__qualified__).endsWith('DataTabulator') && m.source && m.source.get_length() > 0) rows = true;
-      if (m.constructor.__qualified__ === 'Figure') figures++;
+      if (busy(m)) return false;
+      if (has(m, 'opsdash-kpi-value') && text(m).length) values++;
+      if (has(m, 'opsdash-kpi-total') && text(m).length) total = true;
+      if (isTable(m) && m.source.get_length() > 0) rows = true;
+      if (isFigure(m)) figures++;
     }
     return values >= 6 && total && rows && figures >= charts;
   };
@@ -191,19 +197,16 @@ def time_sign_in(browser, server_url: str, username: str, charts: int) -> tuple[
 #: expected KPI total and first table row and no view is loading, after the next frame.
 #: Event-driven (Bokeh's document change events): polling the DOM through every shadow
 #: root every few ms would take the CPU the page and the database need, on a 2-core box.
-WATCH_FILTER_JS = """
-(expected) => {
+WATCH_FILTER_JS = "(expected) => {" + MODEL_JS + """
   window.__opsdashDone = undefined;
   const doc = Bokeh.documents[0];
   const settled = () => {
     let total = false, first = false;
     for (const m of doc.all_models) {
-      const classes = m.css_classes || [];
-      if (classes.includes('pn-loading')) return false;
-      if (classes.includes('opsdash-updating') && String(m.text || '').length) return false;
-      if (classes.includes('opsdash-kpi-total') && String(m.text).includes(expected.total)) total = true;
-      const column = m.source && m.source.data && m.source.data.tracking_number;
-      if (String(m.constructor.__qualified__).endsWith('DataTabulator') && column && column[0] === expected.first) first = true;
+      if (busy(m)) return false;
+      if (has(m, 'opsdash-kpi-total') && text(m).includes(expected.total)) total = true;
+      const column = isTable(m) && m.source.data && m.source.data.tracking_number;
+      if (column && column[0] === expected.first) first = true;
     }
     return total && first;
   };

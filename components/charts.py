@@ -106,7 +106,7 @@ def backlog_lines(by_day: pd.DataFrame) -> tuple[figure, ColumnDataSource]:
     columns = line_columns(by_day)
     source = ColumnDataSource(columns)
     fig = _figure("Created, resolved and open backlog per day", x_axis_type="datetime",
-                  x_range=Range1d(columns["day"][0], columns["day"][-1]))
+                  x_range=Range1d())  # the days: set_lines
     for column, color in LINE_COLORS.items():
         fig.line("day", column, source=source, color=color, line_width=2, legend_label=column, name=column)
     fig.add_tools(HoverTool(tooltips=[("day", "@day{%F}"), ("created", "@created"), ("resolved", "@resolved"),

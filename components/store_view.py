@@ -120,9 +120,12 @@ class LatestLoad:
                 result = self._fetch()
         except query_cache.CacheMiss:
             return False
+        self._display(result)
+        return True
+
+    def _display(self, result: Any) -> None:
         self._show(result)
         self._shown = True
-        return True
 
     def _set_busy(self, busy: bool) -> None:
         if busy and not self._shown:
@@ -160,8 +163,7 @@ class LatestLoad:
         with pn.io.hold(doc):
             try:
                 if failed is None:
-                    self._show(result)
-                    self._shown = True
+                    self._display(result)
             finally:
                 self._set_busy(False)
 
