@@ -145,7 +145,9 @@ def panel_serve_argv(address: str, port: int, origins: Sequence[str], cookie_sec
     allowed.update(origins)
     argv = [
         "panel", "serve", str(APP_PATH), "--address", address, "--port", str(port),
-        "--oauth-provider", "opsdash", "--cookie-secret", cookie_secret,
+        # One token: a secret may start with "-" (token_urlsafe does, 1 time in 64), which
+        # argparse would otherwise take for the next option.
+        "--oauth-provider", "opsdash", f"--cookie-secret={cookie_secret}",
         "--plugins", "dashboard_app.routes",
         # Expire sessions of closed tabs quickly so their callbacks stop (design.md section 6).
         "--check-unused-sessions", "5000", "--unused-session-lifetime", "15000",

@@ -139,7 +139,7 @@ class OpsDashServer:
         where = ["--port", str(self.port), "--address", "127.0.0.1"]
         if self.panel_convention:
             return [sys.executable, "-m", "panel", "serve", str(ROOT / "dashboard_app" / "app.py"), *where,
-                    "--oauth-provider", self.oauth_provider, "--cookie-secret", self.cookie_secret or "",
+                    "--oauth-provider", self.oauth_provider, f"--cookie-secret={self.cookie_secret or ''}",
                     "--plugins", "dashboard_app.routes", "--allow-websocket-origin", f"127.0.0.1:{self.port}",
                     *(["--prefix", self.prefix] if self.prefix else []), *self.panel_args]
         return [sys.executable, "-m", "dashboard_app.cli", "serve", *where, *(["--demo"] if self.demo else [])]

@@ -179,3 +179,19 @@ def test_seed_help_says_when_a_large_load_locks_the_tickets_table(tmp_path):
     help_text = " ".join(ok(run_opsdash("seed", "--help", database_url=None, cwd=tmp_path)).split())
     assert f"{BULK_LOAD_ROWS:,} tickets or more into an empty tickets table" in help_text
     assert "locked until the load commits" in help_text and "already has tickets the indexes are kept" in help_text
+
+
+@pytest.mark.parametrize("secret", ["-starts-with-a-dash-" + "x" * 30, "--" + "y" * 40, "plain_" + "z" * 40])
+def test_panel_serve_reads_any_cookie_secret_opsdash_serve_passes(secret):
+    """``secrets.token_urlsafe`` starts with "-" 1 time in 64: ``opsdash serve --demo`` then failed to start."""
+    import argparse
+
+    from panel.command.serve import Serve
+
+    from dashboard_app.cli import panel_serve_argv
+
+    parser = argparse.ArgumentParser()
+    Serve(parser=parser)
+    argv = panel_serve_argv("127.0.0.1", 5006, [], secret)
+    assert argv[:2] == ["panel", "serve"]
+    assert parser.parse_args(argv[2:]).cookie_secret == secret
