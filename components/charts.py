@@ -1,7 +1,7 @@
 """Charts of the filtered, scoped set: by category and status, backlog over time, per ward.
 
-Every figure comes from an SQL aggregate in ``data.aggregates`` (the bars
-from the store's shared breakdown); no rows are loaded. Plain Bokeh figures rather than hvPlot: building three HoloViews
+Every figure comes from the store's shared ``figures`` (one SQL scan in
+``data.aggregates`` for the bars and the trend); no rows are loaded. Plain Bokeh figures rather than hvPlot: building three HoloViews
 plots took ~0.5 s of server CPU each per page load, Bokeh figures ~20 ms,
 and a page load has a 3 s budget on a shared 2-core server. Labels
 (categories, statuses, ward ids) are drawn by Bokeh as canvas text, and
@@ -18,8 +18,9 @@ from bokeh.models import ColumnDataSource, HoverTool, NumeralTickFormatter, Rang
 from bokeh.plotting import figure
 
 from data.filters import STATUSES
-from data.aggregates import created_and_resolved_by_day, pair_counts
+from data.aggregates import pair_counts
 
+from .store import TREND_DAYS
 from .store_view import NO_TICKETS, StoreView, notice
 
 #: One colour per status in every chart, so a glance across charts agrees.
@@ -122,19 +123,17 @@ def backlog_lines(by_day: pd.DataFrame) -> tuple[figure, ColumnDataSource]:
 class TicketCharts(StoreView):
     """Category x status bars, created/resolved/backlog lines, and (managers) wards."""
 
-    days = param.Integer(default=30, bounds=(7, 365), doc="Days of history in the backlog chart.")
+    days = param.Integer(default=TREND_DAYS, bounds=(7, 365), doc=(
+        "Days of history in the backlog chart (other than the store's TREND_DAYS: a query of its own)."))
 
     def load(self) -> ChartData:
         store = self.store
-        engine, scope, filters = store.engine, store.scope, store.filters
-
-        by_day = store.cached("backlog", (filters, self.days),
-                              lambda: created_and_resolved_by_day(engine, scope, filters, days=self.days))
-        breakdown = store.breakdown(filters)
+        figures = store.figures(store.filters, self.days)
+        breakdown = figures.breakdown
         return ChartData(
             by_category_status=pair_counts(breakdown, "category", "status"),
-            by_day=by_day,
-            by_ward_status=pair_counts(breakdown, "ward_id", "status") if scope.sees_whole_municipality else None,
+            by_day=figures.by_day,
+            by_ward_status=pair_counts(breakdown, "ward_id", "status") if store.scope.sees_whole_municipality else None,
         )
 
     @staticmethod

@@ -15,7 +15,7 @@ from typing import Any, Callable, Hashable, Iterator, TypeVar
 import pandas as pd
 import param
 
-from data.aggregates import ticket_breakdown
+from data.aggregates import Figures, ticket_figures
 from data.filters import TicketFilters
 from data.scope import Scope
 
@@ -31,6 +31,8 @@ _cache_only = threading.local()
 
 #: The dimensions of the breakdown every view folds its counts out of (``DashboardStore.breakdown``).
 BREAKDOWN_DIMS = ("category", "status", "ward_id")
+#: Days of history in the trend that ``DashboardStore.figures`` loads with the breakdown.
+TREND_DAYS = 30
 
 #: Filter keys (as accepted by TicketFilters.parse) that name a ward.
 WARD_KEYS = frozenset({"ward", "wards", "ward_id"})
@@ -121,17 +123,22 @@ class DashboardStore(param.Parameterized):
         finally:
             _cache_only.active = False
 
-    def breakdown(self, filters: TicketFilters | None = None) -> pd.DataFrame:
-        """Every count of the current filters by category, status and ward: one SQL scan.
+    def figures(self, filters: TicketFilters | None = None, days: int = TREND_DAYS) -> Figures:
+        """Every count of ``filters`` by category, status and ward, and the daily trend: one SQL scan.
 
-        The KPI counts, both bar charts and the table's total are sums of this
-        one frame, so a page load or filter change scans the tickets once for
-        all of them (and views asking at the same time share that one query).
+        The KPI counts, both bar charts, the table's total and the backlog chart
+        all come from this one result, so a page load or filter change scans the
+        tickets once for all of them (and views asking at the same time share
+        that one query).
         """
         # ``filters``: the value the caller read (a worker thread may see a newer one here).
         filters = self.filters if filters is None else filters
-        return self.cached("breakdown", filters,
-                           lambda: ticket_breakdown(self.engine, self.scope, filters, BREAKDOWN_DIMS))
+        return self.cached("figures", (filters, days), lambda: ticket_figures(
+            self.engine, self.scope, filters, BREAKDOWN_DIMS, days=days))
+
+    def breakdown(self, filters: TicketFilters | None = None) -> pd.DataFrame:
+        """The counts of ``figures``: a frame of MEASURES by category, status and ward."""
+        return self.figures(filters).breakdown
 
     def view_busy(self, busy: bool) -> None:
         """A view started (True) or finished (False) replacing what it shows."""

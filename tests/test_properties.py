@@ -22,7 +22,16 @@ from data import NotAuthorized, TicketFilters
 from data.filters import STATUSES
 from data.models import OPEN_STATUSES, VISIBLE_CATEGORIES, Role
 from data.scope import Scope
-from data.aggregates import Kpis, counts_by, counts_by_pair, created_and_resolved_by_day, ticket_breakdown, ticket_kpis
+from data.aggregates import (
+    MEASURES,
+    Kpis,
+    counts_by,
+    counts_by_pair,
+    created_and_resolved_by_day,
+    ticket_breakdown,
+    ticket_figures,
+    ticket_kpis,
+)
 from data.tickets import (
     count_tickets,
     iter_ticket_chunks,
@@ -207,6 +216,19 @@ def check_aggregates(engine, scope, filters, expected: list[dict]) -> None:
     assert trend.index[0] == start_day
     # Every row lies before NOW, so the backlog at the end is what is still unresolved.
     assert int(trend["backlog"].iloc[-1]) == sum(r["resolved_at"] is None for r in expected)
+
+    # The dashboard's one-scan figures (grouping sets on PostgreSQL) are exactly the two above.
+    def cells(frame, dims):
+        return {tuple(r[:len(dims)]): tuple(r[len(dims):]) for r in frame[[*dims, *MEASURES]].itertuples(index=False)}
+
+    dims = ("category", "status", "ward_id")
+    figures = ticket_figures(engine, scope, filters, dims, days=days, now=NOW)
+    assert cells(figures.breakdown, dims) == cells(breakdown, dims) and len(figures.breakdown) == len(breakdown)
+    assert list(figures.breakdown.columns) == list(breakdown.columns)
+    assert figures.by_day.equals(trend)
+    overall = ticket_figures(engine, scope, filters, days=days, now=NOW)  # no dims: one row, zeros when none match
+    assert cells(overall.breakdown, ()) == {(): (kpis.total, kpis.open, kpis.resolved, kpis.created_today,
+                                                 kpis.response_breaches, kpis.resolution_breaches)}
 
 
 @SETTINGS
