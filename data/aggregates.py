@@ -206,15 +206,16 @@ class _Days:
     def frame(self, pairs: Sequence[tuple[int, int | None, int]]) -> pd.DataFrame:
         """The trend from ticket counts per (day created, day resolved) pair."""
         days = len(self.bounds) - 1
-        per_day = pd.DataFrame(0, index=range(days + 2), columns=["created", "resolved"], dtype="int64")
+        created, resolved = [0] * (days + 2), [0] * (days + 2)  # plain lists: ~1,000 pandas .loc updates took 20 ms
         for c, r, n in pairs:
-            per_day.loc[c, "created"] += n
+            created[c] += n
             if r is not None:
-                per_day.loc[r, "resolved"] += n
+                resolved[r] += n
         # Open when the period starts: created before it, and not resolved before it.
         backlog_start = sum(n for c, r, n in pairs if c == 0 and (r is None or r > 0))
-        frame = per_day.iloc[1:days + 1].copy()  # 0: before the period; days + 1: after today
-        frame.index = pd.Index(pd.date_range(self.first, self.last, freq="D").date, name="day")
+        frame = pd.DataFrame(  # index 0: before the period; days + 1: after today
+            {"created": created[1:days + 1], "resolved": resolved[1:days + 1]}, dtype="int64",
+            index=pd.Index(pd.date_range(self.first, self.last, freq="D").date, name="day"))
         frame["backlog"] = backlog_start + (frame["created"] - frame["resolved"]).cumsum()
         return frame
 
