@@ -21,6 +21,9 @@ from data.errors import OpsDashError
 from data.settings import MAKE_COOKIE_SECRET
 
 APP_PATH = Path(__file__).with_name("app.py")
+#: The session of a closed tab is expired this long after its last connection went, checked
+#: this often (ms): until then it is still a session, and still refreshes on live events.
+UNUSED_SESSION_LIFETIME_MS, CHECK_UNUSED_SESSIONS_MS = 15_000, 5_000
 Handler = Callable[[argparse.Namespace], int]
 
 
@@ -150,7 +153,8 @@ def panel_serve_argv(address: str, port: int, origins: Sequence[str], cookie_sec
         "--oauth-provider", "opsdash", f"--cookie-secret={cookie_secret}",
         "--plugins", "dashboard_app.routes",
         # Expire sessions of closed tabs quickly so their callbacks stop (design.md section 6).
-        "--check-unused-sessions", "5000", "--unused-session-lifetime", "15000",
+        "--check-unused-sessions", str(CHECK_UNUSED_SESSIONS_MS),
+        "--unused-session-lifetime", str(UNUSED_SESSION_LIFETIME_MS),
         "--index", "app",
     ]
     for origin in sorted(allowed):
