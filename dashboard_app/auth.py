@@ -144,6 +144,15 @@ class OpsDashLoginHandler(BasicLoginHandler):
         log.info("sign-in: %s (%s)", account.username, account.role)
         return True
 
+    def _prefetch(self, username: str) -> None:
+        from .session import prefetch_dashboard
+        from .settings import get_engine
+
+        try:
+            prefetch_dashboard(get_engine(), username)
+        except Exception:  # only a head start: the page loads its figures anyway
+            log.exception("could not start loading the dashboard of %s", username[:150])
+
     def post(self):
         username = self.get_argument("username", "")
         password = self.get_argument("password", "")
@@ -154,7 +163,10 @@ class OpsDashLoginHandler(BasicLoginHandler):
             from panel.io.state import state
 
             landing = _landing_url(state.base_url)
-            self.redirect(_validate_next_url(self.get_cookie("next_url", landing)) or landing)
+            target = _validate_next_url(self.get_cookie("next_url", landing)) or landing
+            if "?" not in target:  # the plain dashboard (a link's filters would make other queries)
+                self._prefetch(username)
+            self.redirect(target)
             return
         # Relative, like the landing page: the form is at <prefix>/login whatever the prefix.
         self.redirect("./" + self._login_endpoint.lstrip("/") + "?error=" + tornado.escape.url_escape(self._error))

@@ -1,6 +1,7 @@
 """Who is this session? Decided on the server from Panel's signed cookie."""
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, Mapping
 
 import panel as pn
@@ -39,6 +40,27 @@ def username_for_sign_in(
     if account is None:
         raise NotAuthorized("no OpsDash account uses the e-mail address of this sign-in; ask an administrator")
     return account.username
+
+
+def prefetch_dashboard(engine: Engine, username: str) -> None:
+    """Start loading what ``username``'s dashboard shows first (``DashboardStore.prefetch``).
+
+    For the moment of sign-in, when the browser is only about to ask for the
+    page. Nothing happens for a role without a dashboard. The figures are
+    those of the user's Scope, shared under the same key (and change mark)
+    as the views', so nothing here can widen what anyone sees.
+    """
+    from components.store import DashboardStore
+
+    from .live import process_hub
+
+    try:
+        scope = scope_for_user(engine, username)
+    except NotAuthorized:
+        return
+    store = DashboardStore(scope=scope, engine=engine,
+                           change_mark=partial(process_hub().change_mark, scope.municipality_id))
+    store.prefetch()
 
 
 def current_username() -> str:

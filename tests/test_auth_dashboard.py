@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import random
+import time
 import uuid
 from urllib.parse import parse_qs, urlsplit
 
 import panel.auth  # noqa: F401  (first: it imports our provider while it loads, see dashboard_app/auth.py)
 import pytest
 import requests
+from sqlalchemy import text
 
 from dashboard_app.auth import GENERIC_ERROR, THROTTLED_ERROR, LoginThrottle, login_page
 from dashboard_app.session import username_for_sign_in
@@ -93,3 +95,38 @@ def test_served_sign_in_is_throttled_even_for_the_right_password(opsdash_server,
     assert attempt(manager["password"]) == [THROTTLED_ERROR]
     page = requests.get(f"{server.url}/login?error={THROTTLED_ERROR}", timeout=30).text
     assert THROTTLED_ERROR in page
+
+
+def test_a_served_sign_in_starts_loading_its_dashboard_before_the_page_is_asked_for(opsdash_server, pg_engine, pg_url):
+    """The figures and the median start at the sign-in POST (overlapping redirect, page build and browser)."""
+    result = seed(pg_engine, tickets=40, wards=2, municipalities=1, random_seed=random.randrange(10**6))
+    server = opsdash_server(pg_url)
+
+    def sign_in(role: str, password: str | None = None, next_url: str | None = None) -> str:
+        user = user_of(result, role)
+        cookies = {"next_url": next_url} if next_url else {}
+        response = requests.post(f"{server.url}/login", data={"username": user["username"],
+                                 "password": password or user["password"]}, cookies=cookies,
+                                 allow_redirects=False, timeout=30)
+        assert response.status_code == 302
+        return response.headers["Location"]
+
+    def ticket_scans() -> int:
+        with pg_engine.connect() as conn:
+            conn.execute(text("SELECT pg_stat_clear_snapshot()"))
+            return int(conn.execute(text("SELECT coalesce(seq_scan, 0) + coalesce(idx_scan, 0) "
+                                         "FROM pg_stat_user_tables WHERE relname = 'tickets'")).scalar_one())
+
+    def scans_after(action, wait_s: float) -> int:
+        """How often the tickets table was read after ``action`` (the server's statistics lag ~1 s)."""
+        before = ticket_scans()
+        action()
+        deadline = time.monotonic() + wait_s
+        while ticket_scans() - before < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        return ticket_scans() - before
+
+    assert scans_after(lambda: sign_in("manager", password="wrong"), 2) == 0
+    assert scans_after(lambda: sign_in("field_worker"), 2) == 0  # signed in, but no dashboard to load
+    assert scans_after(lambda: sign_in("manager", next_url="./?status=open"), 2) == 0  # a link's own filters
+    assert scans_after(lambda: sign_in("manager"), 30) == 2  # the figures' scan and the median's

@@ -378,6 +378,27 @@ def test_cached_results_last_while_the_change_mark_stands_and_expire_when_it_mov
     assert total(store) == before + 4
 
 
+def test_sign_in_prefetch_loads_exactly_what_the_new_pages_views_ask_for(engine, make_seed, monkeypatch):
+    from components import query_cache
+
+    monkeypatch.setattr(query_cache, "_clock", lambda: 2_000_000.0)  # nothing expires during the test
+    result = make_seed(tickets=120, random_seed=43)
+    manager, councillor = scope_of(engine, result, "manager"), scope_of(engine, result, "ward_councillor")
+    threads = DashboardStore(scope=manager, engine=engine, change_mark=lambda: (1, 1)).prefetch()
+    for thread in threads:
+        thread.join(60)
+    assert len(threads) == 2 and not any(t.is_alive() for t in threads)
+    page = DashboardStore(scope=manager, engine=engine, change_mark=lambda: (1, 1))
+    with DashboardStore.cache_only():  # the new page's KPI cards and charts: every query already answered
+        kpis = KpiCards(store=page).load()
+        charts = TicketCharts(store=page).load()
+    rows = scoped_tickets(engine, manager)
+    assert kpis.total == len(rows) and int(charts.by_day["created"].sum()) <= len(rows)
+    assert int(charts.by_category_status["tickets"].sum()) == len(rows)
+    with DashboardStore.cache_only(), pytest.raises(query_cache.CacheMiss):  # never another scope's figures
+        KpiCards(store=DashboardStore(scope=councillor, engine=engine)).load()
+
+
 def test_a_failed_query_is_not_cached(engine, make_seed, tmp_path):
     from components import query_cache
 
