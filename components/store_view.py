@@ -110,7 +110,12 @@ class LatestLoad:
         # The worker starts now rather than when the loop next runs _run: the rest of this
         # change (other watchers, the widgets' and URL's patches to the browser; ~50 ms on a
         # filter change) then overlaps the queries instead of delaying them.
-        fetched = asyncio.get_running_loop().run_in_executor(None, partial(contextvars.copy_context().run, self._fetch))
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # not on the event loop (a page built in a worker thread): _run starts it
+            fetched = None
+        else:
+            fetched = loop.run_in_executor(None, partial(contextvars.copy_context().run, self._fetch))
         pn.state.execute(partial(self._run, self._requests, doc, fetched))
 
     def _session_closed(self, *_session_context: Any) -> None:
@@ -144,11 +149,11 @@ class LatestLoad:
     def _current(self, request: int) -> bool:
         return request == self._requests and not self._closed
 
-    async def _run(self, request: int, doc: Document, fetched: asyncio.Future) -> None:
+    async def _run(self, request: int, doc: Document, fetched: asyncio.Future | None) -> None:
         self._set_busy(True)
         result = failed = None
         try:
-            result = await fetched
+            result = await (asyncio.to_thread(self._fetch) if fetched is None else fetched)
             await self._page_loaded.wait()
         except Exception as exc:  # the busy state must still end (below); then it propagates
             failed = exc

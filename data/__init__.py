@@ -13,7 +13,16 @@ from .errors import ConfigError, InvalidFilter, InvalidValue, NotAuthorized, Not
 from .filters import TicketFilters
 from .scope import Scope, scope_for_user
 from .settings import Settings, load_settings
-from .aggregates import Kpis, counts_by, counts_by_pair, created_and_resolved_by_day, ticket_breakdown, ticket_kpis
+from .aggregates import (
+    Figures,
+    Kpis,
+    counts_by,
+    counts_by_pair,
+    created_and_resolved_by_day,
+    ticket_breakdown,
+    ticket_figures,
+    ticket_kpis,
+)
 from .tickets import TicketPage, count_tickets, iter_ticket_chunks, scoped_tickets, ticket_page
 
 
@@ -28,7 +37,7 @@ def connect(url: str | None = None, *, migrate_schema: bool = False) -> Engine:
 
 
 __all__ = [
-    "ConfigError", "InvalidFilter", "InvalidValue", "Kpis", "NotAuthorized", "NotFound", "OpsDashError", "Scope",
+    "ConfigError", "Figures", "InvalidFilter", "InvalidValue", "Kpis", "NotAuthorized", "NotFound", "OpsDashError", "Scope",
     "Settings", "TicketFilters", "TicketPage", "connect", "count_tickets", "counts_by", "counts_by_pair", "created_and_resolved_by_day",
-    "iter_ticket_chunks", "load_settings", "scope_for_user", "scoped_tickets", "ticket_breakdown", "ticket_kpis", "ticket_page",
+    "iter_ticket_chunks", "load_settings", "scope_for_user", "scoped_tickets", "ticket_breakdown", "ticket_figures", "ticket_kpis", "ticket_page",
 ]
