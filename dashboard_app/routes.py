@@ -59,3 +59,28 @@ ROUTES.append((EXPORT_PATH, ExportDownloadHandler, {}))
 # Loaded once at server start: import the page's modules now (pandas, SQLAlchemy, the
 # views: ~0.8 s), so the first person to sign in after a restart does not wait for them.
 from . import pages  # noqa: E402,F401
+
+
+def _connect_live_updates_when_serving() -> None:
+    """Start this process's live hub as soon as the server's event loop runs.
+
+    Started by the first sign-in instead, the hub was not yet live when that
+    sign-in loaded its figures: they were cached without a change mark
+    (components.query_cache), so the next manager signing in a few seconds
+    later ran every query again. It also spares the first sign-in the Redis
+    connection.
+    """
+    from tornado.ioloop import IOLoop
+
+    from .live import process_hub
+
+    def start() -> None:
+        try:
+            process_hub()
+        except Exception:  # the first session tries again (and its page says live updates are off)
+            log.exception("could not start live updates at server start")
+
+    IOLoop.current().add_callback(start)
+
+
+_connect_live_updates_when_serving()
