@@ -91,4 +91,3 @@ def _connect_live_updates_when_serving() -> None:
 
 
 _connect_live_updates_when_serving()
-
