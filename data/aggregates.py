@@ -8,7 +8,8 @@ At 1,000,000 tickets each pass over the table costs 0.2-0.5 s of database
 CPU, so the dashboard asks for as few passes as it can: ``ticket_figures``
 yields every count measure (KPI counts, both bar charts, the table's total)
 and the daily trend in one scan (on PostgreSQL; one grouped scan each
-elsewhere), and the median needs its own ordered aggregate.
+elsewhere), and the median needs its own ordered aggregate (for a whole
+municipality with no filter, read from an index in order instead).
 """
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ from datetime import date, datetime, timedelta, timezone
 from typing import Sequence
 
 import pandas as pd
-from sqlalchemy import ColumnElement, DateTime, Engine, and_, bindparam, case, func, or_, select, tuple_
+from sqlalchemy import (
+    ColumnElement, DateTime, Engine, and_, bindparam, case, func, literal_column, or_, select, tuple_,
+)
 from sqlalchemy.dialects.postgresql import ARRAY
 
 from .db import BULK_SORT_MEMORY, HASH_GROUPING_SQL, SORT_MEMORY_SQL
@@ -119,26 +122,48 @@ def counts_by_pair(
     return pair_counts(ticket_breakdown(engine, scope, filters, (first, second)), first, second)
 
 
+def response_seconds(engine: Engine) -> ColumnElement[float]:
+    """Seconds from creation to first response (NULL when not responded).
+
+    On PostgreSQL exactly the key of ``ix_tickets_first_response`` (migration
+    0004; 'epoch' a literal, so the planner can match the expression).
+    """
+    if engine.dialect.name == "postgresql":
+        return func.date_part(literal_column("'epoch'"), Ticket.first_responded_at - Ticket.created_at)
+    return (func.julianday(Ticket.first_responded_at) - func.julianday(Ticket.created_at)) * 86400.0
+
+
 def median_first_response_s(engine: Engine, scope: Scope, filters: TicketFilters | None = None) -> float | None:
-    """Median seconds from creation to first response over the responded tickets (None: none)."""
+    """Median seconds from creation to first response over the responded tickets (None: none).
+
+    A whole municipality with no filter (the sign-in view, a wall screen's):
+    on PostgreSQL read from ``ix_tickets_first_response``: count, then the
+    middle one or two in index order; two index-only scans (~0.18 s at a
+    million tickets instead of ~0.5 s to sort them all). On SQLite always
+    so, sorted in memory. Otherwise (a ward, any filter: the index's order
+    would mean reading rows it does not hold) PostgreSQL sorts the matching
+    tickets' times for percentile_cont.
+    """
+    narrowed = scope.is_councillor or bool(filter_conditions(scope, filters))
     responded = [*scope_conditions(scope), *filter_conditions(scope, filters), Ticket.first_responded_at.is_not(None)]
-    with engine.connect() as conn:
-        if engine.dialect.name == "postgresql":
+    seconds = response_seconds(engine)
+    if engine.dialect.name == "postgresql" and narrowed:
+        with engine.connect() as conn:
             # Sorts every response time: in memory rather than on disk (this transaction only).
             conn.exec_driver_sql(SORT_MEMORY_SQL, (BULK_SORT_MEMORY,))
-            seconds = func.date_part("epoch", Ticket.first_responded_at - Ticket.created_at)
             median = conn.execute(
                 select(func.percentile_cont(0.5).within_group(seconds.asc())).where(*responded)
             ).scalar_one()
-        else:
-            seconds = (func.julianday(Ticket.first_responded_at) - func.julianday(Ticket.created_at)) * 86400.0
-            n = conn.execute(select(func.count()).select_from(Ticket).where(*responded)).scalar_one()
-            median = None
-            if n:
-                ordered = select(seconds).where(*responded).order_by(seconds)
-                middle = conn.execute(ordered.limit(2 - n % 2).offset((n - 1) // 2)).scalars().all()
-                median = sum(middle) / len(middle)
-    return None if median is None else float(median)
+        return None if median is None else float(median)
+    # The count and the middle from one snapshot: a ticket answered in between must not shift the middle.
+    snapshot = {"isolation_level": "REPEATABLE READ"} if engine.dialect.name == "postgresql" else {}
+    with engine.connect().execution_options(**snapshot) as conn:
+        n = conn.execute(select(func.count()).select_from(Ticket).where(*responded)).scalar_one()
+        if not n:
+            return None
+        ordered = select(seconds).where(*responded).order_by(seconds)
+        middle = conn.execute(ordered.limit(2 - n % 2).offset((n - 1) // 2)).scalars().all()
+    return float(sum(middle) / len(middle))
 
 
 @dataclass(frozen=True)

@@ -123,7 +123,7 @@ def test_a_served_sign_in_starts_loading_its_dashboard_before_the_page_is_asked_
         before = ticket_scans()
         action()
         deadline = time.monotonic() + wait_s
-        while ticket_scans() - before < 2 and time.monotonic() < deadline:
+        while ticket_scans() - before < 3 and time.monotonic() < deadline:
             time.sleep(0.2)
         return ticket_scans() - before
 
@@ -133,7 +133,8 @@ def test_a_served_sign_in_starts_loading_its_dashboard_before_the_page_is_asked_
     assert scans_after(lambda: sign_in("manager", password="wrong"), 2) == 0
     assert scans_after(lambda: sign_in("field_worker"), 2) == 0  # signed in, but no dashboard to load
     assert scans_after(lambda: sign_in("manager", next_url="./?status=open"), 2) == 0  # a link's own filters
-    assert scans_after(lambda: sign_in("manager"), 30) == 2  # the figures' scan and the median's
+    # The figures' scan, and the median's two reads (count, then the middle: migration 0004's index).
+    assert scans_after(lambda: sign_in("manager"), 30) == 3
     # The live hub runs from server start, so those results were cached with its change mark: past
     # the short TTL, the next manager's sign-in still reads nothing while no change was announced.
     # (Started by the first sign-in, the hub was not live yet when it loaded: no mark, 5 s only.)

@@ -154,3 +154,40 @@ def test_ticket_visibility_reports_sensitive_tickets(engine, make_seed):
     assert ticket_visibility(engine, str(visible.id)) == "visible"
     assert ticket_visibility(engine, uuid.uuid4()) == "missing"
     assert ticket_visibility(engine, "not-a-uuid") == "missing"
+
+
+def test_median_first_response_counts_only_visible_answered_tickets_whichever_way_it_is_read(engine):
+    """A whole municipality's median (an index walk on PostgreSQL) and a filtered or ward one (a sort)
+    never count sensitive tickets, another municipality's or unanswered ones, odd or even in number."""
+    from datetime import timedelta
+
+    from data.aggregates import median_first_response_s
+
+    from .conftest import add_tickets, ticket_record
+
+    tenant, other = uuid.uuid4(), uuid.uuid4()
+    created = datetime(2026, 11, 2, 8, 0, tzinfo=timezone.utc)
+
+    def answered(tenant_id, seconds: float, **values) -> dict:
+        return ticket_record(tenant_id, created_at=created, first_responded_at=created + timedelta(seconds=seconds),
+                             **values)
+
+    add_tickets(engine, [
+        *(answered(tenant, s) for s in (40, 10, 30, 20)),
+        answered(tenant, 1, is_sensitive=True), answered(tenant, 2, category="GBV"), answered(tenant, 3, category="gbv"),
+        *(answered(other, 5) for _ in range(6)),
+        ticket_record(tenant, created_at=created, first_responded_at=None),  # not answered
+        answered(tenant, 7, ward_id="W2"),  # another ward: the councillor of W1 leaves it out
+    ])
+    manager = Scope(municipality_id=tenant, role="manager")
+    councillor = Scope(municipality_id=tenant, role="ward_councillor", ward_id="W1")
+    everything = TicketFilters(statuses=("open",))  # keeps every row above, but is a filter: the sorted way
+
+    def medians(scope: Scope) -> list[float | None]:  # unfiltered and filtered (SQLite's julianday: ~0.1 ms off)
+        return [pytest.approx(median_first_response_s(engine, scope, f), abs=0.01) for f in (None, everything)]
+
+    assert medians(manager) == [20.0, 20.0]
+    assert medians(councillor) == [25.0, 25.0]
+    add_tickets(engine, [answered(tenant, 50, ward_id="W3")])
+    assert medians(manager) == [25.0, 25.0]
+    assert median_first_response_s(engine, Scope(municipality_id=uuid.uuid4(), role="manager")) is None
