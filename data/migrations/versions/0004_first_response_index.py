@@ -20,8 +20,8 @@ responded tickets, then step to the middle one, both index-only scans
   index, an expression's inputs included.
 - Index-only scans skip the heap only on pages the visibility map marks
   all-visible: autovacuum keeps that up; ``data.seed`` vacuums after a load.
-- ~63 MB per million tickets. Building it locks writes to tickets for a few
-  seconds per million rows (measured: ~3 s on the 2-core bench machine).
+- ~63 MB per million tickets. Building it locks writes to tickets for about a
+  second per million rows (1.2 s measured on the 2-core bench machine).
 - SQLite (the demo): nothing; its tickets are few and sorted in memory.
 """
 from __future__ import annotations
