@@ -129,7 +129,7 @@ class DashboardStore(param.Parameterized):
 
     def figures(self, filters: TicketFilters | None = None, days: int = TREND_DAYS, *,
                 side_by_side: bool = True) -> Figures:
-        """Every count of ``filters`` by category, status and ward, and the daily trend: one SQL scan.
+        """Every count of ``filters`` by category, status and ward, and the daily trend: one load.
 
         The KPI counts, both bar charts, the table's total and the backlog chart
         all come from this one result, so a page load or filter change scans the
@@ -155,8 +155,8 @@ class DashboardStore(param.Parameterized):
         """Start loading the figures and the median of the current filters, one worker thread each.
 
         For a sign-in, before the browser has asked for the page: the redirect,
-        the page build and the browser's start-up then overlap the two scans
-        (at 1,000,000 tickets ~1.1 s of database CPU), and the new page's views
+        the page build and the browser's start-up then overlap the figures' scan
+        and the median (at 1,000,000 tickets ~1.1 s of database CPU), and the new page's views
         find the results cached, or still running and wait for them
         (``query_cache``). Returns the started threads. A failure is only
         logged here: the views load again and report it.

@@ -265,7 +265,12 @@ def created_and_resolved_by_day(
     """
     period = _Days.ending(now or datetime.now(timezone.utc), days, scope)
     with engine.connect() as conn:
-        return period.frame([(c, r, int(n)) for c, r, n in conn.execute(_trend_statement(engine, scope, filters, period))])
+        return period.frame(_day_pairs(conn.execute(_trend_statement(engine, scope, filters, period))))
+
+
+def _day_pairs(rows) -> list[tuple[int, int | None, int]]:
+    """(day created, day resolved, tickets) rows of ``_trend_statement`` as ``_Days.frame`` takes them."""
+    return [(c, r, int(n)) for c, r, n in rows]
 
 
 def _trend_statement(engine: Engine, scope: Scope, filters: TicketFilters | None, period: _Days) -> Select:
@@ -373,4 +378,4 @@ def _trend_in_snapshot(engine: Engine, snapshot: str, scope: Scope, period: _Day
     with engine.connect().execution_options(isolation_level="REPEATABLE READ") as conn:
         conn.exec_driver_sql(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
         conn.exec_driver_sql(HASH_GROUPING_SQL, (BULK_SORT_MEMORY,))
-        return [(c, r, int(n)) for c, r, n in conn.execute(_trend_statement(engine, scope, None, period))]
+        return _day_pairs(conn.execute(_trend_statement(engine, scope, None, period)))
