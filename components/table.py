@@ -138,7 +138,7 @@ class TicketTable(pn.viewable.Viewer):
         filters = store.filters
         return store.cached("page", (filters, page, self.page_size, sort), lambda: ticket_page(
             store.engine, store.scope, filters, page=page, page_size=self.page_size, sort=sort,
-            total=int(store.breakdown(filters)["tickets"].sum())))
+            total=lambda: int(store.breakdown(filters)["tickets"].sum())))
 
     def _show(self, fetched: tuple[TicketPage | None, str]) -> None:
         page, error = fetched

@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
-from typing import Iterator, Literal, Sequence
+from typing import Callable, Iterator, Literal, Sequence
 
 import pandas as pd
 from sqlalchemy import ColumnElement, Engine, Select, and_, case, false, func, literal, or_, select
@@ -219,22 +219,26 @@ def ticket_page(
     page_size: int = 50,
     sort: SortSpec | None = DEFAULT_SORT,
     columns: Sequence[str] = TICKET_COLUMNS,
-    total: int | None = None,
+    total: int | Callable[[], int] | None = None,
 ) -> TicketPage:
     """One page (1-based) of visible tickets and the total count.
 
     ``total``: the count when the caller already has it for the same scope
-    and filters (the dashboard takes it from ``ticket_breakdown``), which
-    saves a COUNT over every matching row.
+    and filters, which saves a COUNT over every matching row; or a function
+    that gives it, called once the rows are read (the dashboard's table takes
+    it from the figures its other views are loading meanwhile, so its rows'
+    query runs alongside theirs rather than after them).
     """
     whole_number(page, "page", 1, 10**9)
     whole_number(page_size, "page size", 1, MAX_PAGE_SIZE)
-    if total is None:
-        total = count_tickets(engine, scope, filters)
     frame = scoped_tickets(
         engine, scope, filters, columns=columns, sort=sort, limit=page_size, offset=(page - 1) * page_size
     )
-    return TicketPage(frame=frame, total=total, page=page, page_size=page_size)
+    if total is None:
+        total = count_tickets(engine, scope, filters)
+    elif callable(total):
+        total = total()
+    return TicketPage(frame=frame, total=int(total), page=page, page_size=page_size)
 
 
 def iter_ticket_chunks(

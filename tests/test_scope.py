@@ -145,6 +145,34 @@ def test_pages_and_chunks_cover_the_same_rows_as_the_frame(engine, make_seed):
     assert chunk_rows == list(frame["id"])
 
 
+def test_a_page_takes_its_total_as_a_number_or_from_a_function_called_after_its_rows(engine, make_seed):
+    """The dashboard's table passes a function (the figures other views load meanwhile): the rows'
+    query must not wait for it, and the page must carry what it returns."""
+    from sqlalchemy import event
+
+    result = make_seed(tickets=120, random_seed=21)
+    scope = scope_of(engine, result, "manager")
+    counted = ticket_page(engine, scope, page=2, page_size=25)
+    steps: list[str] = []
+
+    def statement(*_args):
+        steps.append("query")
+
+    def total() -> int:
+        steps.append("total")
+        return counted.total
+
+    event.listen(engine, "before_cursor_execute", statement)
+    try:
+        given = ticket_page(engine, scope, page=2, page_size=25, total=total)
+    finally:
+        event.remove(engine, "before_cursor_execute", statement)
+    assert steps == ["query", "total"]  # one query (the rows, no COUNT), then the total
+    assert given.total == counted.total == len(scoped_tickets(engine, scope))
+    assert list(given.frame["id"]) == list(counted.frame["id"])
+    assert ticket_page(engine, scope, page=2, page_size=25, total=7).page_count == 1
+
+
 def test_ticket_visibility_reports_sensitive_tickets(engine, make_seed):
     result = make_seed(tickets=300, random_seed=19, sensitive_share=0.5)
     rows = all_rows(engine, result.municipalities[0]["id"])
