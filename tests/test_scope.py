@@ -13,7 +13,7 @@ from data.models import Ticket
 from data.scope import Scope
 from data.tickets import iter_ticket_chunks, ticket_page, ticket_visibility
 
-from .conftest import scope_of
+from .conftest import add_tickets, scope_of, ticket_record
 
 
 def all_rows(engine, muni_id: str) -> list[Ticket]:
@@ -191,8 +191,6 @@ def test_median_first_response_counts_only_visible_answered_tickets_whichever_wa
 
     from data.aggregates import median_first_response_s
 
-    from .conftest import add_tickets, ticket_record
-
     tenant, other = uuid.uuid4(), uuid.uuid4()
     created = datetime(2026, 11, 2, 8, 0, tzinfo=timezone.utc)
 
@@ -243,3 +241,39 @@ def test_a_whole_municipalitys_figures_equal_those_of_a_filter_that_keeps_every_
     assert whole.by_day.equals(one_scan.by_day) and whole.by_day.equals(filtered.by_day)
     assert int(whole.breakdown["tickets"].sum()) == count_tickets(engine, scope) > 0
     assert "gbv" not in {str(c).lower() for c in whole.breakdown["category"]}
+
+
+def test_a_ticket_written_while_the_figures_load_is_in_neither_of_their_two_queries(pg_engine):
+    """The counts and the trend run on two connections; the second imports the first one's snapshot.
+    A ticket committed after that snapshot was taken, before either query ran, must be missing from
+    both (and then appear in both), or the KPI total and the backlog chart would disagree."""
+    from datetime import timedelta
+
+    from sqlalchemy import event
+
+    from data.aggregates import ticket_figures
+
+    engine, tenant = pg_engine, uuid.uuid4()
+    now = datetime.now(timezone.utc)
+    add_tickets(engine, [ticket_record(tenant, created_at=now - timedelta(hours=h)) for h in (1, 2, 30)])
+    scope = Scope(municipality_id=tenant, role="manager")
+    dims = ("category", "status", "ward_id")
+    written: list[str] = []
+
+    def write_after_the_snapshot(conn, cursor, statement, *_args):
+        if "pg_export_snapshot" in statement and not written:
+            add_tickets(engine, [ticket_record(tenant, created_at=now - timedelta(minutes=5))])  # its own connection
+            written.append(statement)
+
+    def figures():
+        result = ticket_figures(engine, scope, None, dims, days=7, now=now)
+        return int(result.breakdown["tickets"].sum()), int(result.by_day["created"].sum())
+
+    event.listen(engine, "after_cursor_execute", write_after_the_snapshot)
+    try:
+        during = figures()
+    finally:
+        event.remove(engine, "after_cursor_execute", write_after_the_snapshot)
+    assert written, "the figures no longer share an exported snapshot"
+    assert during == (3, 3)
+    assert figures() == (4, 4)
