@@ -79,6 +79,10 @@ def search(page, text: str, rows: int) -> None:
 
 def test_manager_sees_the_municipality_kpis_table_and_charts(site, browser_page, chromium_browser):
     page = browser_page
+    errors: list[str] = []  # uncaught exceptions and our requests that failed (not the Fast design's web font)
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("requestfailed", lambda request: errors.append(request.url)
+            if request.url.startswith(site.server.url) else None)
     browser_sign_in(page, site.server.url, *site.login("manager"))
     frame = scoped_tickets(site.engine, scope_of(site.engine, site.result, "manager"))
     assert kpi(page)["Open tickets"] == f"{frame.status.isin(OPEN_STATUSES).sum():,}"
@@ -88,6 +92,13 @@ def test_manager_sees_the_municipality_kpis_table_and_charts(site, browser_page,
     assert site.result.municipalities[0]["name"] in pane_texts(page, "opsdash-who")[0]
     page.wait_for_selector(".bk-Canvas, canvas", timeout=30_000)  # the charts drew
     save_screenshot(page, "manager-desktop")
+    # Without Bokeh's MathJax bundle (dashboard_app.pages), and nothing missed it: the Markdown
+    # headings are there and the page logged no error.
+    scripts = page.evaluate("[...document.scripts].map(s => s.src)")
+    assert any("bokeh.min.js" in src for src in scripts) and not any("mathjax" in src for src in scripts)
+    for heading in ("Filters", "Export", "Tickets", "Live activity"):
+        expect(page.get_by_role("heading", name=heading)).to_be_visible()
+    assert errors == []
 
     phone = chromium_browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, user_agent=PHONE_UA)
     try:
