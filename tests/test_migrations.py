@@ -125,14 +125,18 @@ def test_migration_skips_search_indexes_when_pg_trgm_cannot_be_created(tmp_path)
             conn.execute(text(f'DROP ROLE IF EXISTS "{role}"'))
 
 
-def seed_rows(tenant: uuid.UUID, count: int, fail_after: int | None = None):
+def copy_row(record: dict) -> tuple:
+    """A ``ticket_record`` as the row ``data.seed.insert_tickets`` loads (its TICKET_COLUMNS, in order)."""
     from data.seed import TICKET_COLUMNS
 
+    return tuple(record.get(column) for column in TICKET_COLUMNS)
+
+
+def seed_rows(tenant: uuid.UUID, count: int, fail_after: int | None = None):
     for i in range(count):
         if fail_after is not None and i == fail_after:
             raise RuntimeError("generator failed mid-load")
-        record = ticket_record(tenant, description=f"bulk row {i}")
-        yield tuple(record.get(column) for column in TICKET_COLUMNS)
+        yield copy_row(ticket_record(tenant, description=f"bulk row {i}"))
 
 
 def test_bulk_load_rebuilds_the_search_indexes_and_a_failed_load_keeps_them(fresh_pg_engine):
@@ -204,7 +208,7 @@ def test_a_whole_municipalitys_median_is_read_from_the_response_index_after_a_bu
     from sqlalchemy import event
 
     from data.aggregates import median_first_response_s
-    from data.seed import TICKET_COLUMNS, insert_tickets
+    from data.seed import insert_tickets
 
     engine = fresh_pg_engine
     assert "ix_tickets_first_response" in index_names(engine)
@@ -215,7 +219,7 @@ def test_a_whole_municipalitys_median_is_read_from_the_response_index_after_a_bu
             record = ticket_record(tenant, description=f"row {i}")
             if i % 4:  # three in four answered, after i seconds
                 record["first_responded_at"] = record["created_at"] + timedelta(seconds=i)
-            yield tuple(record.get(column) for column in TICKET_COLUMNS)
+            yield copy_row(record)
 
     insert_tickets(engine, rows())
     statements: list[tuple[str, dict]] = []
@@ -248,7 +252,7 @@ def test_the_planner_knows_how_common_a_category_is(fresh_pg_engine):
     """Migration 0005: the category filter's ``lower(category)`` has statistics after a load, so the
     planner's row estimate is near the truth; without them it assumes 0.5 % of the table for any value
     (40 rows of these 8,000), and picks plans for a handful of rows (docs/performance.md, seventh pass)."""
-    from data.seed import TICKET_COLUMNS, insert_tickets
+    from data.seed import insert_tickets
     from data.tickets import filter_conditions
 
     engine = fresh_pg_engine
@@ -258,7 +262,7 @@ def test_the_planner_knows_how_common_a_category_is(fresh_pg_engine):
     def rows():
         for i in range(8_000):
             record = ticket_record(tenant, category=categories[i % len(categories)])
-            yield tuple(record.get(column) for column in TICKET_COLUMNS)
+            yield copy_row(record)
 
     insert_tickets(engine, rows())
     scope = Scope(municipality_id=tenant, role="manager")
