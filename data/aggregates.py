@@ -31,7 +31,15 @@ from .errors import InvalidFilter
 from .filters import TicketFilters
 from .models import OPEN_STATUSES, Status, Ticket
 from .scope import Scope
-from .tickets import DIMENSIONS, Dimension, filter_conditions, local_day_start, scope_conditions, whole_number
+from .tickets import (
+    DIMENSIONS,
+    Dimension,
+    filter_conditions,
+    local_day_start,
+    scope_conditions,
+    ticket_column,
+    whole_number,
+)
 
 #: The count measures of every breakdown row, in this order.
 MEASURES: tuple[str, ...] = (
@@ -96,9 +104,9 @@ def ticket_breakdown(
 
 
 def _breakdown_statement(scope: Scope, filters: TicketFilters | None, dims: tuple[str, ...], now: datetime) -> Select:
-    columns = [getattr(Ticket, d) for d in dims]
+    columns = [ticket_column(d) for d in dims]
     measures = [func.count(), *map(_count_if, _measure_conditions(scope, now))]
-    stmt = select(*columns, *measures).where(*scope_conditions(scope), *filter_conditions(scope, filters))
+    stmt = select(*(c.label(d) for c, d in zip(columns, dims)), *measures).where(*scope_conditions(scope), *filter_conditions(scope, filters))
     return stmt.group_by(*columns) if columns else stmt
 
 
@@ -325,7 +333,7 @@ def ticket_figures(
     # a few hundred groups, and hashes both sets in one pass.
     flags = [case((condition, 1), else_=0).label(f"m{i}")
              for i, condition in enumerate(_measure_conditions(scope, now))]
-    tickets = (select(*(getattr(Ticket, d) for d in dims), *period.indexes(engine), *flags)
+    tickets = (select(*(ticket_column(d).label(d) for d in dims), *period.indexes(engine), *flags)
                .where(*scope_conditions(scope), *filter_conditions(scope, filters))
                .offset(0).subquery())
     columns = [tickets.c[d] for d in dims]

@@ -9,6 +9,8 @@ from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from .sensitivity import name_key
+
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 _engines: dict[str, Engine] = {}
 
@@ -44,6 +46,9 @@ def make_engine(url: str, **kwargs) -> Engine:
             # SQLite's lower() and LIKE fold ASCII only; search (ILIKE compiles to
             # lower(x) LIKE lower(y)) must match "École" for "école" as PostgreSQL does.
             dbapi_connection.create_function("lower", 1, _unicode_lower, deterministic=True)
+            # The sensitivity rule's key (data.sensitivity), which PostgreSQL has as a SQL
+            # function: tickets.category_key and the tracking-number index call it.
+            dbapi_connection.create_function("opsdash_key", 1, name_key, deterministic=True)
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA journal_mode=WAL")

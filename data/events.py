@@ -37,7 +37,7 @@ from .bus import (  # noqa: F401  (the bus interface is part of this module's AP
     bus_for,
 )
 from .errors import InvalidValue
-from .models import SENSITIVE_CATEGORY
+from .sensitivity import SENSITIVE_KEY, name_key
 
 EVENT_TYPES: frozenset[str] = frozenset({"ticket_created", "ticket_updated", "sla_breach", "assignment_changed"})
 #: Largest message accepted, in bytes of JSON. Real events are ~0.5 KB; the
@@ -61,10 +61,19 @@ class DropReason(str, enum.Enum):
     SENSITIVE_FLAG = "sensitive_flag"
     SENSITIVE_CATEGORY = "sensitive_category"
     SENSITIVE_TICKET = "sensitive_ticket"
+    #: A category that is not a known one: treated as sensitive (data.sensitivity).
+    UNKNOWN_CATEGORY = "unknown_category"
+    #: The names an event gives (id, tracking number, top level or in data) are not all one ticket.
+    CONFLICTING_NAMES = "conflicting_names"
+    #: Names no ticket the database has (yet), or none at all: kept from every councillor.
+    UNRESOLVED_TICKET = "unresolved_ticket"
+    #: Claims a ward other than its ticket's: kept from every councillor.
+    WARD_MISMATCH = "ward_mismatch"
     LOOKUP_FAILED = "lookup_failed"
 
 
-SENSITIVE_REASONS = frozenset({DropReason.SENSITIVE_FLAG, DropReason.SENSITIVE_CATEGORY, DropReason.SENSITIVE_TICKET})
+SENSITIVE_REASONS = frozenset({DropReason.SENSITIVE_FLAG, DropReason.SENSITIVE_CATEGORY, DropReason.SENSITIVE_TICKET,
+                               DropReason.UNKNOWN_CATEGORY})
 
 
 class EventRejected(InvalidValue):
@@ -115,6 +124,16 @@ class Event:
         return _text(self.data.get("tracking_number"))
 
     @property
+    def tracking_key(self) -> str | None:
+        """The tracking number as the database's ``opsdash_key(tracking_number)`` index compares it."""
+        return name_key(self.tracking_number) or None
+
+    @property
+    def category_key(self) -> str | None:
+        """The category the event claims, as the sensitivity rule compares it (None: no claim)."""
+        return name_key(self.category) or None
+
+    @property
     def category(self) -> str:
         return _text(self.data.get("category"))
 
@@ -161,12 +180,32 @@ def sensitive_reason(payload: Mapping[str, Any]) -> DropReason | None:
         return DropReason.SENSITIVE_FLAG
     for source in (payload, data):
         category = source.get("category")
-        if isinstance(category, str) and category.strip().lower() == SENSITIVE_CATEGORY:
+        if isinstance(category, str) and name_key(category) == SENSITIVE_KEY:
             return DropReason.SENSITIVE_CATEGORY
         if category is not None and not isinstance(category, str):
             # A non-string category cannot be checked, so it cannot be trusted.
             raise EventRejected(DropReason.BAD_FIELD, "category must be a string")
     return None
+
+
+def _one_name(payload: Mapping[str, Any], data: Mapping[str, Any], name: str, key) -> Any:
+    """The value of ``name`` at the top level or in ``data``: an explicit null in one place
+    does not hide a value in the other, and two different values drop the message."""
+    values = [v for v in (payload.get(name), data.get(name)) if v not in (None, "")]
+    if len(values) == 2 and key(values[0]) != key(values[1]):
+        raise EventRejected(DropReason.CONFLICTING_NAMES, f"{name} differs between the message and its data")
+    return values[0] if values else None
+
+
+def _uuid_key(value: Any) -> Any:
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        return value
+
+
+def _text_key(value: Any) -> Any:
+    return name_key(value) if isinstance(value, str) else value
 
 
 def _optional_str(payload: Mapping[str, Any], data: Mapping[str, Any], name: str) -> str | None:
@@ -270,7 +309,12 @@ def parse_event(raw: str | bytes | Mapping[str, Any], channel: str | bytes | Non
     municipality = named or from_channel
     if municipality is None:
         raise EventRejected(DropReason.BAD_FIELD, "no municipality_id and no channel to take it from")
-    ticket = payload.get("ticket_id", data.get("ticket_id"))
+    ticket = _one_name(payload, data, "ticket_id", _uuid_key)
+    tracking_number = _one_name(payload, data, "tracking_number", _text_key)
+    if tracking_number is not None and not isinstance(tracking_number, str):
+        raise EventRejected(DropReason.BAD_FIELD, "tracking_number must be a string")
+    if data.get("tracking_number") in (None, "") and tracking_number is not None:
+        data = {**data, "tracking_number": tracking_number}  # the feed shows it from data
     event_id = payload.get("id")
     if event_id is not None and not isinstance(event_id, (str, int)):
         raise EventRejected(DropReason.BAD_FIELD, "id must be a string")
@@ -316,9 +360,13 @@ async def publish_event(bus: EventBus, event: Event | Mapping[str, Any], *, engi
         if exc.reason in SENSITIVE_REASONS:
             raise SensitiveEventRefused(exc.reason, "refusing to publish a sensitive event") from None
         raise
-    if engine is not None and parsed.ticket_id is not None:
-        from .tickets import ticket_visibility
+    if engine is not None and (parsed.ticket_id is not None or parsed.tracking_key):
+        from .named_tickets import ticket_visibility
 
-        if await asyncio.to_thread(ticket_visibility, engine, parsed.ticket_id) == "sensitive":
+        seen = await asyncio.to_thread(ticket_visibility, engine, parsed.ticket_id,
+                                       tracking_number=parsed.tracking_number)
+        if seen == "sensitive":
             raise SensitiveEventRefused(DropReason.SENSITIVE_TICKET, "refusing to publish an event of a sensitive ticket")
+        if seen == "conflict":
+            raise EventRejected(DropReason.CONFLICTING_NAMES, "the ticket id and tracking number name different tickets")
     return await bus.publish(channel or parsed.channel, parsed.to_json())

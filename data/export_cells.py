@@ -11,7 +11,7 @@ import re
 import pandas as pd
 from sqlalchemy import ColumnElement, String, case, func, literal
 
-from .models import Ticket
+from .tickets import ticket_column
 
 #: (header, tickets column): the ticketing system's export layout plus Ward.
 EXPORT_COLUMNS: tuple[tuple[str, str], ...] = (
@@ -78,7 +78,7 @@ def copy_columns() -> list[ColumnElement]:
     """The export columns as SQL expressions, labelled with their headers."""
     out = []
     for header, source in EXPORT_COLUMNS:
-        column = getattr(Ticket, source)
+        column = ticket_column(source)
         expr = iso_local_sql(column) if source in DATETIME_SOURCES else neutralised_sql(column)
         out.append(expr.label(header))
     return out

@@ -21,7 +21,7 @@ import random
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from sqlalchemy import Engine
@@ -38,7 +38,9 @@ from .events import (
     municipality_from_channel,
     parse_event,
 )
+from .named_tickets import TicketLookup, lookup_named_tickets
 from .scope import Scope
+from .sensitivity import is_known_key
 
 log = logging.getLogger("opsdash.hub")
 
@@ -54,6 +56,44 @@ def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random | No
     """
     ceiling = min(cap, base * (2 ** min(attempt, 32)))
     return ceiling / 2 + (rng or random).uniform(0, ceiling / 2)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """Where an event goes: ``event`` carries the ward the database holds; ``narrowed`` (a drop
+    reason) when it may reach whole-municipality sessions only."""
+
+    event: Event
+    narrowed: DropReason | None = None
+
+
+def route(event: Event, lookup: TicketLookup | None) -> Delivery | DropReason:
+    """Decide an event's delivery from the database's word (design.md invariant 1).
+
+    What the event says about its category or ward can only narrow delivery: an
+    unknown category drops it, a ward other than the ticket's keeps it from
+    councillors. What it names decides the rest: the ticket's own municipality,
+    ward and sensitivity. An event that names no ticket the database has (yet)
+    reaches no councillor; the dashboard's next refresh shows the ticket once it lands.
+    """
+    if lookup is None:  # the database could not be asked: nothing it would decide goes out
+        checkable = event.ticket_id is None and event.tracking_key is None and event.category_key is None
+        return Delivery(event, narrowed=DropReason.UNRESOLVED_TICKET) if checkable else DropReason.LOOKUP_FAILED
+    if event.category_key is not None and not is_known_key(event.category_key, lookup.known_categories):
+        return DropReason.UNKNOWN_CATEGORY
+    ticket = lookup.resolve(event.ticket_id, event.tracking_key)
+    if ticket == "conflict":
+        return DropReason.CONFLICTING_NAMES
+    if ticket is None:
+        return Delivery(event, narrowed=DropReason.UNRESOLVED_TICKET)
+    if ticket.municipality_id != event.municipality_id:
+        return DropReason.WRONG_MUNICIPALITY
+    if not ticket.visible:
+        return DropReason.SENSITIVE_TICKET
+    truth = replace(event, ward_id=ticket.ward_id, ticket_id=ticket.id)
+    if event.ward_id is not None and event.ward_id != ticket.ward_id:
+        return Delivery(truth, narrowed=DropReason.WARD_MISMATCH)
+    return Delivery(truth)
 
 
 def _group_of(scope: Scope) -> tuple[bool, str | None]:
@@ -170,14 +210,16 @@ class Hub:
     def session_count(self) -> int:
         return len(self._all_feeds())
 
-    def _audience(self, event: Event) -> list[SessionFeed]:
+    def _audience(self, municipality_id: uuid.UUID, ward_id: str | None, *, councillors: bool) -> list[SessionFeed]:
         audience: list[SessionFeed] = []
         with self._lock:
-            for group in self._sessions.get(event.municipality_id, {}).values():
+            for (whole_municipality, _), group in self._sessions.get(municipality_id, {}).items():
                 feeds = list(group.values())
+                if not whole_municipality and not councillors:
+                    continue
                 # Scope.allows_ward fails closed: no ward never reaches a councillor.
                 # Every Scope of a group (same role class, same ward) answers alike.
-                if feeds and feeds[0].scope.allows_ward(event.ward_id):
+                if feeds and feeds[0].scope.allows_ward(ward_id):
                     audience.extend(feeds)
         return audience
 
@@ -292,41 +334,46 @@ class Hub:
                 self.counters["no_audience"] += 1  # nobody here to tell: no lookup either
                 continue
             candidates.append((channel, event))
-        blocked = await self._sensitive_in_database([e for _, e in candidates])
+        lookup = await self._lookup([e for _, e in candidates])
         delivered = 0
         for channel, event in candidates:
-            # Named by id or by tracking number: either naming a sensitive ticket blocks it.
-            reason = blocked.get(event.ticket_id) or blocked.get(event.tracking_number)
-            if reason is not None:
-                self._drop(reason, channel)
+            decision = route(event, lookup)
+            if isinstance(decision, DropReason):
+                self._drop(decision, channel)
                 continue
-            audience = self._audience(event)  # after the lookup: sessions may have come or gone
+            if decision.narrowed is not None:
+                # Delivered to whole-municipality sessions only: counted, as councillors missed it.
+                self._drop(decision.narrowed, channel)
+            audience = self._audience(decision.event.municipality_id, decision.event.ward_id,
+                                      councillors=decision.narrowed is None)
             if not audience:
                 self.counters["no_audience"] += 1
                 continue
             for feed in audience:
-                feed.offer(event)
+                feed.offer(decision.event)
             self.counters["routed"] += 1
             self.counters["delivered"] += len(audience)
             delivered += len(audience)
         return delivered
 
-    async def _sensitive_in_database(self, events: list[Event]) -> dict[uuid.UUID | str, DropReason]:
-        """Names (ticket id, tracking number) that must not be delivered: sensitive in the
-        database, or unknown because the lookup failed (fail closed)."""
-        ids = [e.ticket_id for e in events if e.ticket_id is not None]
-        numbers = [e.tracking_number for e in events if e.tracking_number]
-        if (not ids and not numbers) or self.engine is None:
-            return {}
-        from .tickets import ticket_visibilities
+    async def _lookup(self, events: list[Event]) -> TicketLookup | None:
+        """The database's word on every ticket the batch names, in one round trip.
 
+        None when the lookup failed: events naming a ticket are then dropped
+        (fail closed). Without an engine (bus tests only) nothing resolves, so
+        no event reaches a councillor.
+        """
+        if self.engine is None or not events:
+            return TicketLookup()
         try:
-            found = await asyncio.to_thread(ticket_visibilities, self.engine, ids, numbers)
+            lookup = await asyncio.to_thread(lookup_named_tickets, self.engine,
+                                             [e.ticket_id for e in events if e.ticket_id is not None],
+                                             [e.tracking_key for e in events if e.tracking_key])
         except Exception as exc:
-            log.warning("ticket lookup failed, %d events dropped: %s", len(events), type(exc).__name__)
-            return {name: DropReason.LOOKUP_FAILED for name in [*ids, *numbers]}
+            log.warning("ticket lookup failed, %d events affected: %s", len(events), type(exc).__name__)
+            return None
         self.counters["ticket_lookups"] += 1
-        return {name: DropReason.SENSITIVE_TICKET for name, seen in found.items() if seen == "sensitive"}
+        return lookup
 
     # ------------------------------------------------------- the subscriber
 
@@ -383,4 +430,4 @@ class Hub:
             await asyncio.sleep(delay)
 
 
-__all__ = ["Drained", "Hub", "HubStatus", "SessionFeed", "backoff_delay", "SENSITIVE_REASONS"]
+__all__ = ["Delivery", "Drained", "Hub", "HubStatus", "SessionFeed", "backoff_delay", "route", "SENSITIVE_REASONS"]

@@ -26,6 +26,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from .sensitivity import DEFAULT_CATEGORIES, SENSITIVE_KEY
+
 
 class Role(str, enum.Enum):
     ADMIN = "admin"
@@ -51,9 +53,9 @@ class Category(str, enum.Enum):
     GBV = "gbv"  # sensitive: never shown anywhere in OpsDash
 
 
-#: Categories a staff member may see or filter on.
-VISIBLE_CATEGORIES: tuple[str, ...] = tuple(c.value for c in Category if c is not Category.GBV)
-SENSITIVE_CATEGORY = Category.GBV.value
+#: The ticketing system's categories a staff member may see (more can be added: ``KnownCategory``).
+VISIBLE_CATEGORIES: tuple[str, ...] = DEFAULT_CATEGORIES
+SENSITIVE_CATEGORY = SENSITIVE_KEY
 
 
 class Status(str, enum.Enum):
@@ -184,15 +186,33 @@ class Ticket(Base):
         Text, Computed("lower(coalesce(tracking_number, '') || chr(31) || coalesce(description, '') || chr(31) "
                        "|| coalesce(address, ''))"), deferred=True)
 
+    # Kept by the database (migration 0006): the category as the sensitivity rule compares
+    # it (data.sensitivity). Reads show and filter by it; never written by us.
+    category_key: Mapped[str | None] = mapped_column(Text, Computed("opsdash_key(category)"))
+
     __table_args__ = (
         # Every dashboard read starts with tenant (+ ward for councillors) and a
         # created_at range or order; these serve those shapes.
         Index("ix_tickets_tenant_created", "tenant_id", "created_at"),
         Index("ix_tickets_tenant_ward_created", "tenant_id", "ward_id", "created_at"),
         Index("ix_tickets_tenant_status", "tenant_id", "status"),
-        Index("ix_tickets_tenant_category", "tenant_id", "category"),
+        Index("ix_tickets_tenant_category_key", "tenant_id", "category_key"),
         Index("ix_tickets_tracking_number", "tracking_number", unique=True),
     )
+
+
+class KnownCategory(Base):
+    """A category that may be shown (design.md invariant 1: every other category is sensitive).
+
+    Migration 0006 fills it with the ticketing system's categories; an admin adds
+    more on purpose (``opsdash category add``). The database refuses ``gbv``.
+    """
+
+    __tablename__ = "ticket_categories"
+
+    key: Mapped[str] = mapped_column(String(32), primary_key=True)
+    added_by: Mapped[str | None] = mapped_column(String(150), nullable=True)
+    added_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class ExportAudit(Base):

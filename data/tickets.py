@@ -8,17 +8,16 @@ can never disagree.
 """
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 from typing import Callable, Iterator, Literal, Sequence
 
 import pandas as pd
-from sqlalchemy import ColumnElement, Engine, Select, and_, case, false, func, literal, or_, select
+from sqlalchemy import ColumnElement, Engine, Select, and_, false, func, literal, select
 
 from .errors import InvalidFilter
 from .filters import TicketFilters
-from .models import SENSITIVE_CATEGORY, Ticket
+from .models import KnownCategory, Ticket
 from .scope import Scope
 
 #: The ticket columns a staff member may see, in display order.
@@ -69,26 +68,29 @@ def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def not_sensitive() -> ColumnElement[bool]:
-    """Rows that are not sensitive by flag nor by category (any case).
+def visible_ticket() -> ColumnElement[bool]:
+    """The sensitivity rule as SQL (data.sensitivity): not flagged, and of a known category.
 
-    The category test looks at the length first: lower() keeps the number of
-    characters (it maps each one to one), so only a category as long as
-    "gbv" can lower to it, and the cheap test spares lower() on nearly every
-    row (~100 ms less per million rows scanned on PostgreSQL).
+    ``category_key`` is written by the database (migration 0006); a NULL flag or key
+    makes the condition NULL, and a row is then left out: fail closed.
     """
-    category = func.coalesce(Ticket.category, "")
     return and_(
         func.coalesce(Ticket.is_sensitive, false()) == false(),
-        ~and_(func.length(category) == len(SENSITIVE_CATEGORY), func.lower(category) == SENSITIVE_CATEGORY),
+        Ticket.category_key.in_(select(KnownCategory.key).scalar_subquery()),
     )
+
+
+def ticket_column(name: str) -> ColumnElement:
+    """The SQL a ticket column is read, grouped and sorted as: the category as its key
+    (``Water`` and ``water\u200b`` are one category), everything else as stored."""
+    return Ticket.category_key if name == "category" else getattr(Ticket, name)
 
 
 def scope_conditions(scope: Scope) -> list[ColumnElement[bool]]:
     """The gate: tenant, ward (councillors) and sensitivity, as SQL."""
     if not isinstance(scope, Scope):  # a forged dict or None must not pass
         raise TypeError("a Scope is required for every ticket read")
-    conditions: list[ColumnElement[bool]] = [Ticket.tenant_id == scope.municipality_id, not_sensitive()]
+    conditions: list[ColumnElement[bool]] = [Ticket.tenant_id == scope.municipality_id, visible_ticket()]
     if scope.is_councillor:
         conditions.append(Ticket.ward_id == scope.ward_id)
     return conditions
@@ -108,7 +110,7 @@ def filter_conditions(scope: Scope, filters: TicketFilters | None) -> list[Colum
     if filters.statuses:
         conditions.append(Ticket.status.in_(filters.statuses))
     if filters.categories:
-        conditions.append(func.lower(Ticket.category).in_(filters.categories))
+        conditions.append(Ticket.category_key.in_(filters.categories))
     # A councillor's ward is fixed by the Scope: a ward filter could only
     # widen (it cannot, the scope condition is ANDed) or blank their view, so
     # it is ignored rather than trusted.
@@ -137,7 +139,7 @@ def scoped_select(
     unknown = [c for c in columns if c not in TICKET_COLUMNS]
     if unknown:
         raise InvalidFilter(f"unknown column {unknown[0]!r}")
-    stmt = select(*(getattr(Ticket, c) for c in columns)).where(
+    stmt = select(*(ticket_column(c).label(c) for c in columns)).where(
         *scope_conditions(scope), *filter_conditions(scope, filters)
     )
     if sort:
@@ -152,7 +154,7 @@ def _order_by(sort: SortSpec) -> list:
             raise InvalidFilter(f"cannot sort by {str(column)[:40]!r}")
         if direction not in ("asc", "desc"):
             raise InvalidFilter(f"sort direction must be 'asc' or 'desc', got {str(direction)[:10]!r}")
-        col = getattr(Ticket, column)
+        col = ticket_column(column)
         ordered = col.desc() if direction == "desc" else col.asc()
         # Missing values last either way. Only where a column can be NULL: an
         # explicit NULLS LAST on a NOT NULL column stops PostgreSQL from reading
@@ -283,44 +285,3 @@ def visible_ward_ids(engine: Engine, scope: Scope) -> list[str]:
             select(Ward.id).where(Ward.municipality_id == scope.municipality_id).order_by(Ward.number, Ward.id)
         ).scalars().all()
     return list(rows)
-
-
-def ticket_visibility(engine: Engine, ticket_id: uuid.UUID | str) -> Literal["missing", "sensitive", "visible"]:
-    """Whether a ticket named by an event is sensitive in the database.
-
-    Deliberately unscoped and answering only this one question: the live hub
-    uses it to drop events about sensitive tickets before any routing.
-    """
-    try:
-        tid = ticket_id if isinstance(ticket_id, uuid.UUID) else uuid.UUID(str(ticket_id))
-    except ValueError:
-        return "missing"
-    return ticket_visibilities(engine, [tid]).get(tid, "missing")
-
-
-def ticket_visibilities(
-    engine: Engine, ticket_ids: Sequence[uuid.UUID], tracking_numbers: Sequence[str] = ()
-) -> dict[uuid.UUID | str, Literal["sensitive", "visible"]]:
-    """``ticket_visibility`` for many tickets in one query (the hub checks events in batches).
-
-    Tickets may be named by id or by tracking number (the ticketing system's
-    own messages often carry only the latter); the result has an entry under
-    each name that matched. Names without a ticket are absent ("missing").
-    """
-    ids = list(dict.fromkeys(ticket_ids))
-    numbers = list(dict.fromkeys(t for t in tracking_numbers if t))
-    if not ids and not numbers:
-        return {}
-    stmt = select(
-        Ticket.id, Ticket.tracking_number,
-        case((not_sensitive(), literal("visible")), else_=literal("sensitive")),
-    ).where(or_(Ticket.id.in_(ids), Ticket.tracking_number.in_(numbers)))
-    found: dict[uuid.UUID | str, Literal["sensitive", "visible"]] = {}
-    wanted_ids, wanted_numbers = set(ids), set(numbers)
-    with engine.connect() as conn:
-        for ticket_id, tracking_number, visibility in conn.execute(stmt):
-            if ticket_id in wanted_ids:
-                found[ticket_id] = visibility
-            if tracking_number in wanted_numbers:
-                found[tracking_number] = visibility
-    return found

@@ -43,28 +43,35 @@ def tracking(drained) -> list[str]:
     return [e.tracking_number for e in drained.events]
 
 
-def test_events_reach_only_sessions_whose_scope_allows_them(live_bus):
+def test_events_reach_only_sessions_whose_scope_allows_them(live_bus, engine):
     muni, other = fresh_municipality(), fresh_municipality()
+    in_w1, in_w2, no_ward = (add_ticket(engine, muni, ward) for ward in ("W1", "W2", None))
 
     async def scenario():
-        async with started_hub(live_bus) as hub:
+        async with started_hub(live_bus, engine=engine) as hub:
             feeds = {name: hub.register(scope) for name, scope in scopes(muni).items()}
             stranger = hub.register(Scope(municipality_id=other, role="admin"))
-            await publish_raw(live_bus, muni, ticketing_message("ticket_created", "W1", "in-w1"))
-            await publish_raw(live_bus, muni, ticketing_message("ticket_updated", "W2", "in-w2", ward_in_data=True))
-            await publish_raw(live_bus, muni, ticketing_message("ticket_updated", None, "no-ward"))
-            last = make_event("sla_breach", muni, ward_id="W1", data={"tracking_number": "last"})
-            await publish_event(live_bus, last)
-            await until(lambda: len(feeds["manager"]) == 4, what="four events at the manager")
+            await publish_raw(live_bus, muni, ticketing_message("ticket_created", "W1", in_w1["tracking_number"]))
+            await publish_raw(live_bus, muni, ticketing_message("ticket_updated", "W2", in_w2["tracking_number"],
+                                                                ward_in_data=True))
+            await publish_raw(live_bus, muni, ticketing_message("ticket_updated", None, no_ward["tracking_number"]))
+            last = make_event("sla_breach", muni, ticket_id=in_w1["id"], data={"tracking_number": "last"})
+            await publish_raw(live_bus, muni, last.to_dict())  # names ticket in_w1 by id only: W1's
+            await until(lambda: len(feeds["manager"]) == 3, what="three events at the manager")
+            await until(lambda: hub.counters["received"] >= 4, what="all four events")
             got = {name: tracking(feed.drain()) for name, feed in feeds.items()}
-            assert got == {"manager": ["in-w1", "in-w2", "no-ward", "last"], "w1": ["in-w1", "last"], "w2": ["in-w2"]}
+            numbers = [t["tracking_number"] for t in (in_w1, in_w2, no_ward)]
+            # "last" names in_w1 by id and by another tracking number: conflicting names, dropped.
+            assert got == {"manager": numbers, "w1": numbers[:1], "w2": numbers[1:2]}
+            assert hub.dropped[DropReason.CONFLICTING_NAMES.value] == 1
             assert stranger.drain().events == []  # another municipality never sees them
 
     run(scenario())
 
 
-def test_councillor_never_gets_sensitive_or_foreign_events_in_any_form(live_bus):
+def test_councillor_never_gets_sensitive_or_foreign_events_in_any_form(live_bus, engine):
     muni = fresh_municipality()
+    sentinel = add_ticket(engine, muni, "W1")
     forbidden = [
         {**ticketing_message("ticket_created", "W1", "flag-top"), "is_sensitive": True},
         ticketing_message("ticket_created", "W1", "flag-data", is_sensitive=True),
@@ -75,19 +82,23 @@ def test_councillor_never_gets_sensitive_or_foreign_events_in_any_form(live_bus)
         ticketing_message("ticket_created", "", "empty-ward"),
         {"type": "ticket_created", "municipality_id": str(uuid.uuid4()), "ward_id": "W1",
          "data": {"tracking_number": "forged-muni"}},
+        # Names no ticket the database has: a councillor never gets it, whatever ward it claims.
+        ticketing_message("ticket_created", "W1", "not-in-the-database"),
+        ticketing_message("ticket_created", "W1", sentinel["tracking_number"], category="fire"),  # unknown category
     ]
 
     async def scenario():
-        async with started_hub(live_bus) as hub:
+        async with started_hub(live_bus, engine=engine) as hub:
             councillor = hub.register(scopes(muni)["w1"])
             for message in forbidden:
                 await publish_raw(live_bus, muni, message)
-            await publish_raw(live_bus, muni, ticketing_message("ticket_created", "W1", "sentinel"))
+            await publish_raw(live_bus, muni, ticketing_message("ticket_created", "W1", sentinel["tracking_number"]))
             await until(lambda: len(councillor) >= 1, what="the sentinel")
-            assert tracking(councillor.drain()) == ["sentinel"]
+            assert tracking(councillor.drain()) == [sentinel["tracking_number"]]
             assert hub.dropped[DropReason.SENSITIVE_FLAG.value] >= 2
             assert hub.dropped[DropReason.SENSITIVE_CATEGORY.value] >= 2
             assert hub.dropped[DropReason.WRONG_MUNICIPALITY.value] >= 1
+            assert hub.dropped[DropReason.UNKNOWN_CATEGORY.value] == 1
 
     run(scenario())
 
@@ -131,7 +142,9 @@ def test_flood_of_ten_thousand_bad_messages_leaves_hub_serving_good_ones(live_bu
             await publish_raw(live_bus, muni, ticketing_message("ticket_created", "W1", "good-after-flood"))
             await until(lambda: len(manager) >= 1, timeout=60, what="the good event after the flood")
             assert tracking(manager.drain()) == ["good-after-flood"]
-            assert sum(hub.dropped.values()) - before == 10_000
+            # The good event names no ticket (no database here): it reached the manager only.
+            assert sum(hub.dropped.values()) - before == 10_000 + 1
+            assert hub.dropped[DropReason.UNRESOLVED_TICKET.value] == 1
             assert hub.status == "live" and hub.running
 
     run(scenario())
@@ -179,24 +192,25 @@ def test_lost_connection_pauses_reconnects_resyncs_and_leaks_nothing(live_bus):
     run(scenario())
 
 
-def test_change_mark_moves_with_every_event_of_its_municipality_and_every_reconnect(live_bus):
+def test_change_mark_moves_with_every_event_of_its_municipality_and_every_reconnect(live_bus, engine):
     muni, other = fresh_municipality(), fresh_municipality()
+    seen, last = add_ticket(engine, muni, "W1"), add_ticket(engine, muni, "W1")
 
     async def scenario():
-        async with started_hub(live_bus) as hub:
+        async with started_hub(live_bus, engine=engine) as hub:
             feed = hub.register(scopes(muni)["w1"])
             first = hub.change_mark(muni)
             assert first is not None and hub.change_mark(str(muni)) == first
             await publish_raw(live_bus, other, ticketing_message("ticket_created", "W1", "elsewhere"))
             await publish_raw(live_bus, muni, "{not json")
-            await publish_raw(live_bus, muni, ticketing_message("ticket_updated", "W1", "seen"))
+            await publish_raw(live_bus, muni, ticketing_message("ticket_updated", "W1", seen["tracking_number"]))
             await until(lambda: len(feed) == 1, what="the event")
             assert hub.change_mark(muni)[1] == first[1] + 2  # its own messages, a malformed one too ...
             moved = hub.change_mark(muni)
             # ... and ones no session here may see: another ward, a (now) sensitive ticket.
             await publish_raw(live_bus, muni, ticketing_message("ticket_updated", "W2", "other-ward"))
             await publish_raw(live_bus, muni, ticketing_message("ticket_created", "W1", "gbv", category="GBV"))
-            await publish_raw(live_bus, muni, ticketing_message("ticket_updated", "W1", "last"))
+            await publish_raw(live_bus, muni, ticketing_message("ticket_updated", "W1", last["tracking_number"]))
             await until(lambda: len(feed) == 2, what="the last event")
             assert hub.change_mark(muni)[1] == moved[1] + 3
             drop_connection(live_bus)
@@ -268,17 +282,23 @@ def test_unreachable_database_drops_ticket_events_fail_closed(live_bus):
     dead.dispose()
 
 
-def test_batch_visibility_agrees_with_single_lookup(engine, make_seed):
-    from data.tickets import ticket_visibilities, ticket_visibility
+def test_one_lookup_resolves_names_in_any_spelling_and_reports_conflicts(engine):
+    from data.named_tickets import lookup_named_tickets, ticket_visibility
+    from data.sensitivity import name_key
 
-    muni = make_seed(tickets=0, municipalities=1).municipalities[0]
-    tickets = [add_ticket(engine, muni["id"], "W1", sensitive=s, category=c)
-               for s, c in ((True, "water"), (False, "GBV"), (False, "roads"))]
+    muni = fresh_municipality()
+    tickets = [add_ticket(engine, muni, "W1", sensitive=s, category=c)
+               for s, c in ((True, "water"), (False, "GBV"), (False, "roads"), (False, "fire"))]
     ids = [t["id"] for t in tickets] + [uuid.uuid4()]
-    batch = ticket_visibilities(engine, ids + ids[:1])
-    assert {tid: batch.get(tid, "missing") for tid in ids} == {tid: ticket_visibility(engine, tid) for tid in ids}
-    assert [batch.get(tid, "missing") for tid in ids] == ["sensitive", "sensitive", "visible", "missing"]
-    numbers = [t["tracking_number"] for t in tickets] + ["no-such-ticket"]
-    by_number = ticket_visibilities(engine, [], numbers)
-    assert [by_number.get(n, "missing") for n in numbers] == ["sensitive", "sensitive", "visible", "missing"]
-    assert ticket_visibilities(engine, [], []) == {}
+    lookup = lookup_named_tickets(engine, ids + ids[:1], [name_key(t["tracking_number"]) for t in tickets])
+    assert [lookup.by_id[t].visible if t in lookup.by_id else "missing" for t in ids] == [
+        False, False, True, False, "missing"]  # "fire" is no known category: not visible
+    for ticket in tickets:  # one ticket named twice, the number in another case and with spaces
+        spelled = f"\u00a0{ticket['tracking_number'].lower()} "
+        assert lookup.resolve(ticket["id"], name_key(spelled)) == lookup.by_id[ticket["id"]]
+        assert ticket_visibility(engine, tracking_number=spelled) == ticket_visibility(engine, ticket["id"])
+    assert lookup.resolve(tickets[0]["id"], name_key(tickets[1]["tracking_number"])) == "conflict"
+    assert lookup.resolve(ids[-1], None) is None
+    assert lookup.resolve(tickets[2]["id"], "no-such-number") == "conflict"  # one name found, one not
+    assert ticket_visibility(engine, "not-a-uuid") == "missing"
+    assert lookup.known_categories >= {"water", "roads"} and "gbv" not in lookup.known_categories

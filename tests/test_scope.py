@@ -11,7 +11,8 @@ from sqlalchemy.orm import Session
 from data import NotAuthorized, TicketFilters, count_tickets, counts_by, scoped_tickets, ticket_kpis
 from data.models import Ticket
 from data.scope import Scope
-from data.tickets import iter_ticket_chunks, ticket_page, ticket_visibility
+from data.named_tickets import ticket_visibility
+from data.tickets import iter_ticket_chunks, ticket_page
 
 from .conftest import add_tickets, scope_of, ticket_record
 
