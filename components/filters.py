@@ -16,6 +16,7 @@ import param
 from data.errors import InvalidFilter
 from data.filters import STATUSES
 from data.models import VISIBLE_CATEGORIES
+from data.named_tickets import known_categories
 from data.tickets import visible_ward_ids
 
 from .store import DashboardStore
@@ -38,7 +39,11 @@ class FilterBar(pn.viewable.Viewer):
         super().__init__(**params)
         scope = self.store.scope
         self.status = pn.widgets.MultiChoice(label="Status", options={_label(s): s for s in STATUSES}, sizing_mode="stretch_width")
-        self.category = pn.widgets.MultiChoice(label="Category", options={_label(c): c for c in VISIBLE_CATEGORIES}, sizing_mode="stretch_width")
+        try:
+            categories = sorted(known_categories(self.store.engine))  # an admin may have added some
+        except Exception:  # database down: the banner says so (below, for the wards)
+            categories = list(VISIBLE_CATEGORIES)
+        self.category = pn.widgets.MultiChoice(label="Category", options={_label(c): c for c in categories}, sizing_mode="stretch_width")
         if scope.sees_whole_municipality:
             try:
                 wards = visible_ward_ids(self.store.engine, scope)

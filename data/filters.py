@@ -14,6 +14,7 @@ from typing import Any, Iterable, Mapping
 
 from .errors import InvalidFilter
 from .models import VISIBLE_CATEGORIES, Status
+from .sensitivity import KEY_PATTERN, SENSITIVE_KEY, name_key
 
 STATUSES: tuple[str, ...] = tuple(s.value for s in Status)
 MAX_SEARCH_LENGTH = 200
@@ -76,10 +77,14 @@ class TicketFilters:
         unknown = [s for s in statuses if s not in STATUSES]
         if unknown:
             raise InvalidFilter(f"unknown status {unknown[0][:40]!r}; choose from {', '.join(STATUSES)}")
-        categories = tuple(c.lower() for c in _as_tuple(self.categories, "category"))
-        unknown = [c for c in categories if c not in VISIBLE_CATEGORIES]
+        # Compared as the sensitivity rule compares them (data.sensitivity). Any well-formed
+        # key is accepted (an admin may have added categories); gbv never is: its tickets
+        # are never shown, and a filter on it must not look as if they could be.
+        categories = tuple(dict.fromkeys(name_key(c) for c in _as_tuple(self.categories, "category")))
+        unknown = [c for c in categories if not KEY_PATTERN.fullmatch(c or "") or c == SENSITIVE_KEY]
         if unknown:
-            raise InvalidFilter(f"unknown category {unknown[0][:40]!r}; choose from {', '.join(VISIBLE_CATEGORIES)}")
+            raise InvalidFilter(f"unknown category {unknown[0][:40]!r}; choose from {', '.join(VISIBLE_CATEGORIES)}"
+                                " or one an admin added")
         wards = _as_tuple(self.wards, "ward")
         bad = [w for w in wards if not _WARD_RE.match(w)]
         if bad:

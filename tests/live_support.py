@@ -100,12 +100,12 @@ def fresh_municipality() -> uuid.UUID:
 
 
 def add_ticket(engine, municipality_id: uuid.UUID | str, ward_id: str | None, *, sensitive: bool = False,
-               category: str = "water", response_deadline=None) -> dict:
+               category: str = "water", response_deadline=None, **values) -> dict:
     """Insert one ticket (as the ticketing system would) and return its id and tracking number."""
     from .conftest import add_tickets, ticket_record
 
     record = ticket_record(uuid.UUID(str(municipality_id)), ward_id=ward_id, is_sensitive=sensitive,
-                           category=category, sla_response_deadline=response_deadline)
+                           category=category, sla_response_deadline=response_deadline, **values)
     add_tickets(engine, [record])
     return {"id": record["id"], "tracking_number": record["tracking_number"]}
 

@@ -21,7 +21,10 @@ from components.live_feed import LiveFeed
 from dashboard_app import live
 from data.events import make_event
 
+from data.db import get_engine
+
 from .live_support import (
+    add_ticket,
     drop_connection,
     fresh_municipality,
     live_panel_server,
@@ -49,17 +52,23 @@ def one_live_session(server):
 
 def test_feed_shows_scoped_events_newest_first_as_escaped_text(live_bus, sqlite_url):
     muni = fresh_municipality()
+    engine = get_engine(sqlite_url)
+    tag = uuid.uuid4().hex[:6]
+    hostile = f"<img src=x onerror=alert({tag})>"
+    other, no_ward, first, markup = (add_ticket(engine, muni, ward, tracking_number=number)["tracking_number"]
+                                     for ward, number in (("W2", f"other-{tag}"), (None, f"none-{tag}"),
+                                                          ("W1", f"first-{tag}"), ("W1", hostile)))
     with live_panel_server(live_bus, sqlite_url, muni, role="ward_councillor", ward="W1") as server:
         with one_live_session(server) as session:
-            server.publish(muni, ticketing_message("ticket_created", "W2", "other-ward"))
-            server.publish(muni, ticketing_message("ticket_created", None, "no-ward"))
-            server.publish(muni, ticketing_message("ticket_created", "W1", "first", status="in_progress"))
+            server.publish(muni, ticketing_message("ticket_created", "W2", other))
+            server.publish(muni, ticketing_message("ticket_created", None, no_ward))
+            server.publish(muni, ticketing_message("ticket_created", "W1", first, status="in_progress"))
             server.publish(muni, make_event("ticket_updated", muni, ward_id="W1", occurred_at=TEN_THIRTY_UTC, data={
-                "tracking_number": "<img src=x onerror=alert(1)>", "category": "<b>water</b>", "status": "open",
+                "tracking_number": markup, "category": "water", "status": "<b>open</b>",
             }).to_dict())
             wait_until(lambda: session.feed.received == 2, what="two events in the feed")
             rows = session.feed.rows
-            assert [r[2] for r in rows] == ["<img src=x onerror=alert(1)>", "first"]  # newest first
+            assert [r[2] for r in rows] == [markup, first]  # newest first
             assert rows[1][1] == "created" and rows[1][4] == "W1" and rows[1][5] == "in progress"
             assert rows[0][0] == "2026-03-01 12:30:00"  # 10:30 UTC in the municipality's zone (SAST)
 
@@ -67,9 +76,9 @@ def test_feed_shows_scoped_events_newest_first_as_escaped_text(live_bus, sqlite_
             def rendered() -> str:
                 return session.feed.html
 
-            wait_until(lambda: "first" in rendered(), what="the feed model to update")
-            assert "<img src=x" not in rendered() and html.escape("<img src=x onerror=alert(1)>") in rendered()
-            assert "<b>water" not in rendered()
+            wait_until(lambda: first in rendered(), what="the feed model to update")
+            assert "<img src=x" not in rendered() and html.escape(markup) in rendered()
+            assert "<b>open" not in rendered()
 
 
 def test_breach_notification_text_is_escaped():
@@ -93,6 +102,7 @@ def test_lost_bus_shows_paused_then_resyncs_the_store(live_bus, sqlite_url):
 
 def test_session_results_stay_shared_until_its_municipality_announces_a_change(live_bus, sqlite_url):
     muni, other = fresh_municipality(), fresh_municipality()
+    mine = add_ticket(get_engine(sqlite_url), muni, "W1")
     with live_panel_server(live_bus, sqlite_url, muni, role="ward_councillor", ward="W1") as server:
         with one_live_session(server) as session:
             store = session.store
@@ -101,7 +111,7 @@ def test_session_results_stay_shared_until_its_municipality_announces_a_change(l
             server.publish(other, ticketing_message("ticket_created", "W1", "elsewhere"))
             server.publish(muni, ticketing_message("ticket_created", "W2", "not-for-this-councillor"))
             wait_until(lambda: store.change_mark() != mark, what="the mark to move")
-            server.publish(muni, ticketing_message("ticket_created", "W1", "mine"))
+            server.publish(muni, ticketing_message("ticket_created", "W1", mine["tracking_number"]))
             wait_until(lambda: session.feed.received == 1, what="the event in the feed")
             assert store.change_mark()[1] == mark[1] + 2  # the other municipality moved nothing
         wait_until(lambda: store.change_mark is None, what="the mark to go with the session")
