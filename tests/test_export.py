@@ -114,6 +114,35 @@ def test_injection_payloads_are_neutralised_in_csv_and_literal_text_in_xlsx(engi
         assert seen == set(INJECTIONS)
 
 
+# (text, whether it must be neutralised): spelled out, not computed, so no rule can agree with itself.
+UNICODE_FORMULA_STARTS = [
+    ("\uff1d1+1", True), ("\uff0bSUM(A1)", True), ("\uff0d2+3", True), ("\uff20SUM(A1)", True),
+    ("\u00a0=1+1", True), ("\u200b=1+1", True), ("\ufeff=1+1", True), ("\u2060+1", True), ("\u3000@x", True),
+    ("\u00a0\uff1dcmd|' /C calc'!A0", True), ("\u2003 \u200d-1", True), ("\ufe66 1", True), ("\ufe62 1", True),
+    ("\ufe63 1", True), ("\u22121+1", True), ("\u207b1", True), ("\x0b=1", True), ("\u2028=1", True),
+    ("\u3164=1", True), ("\uff02\uff1d1", True), ("\u00a0\t", True),
+    # Benign: kept as they were (a leading sign is still neutralised, as OWASP asks).
+    ("-5", True), ("+27 82 555 0101", True), ("5-3", False), ("a=b", False), ("\u00a0plain", False),
+    ("\u2013 dash", False), ("\uff5c pipe", False), ("\u200bsafe=1", False),
+]
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_full_width_signs_and_invisible_leading_characters_start_formulas_too(engine, tmp_path, fmt):
+    ours = uuid.uuid4()
+    add_tickets(engine, [ticket_record(ours, description=text, created_at=NOW - timedelta(minutes=i))
+                         for i, (text, _) in enumerate(UNICODE_FORMULA_STARTS)])
+    path = tmp_path / f"out.{fmt}"
+    rows = export_rows(engine, scope_for(ours), None, fmt, path)
+    if fmt == "csv":
+        assert [r[4] for r in rows] == ["'" + t if risky else t for t, risky in UNICODE_FORMULA_STARTS]
+    else:
+        _, _, book = read_xlsx(path)
+        cells = [row[4] for row in book["Tickets"].iter_rows(min_row=2)]
+        assert [(excel_text(c.value), bool(c.quotePrefix)) for c in cells] == [
+            (t.replace("\x0b", ""), risky) for t, risky in UNICODE_FORMULA_STARTS]
+
+
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_unicode_text_round_trips_and_times_are_in_the_municipality_time_zone(engine, tmp_path, fmt):
     ours = uuid.uuid4()
