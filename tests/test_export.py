@@ -1,6 +1,7 @@
 """Exports on SQLite and PostgreSQL: exactly the scoped rows, safe cells, audited, no partial files."""
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -211,6 +212,22 @@ def test_every_export_writes_an_audit_row(engine, tmp_path):
     assert audit.row_count == result.row_count == len(read_csv(tmp_path / "a.csv")[1]) > 0
     assert TicketFilters.parse(__import__("json").loads(audit.filters)) == filters
     assert audit.created_at == NOW and audit.duration_ms >= 0
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_audit_row_and_about_sheet_record_only_the_filters_that_applied(engine, tmp_path, fmt):
+    """A councillor's ward filter is ignored (their scope fixes the ward), so it is not recorded either."""
+    ours, _ = world(engine)
+    asked = TicketFilters(statuses=("open",), wards=("W2",))
+    for scope, applied in [(scope_for(ours, "ward_councillor", "W1"), TicketFilters(statuses=("open",))),
+                           (scope_for(ours, "manager"), asked)]:
+        result = export_tickets(engine, scope, asked, fmt, tmp_path / f"{scope.username}.{fmt}", now=NOW)
+        [audit] = recent_exports(engine, username=scope.username)
+        assert TicketFilters.parse(json.loads(audit.filters)) == applied
+        assert result.filters == applied
+        if fmt == "xlsx":
+            about = dict(read_xlsx(result.path)[2]["About this export"].iter_rows(values_only=True))
+            assert about["Filters"] == applied.describe()
 
 
 def audit_count(engine) -> int:
