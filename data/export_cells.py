@@ -140,6 +140,12 @@ def is_formula_like(text: str) -> bool:
     return text[:1] not in _PLAIN_START and _formula_start().match(text) is not None
 
 
+def formula_like_flags(values: list[str]) -> list[bool]:
+    """``is_formula_like`` of each value, without a function call per cell (the writers' hot loop)."""
+    plain, match = _PLAIN_START, _formula_start().match
+    return [v[:1] not in plain and match(v) is not None for v in values]
+
+
 def neutralise(text: str) -> str:
     """``text`` made inert for a spreadsheet: a leading apostrophe when it could start a formula."""
     return NEUTRALISER + text if is_formula_like(text) else text
@@ -188,7 +194,8 @@ def csv_cells(frame: pd.DataFrame) -> list[list[str]]:
             columns.append(text.where(stamps.notna(), "").tolist())
         else:
             text = text_series(frame, source).str.replace("\x00", "", regex=False)
-            columns.append([neutralise(v) for v in text.tolist()])
+            values = text.tolist()
+            columns.append([NEUTRALISER + v if risky else v for v, risky in zip(values, formula_like_flags(values))])
     return columns
 
 

@@ -29,6 +29,7 @@ from .export_cells import (
     EXPORT_COLUMNS,
     XLSX_ILLEGAL,
     XLSX_MAX_CELL_CHARS,
+    formula_like_flags,
     is_formula_like,
     text_series,
     xlsx_text,
@@ -115,7 +116,7 @@ def text_cells(letter: str, rows: list[str], values: list[str]) -> list[str]:
     Plain list comprehensions over one column: per cell this is one f-string,
     several times faster than pandas string operations or a writer library.
     """
-    risky = [is_formula_like(v) for v in values]
+    risky = formula_like_flags(values)
     joined = "".join(values)
     if any(ch in joined for ch in "&<>\r") or "_x" in joined:
         values = [xml_escape(v) for v in values]
