@@ -8,7 +8,6 @@ filter values here through ``set_filters``; views depend on ``filters`` and
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import threading
 import time
@@ -19,7 +18,7 @@ import pandas as pd
 import param
 
 from data.aggregates import Figures, median_first_response_s, ticket_figures
-from data.filters import TicketFilters
+from data.filters import TicketFilters, applied_filters
 from data.scope import Scope
 
 from . import query_cache
@@ -70,14 +69,9 @@ class DashboardStore(param.Parameterized):
         self.filters = self._scoped(self.filters)
 
     def _scoped(self, filters: TicketFilters) -> TicketFilters:
-        """``filters`` without a ward for a councillor.
-
-        The data layer ANDs the scope's ward in anyway; dropping the value
-        here keeps the URL, the widgets and exports honest about what is shown.
-        """
-        if self.scope.is_councillor and filters.wards:
-            return dataclasses.replace(filters, wards=())
-        return filters
+        """``filters`` as the data layer applies them (``data.filters.applied_filters``: no ward for a
+        councillor), so the URL, the widgets and exports are honest about what is shown."""
+        return applied_filters(self.scope, filters)
 
     def set_filters(self, **values: Any) -> None:
         """Replace the filters with ``values`` (loose input, see TicketFilters.parse).

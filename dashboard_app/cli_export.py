@@ -45,7 +45,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         print(file=sys.stderr)
     sheets = f" on {result.sheets} sheets" if result.sheets > 1 else ""
     print(f"wrote {result.row_count} tickets{sheets} to {result.path} in {result.duration_ms / 1000:.1f} s "
-          f"(audited as {scope.username}: {filters.describe()})")
+          f"(audited as {scope.username}: {result.filters.describe()})")
     return 0
 
 

@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 from sqlalchemy import Engine, select
 
 from .db import session_scope
-from .filters import TicketFilters
+from .filters import TicketFilters, applied_filters
 from .models import ExportAudit
 from .scope import Scope
 
@@ -17,12 +17,16 @@ def record_export(
     engine: Engine, scope: Scope, *, fmt: str, filters: TicketFilters, row_count: int, duration_ms: int,
     channel: str, at: datetime | None = None,
 ) -> int:
-    """Write one audit row (who, when, format, filters, rows, duration, channel); returns its id."""
+    """Write one audit row (who, when, format, filters, rows, duration, channel); returns its id.
+
+    The filters recorded are those ``scope`` applies (``filters.applied_filters``): a councillor's
+    ignored ward filter is not written down as if it had narrowed the export.
+    """
     if channel not in CHANNELS:
         raise ValueError(f"unknown export channel {channel!r}")
     row = ExportAudit(
         username=scope.username or "(unknown)", municipality_id=scope.municipality_id, ward_id=scope.ward_id,
-        format=fmt, filters=filters.to_json(), row_count=int(row_count), duration_ms=int(duration_ms),
+        format=fmt, filters=applied_filters(scope, filters).to_json(), row_count=int(row_count), duration_ms=int(duration_ms),
         channel=channel, created_at=at or datetime.now(timezone.utc),
     )
     with session_scope(engine) as session:

@@ -34,7 +34,7 @@ from .audit import record_export
 from .errors import InvalidValue
 from .export_cells import HEADERS, SOURCE_COLUMNS, copy_columns, csv_cells
 from .export_xlsx import MAX_SHEET_ROWS, XlsxTicketWriter
-from .filters import TicketFilters
+from .filters import TicketFilters, applied_filters
 from .scope import Scope
 from .tickets import count_tickets, iter_ticket_chunks, scoped_select
 
@@ -56,6 +56,7 @@ class ExportResult:
     filename: str  # the name a browser should save it under
     sheets: int = 1
     audit_id: int | None = None
+    filters: TicketFilters = TicketFilters()  # the filters applied (and audited)
 
 
 def check_format(fmt: object) -> str:
@@ -108,10 +109,11 @@ def export_tickets(
     ``progress`` to report to).
     """
     fmt = check_format(fmt)
-    if filters is None:
-        filters = TicketFilters()
-    if not isinstance(filters, TicketFilters):
+    if filters is not None and not isinstance(filters, TicketFilters):
         raise InvalidValue("filters must be a TicketFilters (use TicketFilters.parse for loose input)")
+    # What applies under this scope (a councillor's ward filter does not): the rows, the About
+    # sheet, the audit row and the result all name these, never the filters as asked.
+    filters = applied_filters(scope, filters)
     output = _check_output(Path(output))
     started = time.perf_counter()
     now = now or datetime.now(timezone.utc)
@@ -143,7 +145,8 @@ def export_tickets(
         raise
     report(rows, rows)
     return ExportResult(path=output, format=fmt, row_count=rows, duration_ms=duration_ms,
-                        filename=export_filename(scope, fmt, now), sheets=sheets, audit_id=audit_id)
+                        filename=export_filename(scope, fmt, now), sheets=sheets, audit_id=audit_id,
+                        filters=filters)
 
 
 def _csv_writer(handle: IO[bytes]) -> tuple[csv.writer, io.TextIOWrapper]:

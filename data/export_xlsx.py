@@ -27,9 +27,10 @@ import pandas as pd
 from .export_cells import (
     DATETIME_SOURCES,
     EXPORT_COLUMNS,
-    FORMULA_START,
     XLSX_ILLEGAL,
     XLSX_MAX_CELL_CHARS,
+    formula_like_flags,
+    is_formula_like,
     text_series,
     xlsx_text,
 )
@@ -49,8 +50,6 @@ BOLD, DATE, QUOTED = 1, 2, 3
 # XML parsers turn CR into LF and the spec reads _xHHHH_ as a character: both
 # are escaped the way Excel writes them (ST_Xstring), so the text survives.
 _XSTRING_LITERAL = re.compile(r"(_x[0-9A-Fa-f]{4}_)")
-# First characters after which FORMULA_START needs a look (a cheap pre-check).
-_MAYBE_FORMULA = frozenset("=+-@\t\r\n \"'")
 
 NS = 'xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main"'
 NS_R = 'xmlns:r="http://schemas.openxmlformats.org/officeDocument/2006/relationships"'
@@ -117,7 +116,7 @@ def text_cells(letter: str, rows: list[str], values: list[str]) -> list[str]:
     Plain list comprehensions over one column: per cell this is one f-string,
     several times faster than pandas string operations or a writer library.
     """
-    risky = [bool(v[:1] in _MAYBE_FORMULA and FORMULA_START.match(v)) for v in values]
+    risky = formula_like_flags(values)
     joined = "".join(values)
     if any(ch in joined for ch in "&<>\r") or "_x" in joined:
         values = [xml_escape(v) for v in values]
@@ -133,7 +132,7 @@ def literal_row(row: int, values: Iterable[str], styles: Iterable[int]) -> str:
         value = xlsx_text(value)
         if not value:
             continue
-        style = style or (QUOTED if FORMULA_START.match(value) else 0)
+        style = style or (QUOTED if is_formula_like(value) else 0)
         styled = f' s="{style}"' if style else ""
         cells.append(f'<c r="{column_letter(col)}{row}"{styled} t="inlineStr"><is><t xml:space="preserve">'
                      f"{xml_escape(value)}</t></is></c>")

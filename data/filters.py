@@ -6,6 +6,7 @@ command line and notebooks all come through ``TicketFilters.parse``.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from dataclasses import asdict, dataclass
@@ -14,6 +15,7 @@ from typing import Any, Iterable, Mapping
 
 from .errors import InvalidFilter
 from .models import VISIBLE_CATEGORIES, Status
+from .scope import Scope
 from .sensitivity import KEY_PATTERN, SENSITIVE_KEY, name_key
 
 STATUSES: tuple[str, ...] = tuple(s.value for s in Status)
@@ -177,3 +179,22 @@ class TicketFilters:
     def describe(self) -> str:
         parts = [f"{k}={v}" for k, v in self.to_query().items()]
         return "; ".join(parts) if parts else "no filters"
+
+
+def applied_filters(scope: Scope, filters: TicketFilters | None) -> TicketFilters:
+    """The part of ``filters`` that a read under ``scope`` applies: the one statement of it.
+
+    A ward councillor's ward is fixed by the Scope, so a ward filter could only
+    narrow their view to nothing or repeat their ward (the scope condition is
+    ANDed in either way): it is dropped rather than trusted. Every other value
+    applies to every role. The queries (``tickets.filter_conditions``), the
+    store's filters and every export's audit row and About sheet take their
+    filters from here, so what is recorded is what was applied.
+    """
+    if filters is None:
+        return TicketFilters()
+    if not isinstance(filters, TicketFilters):
+        raise InvalidFilter("filters must be a TicketFilters")
+    if filters.wards and not scope.sees_whole_municipality:
+        return dataclasses.replace(filters, wards=())
+    return filters

@@ -16,7 +16,7 @@ import pandas as pd
 from sqlalchemy import ColumnElement, Engine, Select, and_, false, func, literal, select
 
 from .errors import InvalidFilter
-from .filters import TicketFilters
+from .filters import TicketFilters, applied_filters
 from .models import KnownCategory, Ticket
 from .scope import Scope
 
@@ -102,19 +102,15 @@ def local_day_start(day: date, scope: Scope) -> datetime:
 
 
 def filter_conditions(scope: Scope, filters: TicketFilters | None) -> list[ColumnElement[bool]]:
-    if filters is None:
-        return []
-    if not isinstance(filters, TicketFilters):
-        raise InvalidFilter("filters must be a TicketFilters")
+    # Only what applies under this scope (a councillor's ward filter is dropped there):
+    # the same function gives the filters an export records.
+    filters = applied_filters(scope, filters)
     conditions: list[ColumnElement[bool]] = []
     if filters.statuses:
         conditions.append(Ticket.status.in_(filters.statuses))
     if filters.categories:
         conditions.append(Ticket.category_key.in_(filters.categories))
-    # A councillor's ward is fixed by the Scope: a ward filter could only
-    # widen (it cannot, the scope condition is ANDed) or blank their view, so
-    # it is ignored rather than trusted.
-    if filters.wards and scope.sees_whole_municipality:
+    if filters.wards:
         conditions.append(Ticket.ward_id.in_(filters.wards))
     if filters.created_from:
         conditions.append(Ticket.created_at >= local_day_start(filters.created_from, scope))

@@ -6,6 +6,7 @@ laptop, and fail instead when CI=true (a CI run must never pass by skipping).
 from __future__ import annotations
 
 import os
+import shutil
 
 # Seeding hashes a password per demo user; the cheapest argon2 profile keeps
 # that fast in tests. Must be set before data.users is imported.
@@ -140,6 +141,15 @@ def chromium() -> str:
     path = chromium_path()
     if path is None:
         service_missing("Debian's chromium is not installed (apt-get install -y chromium)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def soffice() -> str:
+    """LibreOffice's ``soffice`` (Debian's libreoffice-calc), to open exports as a spreadsheet user would."""
+    path = shutil.which("soffice") or shutil.which("libreoffice")
+    if path is None:
+        service_missing("LibreOffice is not installed (apt-get install -y --no-install-recommends libreoffice-calc)")
     return path
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+import unicodedata
 import zipfile
 from pathlib import Path
 from xml.etree import ElementTree
@@ -31,8 +32,37 @@ SOURCES = [
     "escalated_at",
 ]
 DATETIMES = set(SOURCES[8:])
-RISKY = re.compile(r"""^[ '"]*[=+\-@\t\r\n]""")
 XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
+
+
+# ---- the formula rule, restated from its sources (never imported from data/) ----------------
+# OWASP (CSV injection): a cell starting with = + - @ tab CR LF is a formula for a spreadsheet,
+# also after leading spaces and quotes. Issue 14 widens it: the same after any run of blank or
+# invisible characters, and for any character that compatibility-folds (NFKC) to one of those
+# signs or is the minus sign U+2212.
+_BLANK_OR_INVISIBLE = {"Zs", "Zl", "Zp", "Cc", "Cf", "Co", "Cn"}  # separators, controls, format, private, unassigned
+_FORMULA_SIGNS = {"=", "+", "-", "@", "\N{MINUS SIGN}"}
+
+
+def _glyphless(ch: str) -> bool:
+    """Default-ignorable letters and marks, found by their names (fillers, selectors, joiners)."""
+    name = unicodedata.name(ch, "")
+    return (name.endswith("FILLER") or "VARIATION SELECTOR" in name or name == "COMBINING GRAPHEME JOINER"
+            or name.startswith("KHMER VOWEL INHERENT"))
+
+
+def starts_a_formula(text: str) -> bool:
+    """Whether ``text`` could be read as a formula: what the export must neutralise."""
+    for ch in text:
+        if ch in "\t\r\n":
+            return True
+        folded = unicodedata.normalize("NFKC", ch)
+        if folded[:1] in _FORMULA_SIGNS:
+            return True
+        if unicodedata.category(ch) in _BLANK_OR_INVISIBLE or folded in ('"', "'") or _glyphless(ch):
+            continue
+        return False
+    return False
 
 
 def read_csv(path: Path | bytes) -> tuple[list[str], list[list[str]]]:
@@ -103,7 +133,7 @@ def _expected(frame: pd.DataFrame, stamp, text) -> list[list]:
 def expected_csv(frame: pd.DataFrame) -> list[list[str]]:
     """CSV cells: apostrophe before formula-like text, ISO 8601 local times with offset, '' when missing."""
     rows = _expected(frame, lambda ts: ts.isoformat(timespec="seconds"),
-                     lambda text: "'" + text if RISKY.match(text) else text)
+                     lambda text: "'" + text if starts_a_formula(text) else text)
     return [[cell if cell is not None else "" for cell in row] for row in rows]
 
 

@@ -1,6 +1,7 @@
 """Exports on SQLite and PostgreSQL: exactly the scoped rows, safe cells, audited, no partial files."""
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -114,6 +115,35 @@ def test_injection_payloads_are_neutralised_in_csv_and_literal_text_in_xlsx(engi
         assert seen == set(INJECTIONS)
 
 
+# (text, whether it must be neutralised): spelled out, not computed, so no rule can agree with itself.
+UNICODE_FORMULA_STARTS = [
+    ("\uff1d1+1", True), ("\uff0bSUM(A1)", True), ("\uff0d2+3", True), ("\uff20SUM(A1)", True),
+    ("\u00a0=1+1", True), ("\u200b=1+1", True), ("\ufeff=1+1", True), ("\u2060+1", True), ("\u3000@x", True),
+    ("\u00a0\uff1dcmd|' /C calc'!A0", True), ("\u2003 \u200d-1", True), ("\ufe66 1", True), ("\ufe62 1", True),
+    ("\ufe63 1", True), ("\u22121+1", True), ("\u207b1", True), ("\x0b=1", True), ("\u2028=1", True),
+    ("\u3164=1", True), ("\uff02\uff1d1", True), ("\u00a0\t", True),
+    # Benign: kept as they were (a leading sign is still neutralised, as OWASP asks).
+    ("-5", True), ("+27 82 555 0101", True), ("5-3", False), ("a=b", False), ("\u00a0plain", False),
+    ("\u2013 dash", False), ("\uff5c pipe", False), ("\u200bsafe=1", False),
+]
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_full_width_signs_and_invisible_leading_characters_start_formulas_too(engine, tmp_path, fmt):
+    ours = uuid.uuid4()
+    add_tickets(engine, [ticket_record(ours, description=text, created_at=NOW - timedelta(minutes=i))
+                         for i, (text, _) in enumerate(UNICODE_FORMULA_STARTS)])
+    path = tmp_path / f"out.{fmt}"
+    rows = export_rows(engine, scope_for(ours), None, fmt, path)
+    if fmt == "csv":
+        assert [r[4] for r in rows] == ["'" + t if risky else t for t, risky in UNICODE_FORMULA_STARTS]
+    else:
+        _, _, book = read_xlsx(path)
+        cells = [row[4] for row in book["Tickets"].iter_rows(min_row=2)]
+        assert [(excel_text(c.value), bool(c.quotePrefix)) for c in cells] == [
+            (t.replace("\x0b", ""), risky) for t, risky in UNICODE_FORMULA_STARTS]
+
+
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_unicode_text_round_trips_and_times_are_in_the_municipality_time_zone(engine, tmp_path, fmt):
     ours = uuid.uuid4()
@@ -182,6 +212,22 @@ def test_every_export_writes_an_audit_row(engine, tmp_path):
     assert audit.row_count == result.row_count == len(read_csv(tmp_path / "a.csv")[1]) > 0
     assert TicketFilters.parse(__import__("json").loads(audit.filters)) == filters
     assert audit.created_at == NOW and audit.duration_ms >= 0
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_audit_row_and_about_sheet_record_only_the_filters_that_applied(engine, tmp_path, fmt):
+    """A councillor's ward filter is ignored (their scope fixes the ward), so it is not recorded either."""
+    ours, _ = world(engine)
+    asked = TicketFilters(statuses=("open",), wards=("W2",))
+    for scope, applied in [(scope_for(ours, "ward_councillor", "W1"), TicketFilters(statuses=("open",))),
+                           (scope_for(ours, "manager"), asked)]:
+        result = export_tickets(engine, scope, asked, fmt, tmp_path / f"{scope.username}.{fmt}", now=NOW)
+        [audit] = recent_exports(engine, username=scope.username)
+        assert TicketFilters.parse(json.loads(audit.filters)) == applied
+        assert result.filters == applied
+        if fmt == "xlsx":
+            about = dict(read_xlsx(result.path)[2]["About this export"].iter_rows(values_only=True))
+            assert about["Filters"] == applied.describe()
 
 
 def audit_count(engine) -> int:

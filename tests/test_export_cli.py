@@ -1,6 +1,8 @@
 """``opsdash export`` as a real process on SQLite and PostgreSQL: same rows, audited, clear errors, no partial files."""
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from data.audit import recent_exports
@@ -27,6 +29,8 @@ def test_cli_export_writes_the_users_rows_and_an_audit_row(engine, db_url, make_
     assert f"wrote {len(rows)} tickets" in done.stdout
     audit = recent_exports(engine, username=councillor)[0]
     assert (audit.channel, audit.format, audit.row_count) == ("cli", fmt, len(rows))
+    assert TicketFilters.parse(json.loads(audit.filters)) == filters  # recorded as applied: no ward
+    assert "ward=" not in done.stdout
 
 
 @pytest.mark.parametrize("args,message", [

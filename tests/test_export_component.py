@@ -121,3 +121,18 @@ def test_a_database_failure_becomes_a_message_not_a_traceback(engine, tmp_path):
     assert failing._status.object == ("The export failed: the ticket database could not be reached. "
                                       "Try again shortly.")
     assert not failing.busy and not failing._files["xlsx"].disabled
+
+
+def test_a_councillors_forged_ward_filter_is_neither_applied_nor_audited_by_the_buttons(engine):
+    """A ward value written straight into the store (a forged widget value) changes neither rows nor audit."""
+    import json
+
+    from data.audit import recent_exports
+
+    view = buttons(engine, rows=6)
+    view.store.filters = TicketFilters(statuses=("open",), wards=("W2",))
+    _, rows = read_csv(asyncio.run(view.produce("csv")).getvalue())
+    applied = TicketFilters(statuses=("open",))
+    assert rows == expected_csv(oracle_frame(engine, view.store.scope, applied)) and len(rows) == 3
+    [audit] = recent_exports(engine, username=view.store.scope.username)
+    assert (audit.channel, TicketFilters.parse(json.loads(audit.filters))) == ("ui", applied)

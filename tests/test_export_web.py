@@ -149,6 +149,7 @@ def test_route_takes_the_scope_from_the_user_record_not_from_the_token_filters(e
     rows = read_xlsx(path)[1]
     assert rows == expected_xlsx(oracle_frame(export_site.engine, export_site.scope("ward_councillor"), None))
     assert {r[6] for r in rows} == {councillor["ward_id"]}
+    assert TicketFilters.parse(json.loads(export_site.audits(councillor["username"])[-1].filters)) == TicketFilters()
 
 
 def test_route_refuses_a_user_disabled_after_the_link_was_made(export_site):

@@ -215,3 +215,21 @@ def test_any_loose_input_is_rejected_clearly_or_queries_without_error(engine, li
     assert count_tickets(engine, scope, filters) == len(frame)
     assert "gbv" not in set(frame["category"].str.lower())
     assert not frame["id"].isin([str(r["id"]) for r in rows if r["is_sensitive"]]).any()
+
+
+def test_applied_filters_drop_a_councillors_ward_and_keep_every_other_value():
+    """What a scope applies of the filters: what the queries use and what an export's audit records."""
+    from data.filters import applied_filters
+
+    asked = TicketFilters(statuses=("open",), categories=("water",), wards=("W2", "W1"), search="pipe",
+                          created_from=date(2026, 1, 1), created_to=date(2026, 1, 31))
+    municipality = uuid.uuid4()
+    councillor = Scope(municipality_id=municipality, role="ward_councillor", ward_id="W1")
+    for role in ("manager", "admin"):
+        assert applied_filters(Scope(municipality_id=municipality, role=role), asked) == asked
+    assert applied_filters(councillor, asked) == TicketFilters(
+        statuses=("open",), categories=("water",), search="pipe", created_from=date(2026, 1, 1),
+        created_to=date(2026, 1, 31))
+    assert applied_filters(councillor, None) == TicketFilters()
+    with pytest.raises(InvalidFilter):
+        applied_filters(councillor, {"wards": "W2"})
