@@ -218,6 +218,10 @@ from . import cli_export  # noqa: E402  (opsdash export)
 
 EXTRA_COMMANDS.append(cli_export.register)
 
+from . import cli_categories  # noqa: E402  (opsdash category)
+
+EXTRA_COMMANDS.append(cli_categories.register)
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()

@@ -19,12 +19,14 @@ from sqlalchemy import Engine
 
 from components.charts import TicketCharts
 from components.filters import FilterBar
+from components.hidden_categories import HiddenCategoriesNotice
 from components.kpis import KpiCards
 from components.live_feed import LiveFeed
 from components.store import DashboardStore
 from components.store_view import text
 from components.table import TicketTable
 from data.errors import InvalidFilter
+from data.models import Role
 from data.scope import Scope, scope_for_user
 
 log = logging.getLogger("opsdash.dashboard")
@@ -77,6 +79,7 @@ class Dashboard(pn.viewable.Viewer):
             self.store = DashboardStore(scope=scope_for_user(self.engine, self.username), engine=self.engine)
         self.filter_bar = FilterBar(store=self.store)
         self.kpis = KpiCards(store=self.store)
+        self.hidden_categories = HiddenCategoriesNotice(store=self.store)
         self.charts = TicketCharts(store=self.store)
         self.table = TicketTable(store=self.store)
 
@@ -144,6 +147,7 @@ class Dashboard(pn.viewable.Viewer):
     def main(self) -> list[pn.viewable.Viewable]:
         return [
             pn.Row(self._banner, self._retry, sizing_mode="stretch_width"),
+            *([self.hidden_categories] if self.scope.role is Role.ADMIN else []),
             self.kpis,
             self.charts,
             pn.pane.Markdown("### Tickets", margin=(10, 10, 0, 10)),

@@ -28,14 +28,19 @@ class HiddenCategories:
     """Tickets of one municipality hidden because their category is not known."""
 
     tickets: int
-    #: (spelling, tickets), most tickets first; the spelling with invisible and
-    #: non-ASCII characters written as escapes (``G\\u0412V``), so an admin sees what is stored.
+    #: (spelling, tickets), most tickets first; each spelling quoted, with invisible and
+    #: non-ASCII characters written as escapes (``readable_spelling``), so an admin sees what is stored.
     spellings: tuple[tuple[str, int], ...]
 
 
 def readable_spelling(raw: str) -> str:
-    """``raw`` with every character outside printable ASCII as a Python escape."""
-    return "".join(ch if " " < ch < "\x7f" else ascii(ch)[1:-1] for ch in raw)
+    """``raw`` in quotes, every character outside printable ASCII as an escape (``'G\\u0412V'``, ``'fire '``)."""
+    def shown(ch: str) -> str:
+        if " " <= ch <= "~":
+            return ch
+        return f"\\u{ord(ch):04x}" if ord(ch) <= 0xFFFF else f"\\U{ord(ch):08x}"
+
+    return "'" + "".join(map(shown, raw)) + "'"
 
 
 def hidden_categories(engine: Engine, scope: Scope) -> HiddenCategories:
