@@ -3,7 +3,10 @@
 A ticket may be shown only when
 
 - ``is_sensitive`` is false, and
-- its *category key* is one of the known categories (``ticket_categories``).
+- its *category key* is one of the known categories: the ticketing system's own
+  (``DEFAULT_CATEGORIES``, always known) and any an admin added
+  (``ticket_categories``, which lists the defaults too, so a reader of the
+  database sees the whole set in one place).
 
 Everything else is sensitive: ``gbv`` however it is spelled, and any category
 nobody has named on purpose (fail closed: a new category of the ticketing

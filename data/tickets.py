@@ -13,12 +13,13 @@ from datetime import date, datetime, time, timedelta, timezone
 from typing import Callable, Iterator, Literal, Sequence
 
 import pandas as pd
-from sqlalchemy import ColumnElement, Engine, Select, and_, false, func, literal, select
+from sqlalchemy import ColumnElement, Engine, Select, and_, false, func, literal, or_, select
 
 from .errors import InvalidFilter
 from .filters import TicketFilters, applied_filters
 from .models import KnownCategory, Ticket
 from .scope import Scope
+from .sensitivity import DEFAULT_CATEGORIES
 
 #: The ticket columns a staff member may see, in display order.
 TICKET_COLUMNS: tuple[str, ...] = (
@@ -72,11 +73,17 @@ def visible_ticket() -> ColumnElement[bool]:
     """The sensitivity rule as SQL (data.sensitivity): not flagged, and of a known category.
 
     ``category_key`` is written by the database (migration 0006); a NULL flag or key
-    makes the condition NULL, and a row is then left out: fail closed.
+    makes the condition NULL, and a row is then left out: fail closed. The ticketing
+    system's own categories are known by definition and written out as a list, which
+    PostgreSQL hashes; only the few other rows (gbv, unknown spellings) consult
+    ``ticket_categories`` for categories an admin added. Against the table alone the
+    planner joins every visible row to it: a whole municipality's count took 330 ms
+    instead of 260 ms at 970,000 tickets (docs/performance.md).
     """
     return and_(
         func.coalesce(Ticket.is_sensitive, false()) == false(),
-        Ticket.category_key.in_(select(KnownCategory.key).scalar_subquery()),
+        or_(Ticket.category_key.in_(DEFAULT_CATEGORIES),
+            Ticket.category_key.in_(select(KnownCategory.key).scalar_subquery())),
     )
 
 

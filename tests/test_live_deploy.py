@@ -12,7 +12,7 @@ import requests
 from data.seed import seed
 
 from .conftest import user_of
-from .live_support import new_pages, sign_in, ticketing_message, wait_for_text, wait_until
+from .live_support import add_ticket, new_pages, sign_in, ticketing_message, wait_for_text, wait_until
 from .support import ROOT, free_port, service_missing
 from .test_live_servers import LIVE, publish
 
@@ -84,9 +84,11 @@ def test_dashboards_through_nginx_are_sticky_and_live(nginx, tmp_path, pg_engine
             # or the session would not connect: live status proves both went through.
             sign_in(page, base, user)
             wait_for_text(page, LIVE, what="a live session through the proxy")
-        publish(redis_url, muni["id"], ticketing_message("ticket_created", muni["wards"][0], "VIA-NGINX"))
+        # A ticket the database holds in the councillor's ward: the hub routes by that row.
+        via = add_ticket(pg_engine, muni["id"], muni["wards"][0], tracking_number=f"VIA-NGINX-{uuid.uuid4().hex[:6]}")
+        publish(redis_url, muni["id"], ticketing_message("ticket_created", muni["wards"][0], via["tracking_number"]))
         for page in pages:
-            wait_for_text(page, "VIA-NGINX", what="the event through the proxy")
+            wait_for_text(page, via["tracking_number"], what="the event through the proxy")
     finally:
         proxy.terminate()
         proxy.wait(10)

@@ -80,9 +80,13 @@ def test_one_publish_reaches_both_processes_and_councillors_get_only_their_ward(
     }
     for message in [*forbidden_for_councillor.values(), *sensitive.values()]:
         publish(redis_url, muni["id"], message)
-    publish(redis_url, muni["id"], ticketing_message("ticket_created", ward, "SENTINEL-1"))  # once
+    # A ticket the database holds in the councillor's ward: the hub routes by that row.
+    sentinel = add_ticket(pg_engine, muni["id"], ward, tracking_number=f"SENTINEL-{uuid.uuid4().hex[:6]}")
+    publish(redis_url, muni["id"], ticketing_message("ticket_created", ward, sentinel["tracking_number"]))  # once
     for page in sessions.values():
-        wait_for_text(page, "SENTINEL-1", what="the one publish in every session")
+        # In the live feed, not only in the table a live refresh reloads.
+        wait_until(lambda: sentinel["tracking_number"] in feed_text(page), timeout=30,
+                   what="the one publish in every session's feed")
     for name, page in sessions.items():
         text = feed_text(page)
         assert not any(t in text for t in sensitive), f"{name} shows a sensitive event"
