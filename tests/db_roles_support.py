@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 
 from data.scope import scope_for_user
@@ -71,3 +71,8 @@ def scoped_ids(world: RlsWorld, username: str) -> set[str]:
 
 def role_ids(conn: psycopg.Connection, sql: str = "SELECT id FROM tickets") -> set[str]:
     return {str(row[0]) for row in conn.execute(sql)}
+
+
+def role_exists(world: RlsWorld, role: str) -> bool:
+    with world.engine.connect() as conn:
+        return conn.execute(text("SELECT count(*) FROM pg_roles WHERE rolname = :r"), {"r": role}).scalar_one() == 1
