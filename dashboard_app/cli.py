@@ -68,17 +68,22 @@ def print_logins(users: Sequence[dict]) -> None:
         print(f"login: {user['username']} / {user['password']} ({user['role']}{extra})", flush=True)
 
 
-def cmd_user_add(args: argparse.Namespace) -> int:
-    from data.users import create_user
-
+def read_password(prompt: str = "Password: ") -> str:
+    """A password from the terminal (asked twice) or the first line of stdin (scripts)."""
     if sys.stdin.isatty():
         import getpass
 
-        password = getpass.getpass("Password: ")
+        password = getpass.getpass(prompt)
         if getpass.getpass("Repeat password: ") != password:
             raise OpsDashError("the passwords do not match")
-    else:
-        password = sys.stdin.readline().rstrip("\r\n")
+        return password
+    return sys.stdin.readline().rstrip("\r\n")
+
+
+def cmd_user_add(args: argparse.Namespace) -> int:
+    from data.users import create_user
+
+    password = read_password()
     account = create_user(
         _engine(), args.name, password, role=args.role, municipality_id=args.municipality,
         ward_id=args.ward, email=args.email,
@@ -221,6 +226,10 @@ EXTRA_COMMANDS.append(cli_export.register)
 from . import cli_categories  # noqa: E402  (opsdash category)
 
 EXTRA_COMMANDS.append(cli_categories.register)
+
+from . import cli_db  # noqa: E402  (opsdash db grant / revoke)
+
+EXTRA_COMMANDS.append(cli_db.register)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

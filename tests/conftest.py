@@ -280,3 +280,79 @@ def browser_page(chromium_browser):
         yield context.new_page()
     finally:
         context.close()
+
+
+# ---- a database owned by an application role of its own (row-level security, issue 14) -----------
+@contextmanager
+def app_role_database() -> Iterator["AppDatabase"]:
+    """A new database owned by a LOGIN role with CREATEROLE and nothing else, migrated by it.
+
+    As in production: the app role owns ``tickets`` (so row security does not apply to
+    it) without being a superuser (superusers bypass every policy, which would prove
+    nothing). PostgreSQL roles are cluster-wide, shared with every other test run:
+    every role this database's tests make starts with ``prefix`` or is mapped in
+    ``opsdash_db_roles``, and all are dropped on exit.
+    """
+    from .db_roles_support import AppDatabase
+
+    require_postgres()
+    prefix = f"opsdash_t{uuid.uuid4().hex[:8]}_"
+    app_role, name = f"{prefix}app", f"opsdash_rls_{uuid.uuid4().hex[:10]}"
+    admin = make_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT", poolclass=None)
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE ROLE "{app_role}" LOGIN CREATEROLE'))
+        conn.execute(text(f'CREATE DATABASE "{name}" OWNER "{app_role}"'))
+    base = PG_ADMIN_URL.rsplit("/", 1)[0]
+    database = AppDatabase(url=base.replace("postgres@", f"{app_role}@") + f"/{name}",
+                           admin_url=f"{base}/{name}", name=name, app_role=app_role, prefix=prefix)
+    try:
+        engine = make_engine(database.url)
+        migrate(engine)
+        engine.dispose()
+        yield database
+    finally:
+        from data.db import _engines
+
+        for key in [k for k in _engines if k == database.url]:
+            _engines.pop(key).dispose()
+        in_db = make_engine(database.admin_url, isolation_level="AUTOCOMMIT", poolclass=None)
+        with in_db.connect() as conn:
+            # quote_ident: the tests make role names with quotes and semicolons on purpose.
+            mapped = "SELECT role_name FROM opsdash_db_roles" if conn.execute(
+                text("SELECT to_regclass('opsdash_db_roles') IS NOT NULL")).scalar_one() else "SELECT NULL::name"
+            roles = conn.execute(text(
+                "SELECT quote_ident(rolname) FROM pg_roles WHERE starts_with(rolname, :prefix) AND rolname <> :app "
+                f"OR rolname IN ({mapped})"), {"prefix": prefix, "app": app_role}).scalars().all()
+            for role in roles:
+                conn.execute(text(f"DROP OWNED BY {role}"))
+        in_db.dispose()
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            for role in [*roles, f'"{app_role}"']:
+                conn.execute(text(f"DROP ROLE IF EXISTS {role}"))
+        admin.dispose()
+
+
+@pytest.fixture(scope="module")
+def rls_world() -> Iterator["RlsWorld"]:
+    """Two seeded municipalities in an ``app_role_database``, plus tickets that must stay hidden.
+
+    In every ward of both: a ticket flagged sensitive, gbv spelled ``'GBV '``, ``'ＧＢＶ'``
+    and ``'gbv\\u200b'``, and one of the unknown category ``'fire'``.
+    """
+    from data.db import get_engine
+
+    from .db_roles_support import HIDDEN_CATEGORIES, RlsWorld
+
+    with app_role_database() as database:
+        engine = get_engine(database.url)
+        result = seed(engine, tickets=300, wards=3, municipalities=2, random_seed=14)
+        hidden = [ticket_record(uuid.UUID(m["id"]), ward_id=ward, category=category, is_sensitive=flagged,
+                                description=f"survivor statement {uuid.uuid4().hex[:6]}")
+                  for m in result.municipalities for ward in m["wards"]
+                  for category, flagged in [("water", True), *((c, False) for c in HIDDEN_CATEGORIES)]]
+        add_tickets(engine, hidden)
+        with engine.begin() as conn:
+            conn.execute(text("ANALYZE tickets"))  # so the statistics views have something to hide
+        yield RlsWorld(database=database, engine=engine, seeded=result,
+                       hidden_ids=frozenset(str(row["id"]) for row in hidden))
