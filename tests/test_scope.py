@@ -110,6 +110,9 @@ def test_roles_without_dashboard_are_refused(engine, make_seed, role):
 def test_scope_cannot_be_built_for_a_councillor_without_ward_or_an_unknown_role():
     with pytest.raises(NotAuthorized):
         Scope(municipality_id=uuid.uuid4(), role="ward_councillor", ward_id=None)
+    for blank in ("", "  ", "\u00a0", "\u200b", "\t\ufeff"):  # blank to a reader is no ward
+        with pytest.raises(NotAuthorized):
+            Scope(municipality_id=uuid.uuid4(), role="ward_councillor", ward_id=blank)
     with pytest.raises(NotAuthorized):
         Scope(municipality_id=uuid.uuid4(), role="superuser")
     manager = Scope(municipality_id=uuid.uuid4(), role="manager", ward_id="W1")

@@ -65,7 +65,7 @@ AS $fn$
       AND pg_has_role(session_user, opsdash_db_scope.role_name, 'MEMBER')
       AND u.is_active
       AND (u.role IN ('admin', 'manager')
-           OR (u.role = 'ward_councillor' AND btrim(coalesce(u.ward_id, '')) <> ''))
+           OR (u.role = 'ward_councillor' AND opsdash_key(coalesce(u.ward_id, '')) <> ''))
 $fn$"""
 
 # Uncorrelated scalar subqueries: PostgreSQL runs each once per statement (an InitPlan),
