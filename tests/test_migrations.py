@@ -20,7 +20,7 @@ from .conftest import add_tickets, empty_pg_database, ticket_record
 
 TRGM_INDEXES = {"ix_tickets_search_text_trgm"}
 OLD_TRGM_INDEXES = {"ix_tickets_description_trgm", "ix_tickets_tracking_number_trgm", "ix_tickets_address_trgm"}
-HEAD = "0005"
+HEAD = "0007"
 
 
 def index_names(engine) -> set[str]:
