@@ -89,7 +89,9 @@ class ExportButtons(pn.viewable.Viewer):
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
         self._files = {fmt: _ExportDownload(label=label, filename=f"tickets.{fmt}", callback=self._callback(fmt),
-                                            color="primary", auto=True, embed=False, icon="download",
+                                            # No icon: Panel's icons come from a CDN (cdn.jsdelivr.net,
+                                            # @latest), which the page's CSP does not allow (issue 15).
+                                            color="primary", auto=True, embed=False,
                                             css_classes=[f"opsdash-export-{fmt}"], sizing_mode="stretch_width")
                        for fmt, label in LABELS.items()}
         self._browser = BrowserDownload(height=0, width=0, margin=0)

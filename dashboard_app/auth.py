@@ -12,18 +12,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
-import time
-from collections import defaultdict, deque
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import tornado.escape
+import tornado.web
 from panel.auth import BasicLoginHandler
+
+from . import panel_fence
+from .throttle import get_throttle
+
+# Panel imports this module (its auth entry point) before `panel serve` reads Bokeh's settings:
+# the one moment at which Bokeh can still be told to sign its session tokens.
+panel_fence.sign_bokeh_sessions()
 
 log = logging.getLogger("opsdash.auth")
 GENERIC_ERROR = "Invalid username or password."
 THROTTLED_ERROR = "Too many sign-in attempts. Wait a few minutes and try again."
 UNAVAILABLE_ERROR = "Sign-in is unavailable right now (database unreachable). Try again shortly."
+CROSS_SITE_ERROR = "Sign-in refused: the form was not sent from this site's sign-in page. Reload the page and try again."
 #: The only texts the sign-in page shows for ``?error=``: anything else in
 #: the URL (a phishing text, markup) is replaced by the generic message.
 KNOWN_ERRORS = (GENERIC_ERROR, THROTTLED_ERROR, UNAVAILABLE_ERROR)
@@ -31,68 +38,23 @@ TEMPLATE_DIR = Path(__file__).with_name("templates")
 ACCENT = "#0b6e4f"
 
 
-def login_page(login_endpoint: str, error: str) -> str:
-    """The styled sign-in page (fields ``username`` and ``password``), escaped by Jinja."""
+def login_page(login_endpoint: str, error: str, xsrf_token: str = "") -> str:
+    """The styled sign-in page (fields ``username``, ``password`` and the CSRF ``_xsrf``), escaped by Jinja."""
     import jinja2
 
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATE_DIR), autoescape=True)
     shown = "" if not error else (error if error in KNOWN_ERRORS else GENERIC_ERROR)
-    return env.get_template("login.html").render(login_endpoint=login_endpoint, errormessage=shown, accent=ACCENT)
+    return env.get_template("login.html").render(login_endpoint=login_endpoint, errormessage=shown, accent=ACCENT,
+                                                 xsrf_token=xsrf_token)
 
 
-class LoginThrottle:
-    """Failed attempts per key within a sliding window (per process).
-
-    Keys are both the username and the client address, so one address
-    cannot guess many accounts and many addresses cannot hammer one account.
-    """
-
-    def __init__(self, max_attempts: int, window_s: float) -> None:
-        self.max_attempts = max_attempts
-        self.window_s = window_s
-        self._failures: dict[str, deque[float]] = defaultdict(deque)
-        self._lock = threading.Lock()
-
-    def _trim(self, key: str, now: float) -> deque[float]:
-        q = self._failures[key]
-        while q and now - q[0] > self.window_s:
-            q.popleft()
-        if not q:
-            self._failures.pop(key, None)
-            q = self._failures[key]
-        return q
-
-    def blocked(self, *keys: str) -> bool:
-        now = time.monotonic()
-        with self._lock:
-            return any(len(self._trim(k, now)) >= self.max_attempts for k in keys)
-
-    def failed(self, *keys: str) -> None:
-        now = time.monotonic()
-        with self._lock:
-            for key in keys:
-                self._trim(key, now).append(now)
-            if len(self._failures) > 100_000:  # bound memory under a spray attack
-                for key in list(self._failures)[: len(self._failures) // 2]:
-                    self._failures.pop(key, None)
-
-    def succeeded(self, *keys: str) -> None:
-        with self._lock:
-            for key in keys:
-                self._failures.pop(key, None)
-
-
-_throttle: LoginThrottle | None = None
-
-
-def get_throttle() -> LoginThrottle:
-    global _throttle
-    if _throttle is None:
-        from .settings import get_settings
-
-        s = get_settings()
-        _throttle = LoginThrottle(s.login_max_attempts, s.login_window_s)
-    return _throttle
+def same_origin(origin_or_referer: str, host: str, allowed: tuple[str, ...]) -> bool:
+    """Whether an Origin/Referer names this site: the request's own host or an allowed origin."""
+    try:
+        netloc = urlsplit(origin_or_referer).netloc.lower()
+    except ValueError:
+        return False
+    return bool(netloc) and (netloc == host.lower() or netloc in {a.lower() for a in allowed})
 
 
 def _landing_url(root_path: str | None) -> str:
@@ -117,16 +79,44 @@ class OpsDashLoginHandler(BasicLoginHandler):
             self.set_cookie("next_url", next_url, httponly=True)
         self.set_header("Cache-Control", "no-store")
         self.set_header("X-Frame-Options", "DENY")  # no clickjacking of the sign-in form
-        self.write(login_page(self._login_endpoint, self.get_argument("error", "")))
+        token = self.xsrf_token.decode("ascii")  # also sets the _xsrf cookie the POST is checked against
+        self.write(login_page(self._login_endpoint, self.get_argument("error", ""), token))
+
+    def check_xsrf_cookie(self) -> None:
+        """Tornado calls this before POST only when the whole server has xsrf_cookies on; ``post`` calls
+        ``_refuse_cross_site`` itself, so a login form is protected on every server."""
+
+    def _refuse_cross_site(self) -> bool:
+        """Login CSRF: refuse a POST that is not from our own form (Origin/Referer, then the form's token)."""
+        from .settings import get_settings
+
+        allowed = get_settings().allowed_origins
+        origin = self.request.headers.get("Origin") or self.request.headers.get("Referer") or ""
+        reason = None
+        if not same_origin(origin, self.request.host, allowed):
+            reason = "cross-site origin"
+        else:
+            try:
+                super().check_xsrf_cookie()
+            except tornado.web.HTTPError:
+                reason = "missing or wrong form token"
+        if reason is None:
+            return False
+        log.warning("sign-in POST refused (%s) from %s", reason, self.request.remote_ip)
+        self.set_status(403)
+        self.set_header("Content-Type", "text/plain; charset=utf-8")
+        self.set_header("Cache-Control", "no-store")
+        self.finish(CROSS_SITE_ERROR + "\n")
+        return True
 
     def _validate(self, username: str, password: str) -> bool:
         from data.users import authenticate
 
         from .settings import get_engine
 
-        keys = (f"user:{username.lower()[:150]}", f"ip:{self.request.remote_ip}")
+        address = self.request.remote_ip or "unknown"
         throttle = get_throttle()
-        if throttle.blocked(*keys):
+        if not throttle.reserve(username, address):  # the slot is taken atomically, before the check
             self._error = THROTTLED_ERROR
             log.warning("sign-in throttled for %s from %s", username[:150], self.request.remote_ip)
             return False
@@ -137,13 +127,40 @@ class OpsDashLoginHandler(BasicLoginHandler):
             self._error = UNAVAILABLE_ERROR
             return False
         if account is None:
-            throttle.failed(*keys)
             self._error = GENERIC_ERROR
             log.info("failed sign-in for %r from %s", username[:150], self.request.remote_ip)
             return False
-        throttle.succeeded(keys[0])
+        throttle.succeeded(username, address)
         log.info("sign-in: %s (%s)", account.username, account.role)
         return True
+
+    def _start_session(self, username: str) -> str:
+        from data.web_sessions import start_session
+
+        from .settings import get_engine
+        from .web_session import session_lifetime
+
+        return start_session(get_engine(), username, session_lifetime())
+
+    def set_session_cookies(self, username: str, session_id: str) -> None:
+        """The signed sign-in cookies; they expire with the session (HttpOnly, SameSite: web_headers)."""
+        import json
+
+        from panel.config import config
+        from panel.io.state import state
+        from panel.util import base64url_encode
+
+        from .web_session import SESSION_COOKIE, session_lifetime
+
+        days = session_lifetime().total_seconds() / 86400
+        options = dict(expires_days=days, httponly=True, path=config.cookie_path, samesite="Lax")
+        self.clear_cookie("is_guest")
+        self.set_secure_cookie("user", username, **options)
+        self.set_secure_cookie(SESSION_COOKIE, session_id, **options)
+        id_token = base64url_encode(json.dumps({"user": username}))  # as Panel's own basic sign-in sets it
+        if state.encryption:
+            id_token = state.encryption.encrypt(id_token.encode("utf-8"))
+        self.set_secure_cookie("id_token", id_token, **options)
 
     def _prefetch(self, username: str) -> None:
         from .session import prefetch_dashboard
@@ -155,14 +172,24 @@ class OpsDashLoginHandler(BasicLoginHandler):
             log.exception("could not start loading the dashboard of %s", username[:150])
 
     async def post(self):
+        if self._refuse_cross_site():
+            return
         username = self.get_argument("username", "")
         password = self.get_argument("password", "")
         self._error = GENERIC_ERROR
         # In a worker thread: an argon2 verification takes ~60 ms of CPU by design, during which
         # the event loop keeps serving every open dashboard (and other sign-ins) instead of stalling.
-        valid = await asyncio.get_running_loop().run_in_executor(None, self._validate, username, password)
+        loop = asyncio.get_running_loop()
+        valid = await loop.run_in_executor(None, self._validate, username, password)
+        session_id = None
         if valid:
-            self.set_current_user(username)
+            try:
+                session_id = await loop.run_in_executor(None, self._start_session, username)
+            except Exception:
+                log.exception("sign-in failed: could not record the session")
+                self._error, valid = UNAVAILABLE_ERROR, False
+        if valid and session_id:
+            self.set_session_cookies(username, session_id)
             from panel.auth import _validate_next_url
             from panel.io.state import state
 

@@ -83,12 +83,39 @@ def read_password(prompt: str = "Password: ") -> str:
 def cmd_user_add(args: argparse.Namespace) -> int:
     from data.users import create_user
 
-    password = read_password()
     account = create_user(
-        _engine(), args.name, password, role=args.role, municipality_id=args.municipality,
+        _engine(), args.name, read_password(), role=args.role, municipality_id=args.municipality,
         ward_id=args.ward, email=args.email,
     )
     print(f"created user {account.username} ({account.role})")
+    return 0
+
+
+def cmd_user_password(args: argparse.Namespace) -> int:
+    from data.users import set_password
+
+    ended = set_password(_engine(), args.name, read_password())
+    print(f"password of {args.name} changed; {ended} session(s) signed out")
+    return 0
+
+
+def cmd_user_active(args: argparse.Namespace) -> int:
+    from data.users import set_active
+
+    ended = set_active(_engine(), args.name, args.user_command == "enable")
+    print(f"{args.name} {args.user_command}d; {ended} session(s) signed out")
+    return 0
+
+
+def cmd_user_sign_out(args: argparse.Namespace) -> int:
+    """An administrator's "sign out everywhere": every open session of the user ends within a minute."""
+    from data.users import find_account
+    from data.web_sessions import revoke_user_sessions
+
+    engine = _engine()
+    if find_account(engine, username=args.name) is None:
+        raise OpsDashError(f"no user named {args.name!r}")
+    print(f"{revoke_user_sessions(engine, args.name)} session(s) of {args.name} signed out")
     return 0
 
 
@@ -136,7 +163,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     else:
         _engine()
         users = []
-    argv = panel_serve_argv(args.address, args.port, settings.allowed_origins, settings.cookie_secret)
+    from .panel_fence import sign_bokeh_sessions
+
+    # The cookie secret stays in this process's environment (OPSDASH_COOKIE_SECRET, read by the
+    # routes plugin): on a command line every local user could read it in the process list, and
+    # a crash could print it.
+    sign_bokeh_sessions()
+    argv = panel_serve_argv(args.address, args.port, settings.allowed_origins)
     print(f"OpsDash on http://{'localhost' if args.address in ('0.0.0.0', '127.0.0.1') else args.address}:{args.port}/",
           flush=True)
     print_logins(users)
@@ -147,15 +180,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def panel_serve_argv(address: str, port: int, origins: Sequence[str], cookie_secret: str) -> list[str]:
-    """The ``panel serve`` command line ``opsdash serve`` runs (also documented in README)."""
+def panel_serve_argv(address: str, port: int, origins: Sequence[str]) -> list[str]:
+    """The ``panel serve`` command line ``opsdash serve`` runs (also documented in README); no secret in it."""
     allowed = {f"{address}:{port}", f"localhost:{port}", f"127.0.0.1:{port}"}
     allowed.update(origins)
     argv = [
         "panel", "serve", str(APP_PATH), "--address", address, "--port", str(port),
-        # One token: a secret may start with "-" (token_urlsafe does, 1 time in 64), which
-        # argparse would otherwise take for the next option.
-        "--oauth-provider", "opsdash", f"--cookie-secret={cookie_secret}",
+        "--oauth-provider", "opsdash",
         "--plugins", "dashboard_app.routes",
         # Expire sessions of closed tabs quickly so their callbacks stop (design.md section 6).
         "--check-unused-sessions", str(CHECK_UNUSED_SESSIONS_MS),
@@ -199,6 +230,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ward", default=None, help="ward id (required for ward_councillor)")
     p.add_argument("--email", default=None)
     p.set_defaults(handler=cmd_user_add)
+    p = user_sub.add_parser("password", help="set a new password (read from stdin); signs the user out everywhere")
+    p.add_argument("name")
+    p.set_defaults(handler=cmd_user_password)
+    for action in ("disable", "enable"):
+        p = user_sub.add_parser(action, help=f"{action} an account" + (" and sign it out everywhere"
+                                                                        if action == "disable" else ""))
+        p.add_argument("name")
+        p.set_defaults(handler=cmd_user_active)
+    p = user_sub.add_parser("sign-out", help="sign the user out everywhere (every open dashboard closes within a minute)")
+    p.add_argument("name")
+    p.set_defaults(handler=cmd_user_sign_out)
 
     p = sub.add_parser("serve", help="serve the web dashboard")
     p.add_argument("--port", type=int, default=5006)

@@ -27,6 +27,7 @@ from data.export import MEDIA_TYPES, export_tickets
 from data.export_token import sign_export_token, verify_export_token
 from data.filters import TicketFilters
 from data.scope import scope_for_user
+from data.web_sessions import valid_session
 
 from .session import username_for_sign_in
 
@@ -54,44 +55,36 @@ class ExportDownloadHandler(tornado.web.RequestHandler):
         self.set_header("Cache-Control", "no-store")
         self.finish(message + "\n")
 
-    def _signed_user_info(self, max_age_days: float) -> dict | None:
-        """The OAuth/OIDC claims Panel keeps in its signed ``id_token`` cookie (``pn.state.user_info``).
-
-        Decoded like Panel does (signature checked, decrypted with ``--oauth-encryption-key`` when set);
-        None when absent or unreadable, which an external provider's mapping then refuses.
-        """
-        from panel.io.state import state
-        from panel.util import decode_token
-
-        raw = self.get_secure_cookie("id_token", max_age_days=max_age_days)
-        if not raw:
-            return None
-        try:
-            if state.encryption is not None:
-                raw = state.encryption.decrypt(raw)
-            info = decode_token(raw.decode("utf-8"))
-        except Exception:
-            return None
-        return info if isinstance(info, dict) else None
-
     async def get(self) -> None:
         from panel.config import config
 
         from .settings import get_engine
+        from .web_session import OWN_PROVIDERS, SESSION_COOKIE, signed_cookie, signed_user_info
 
         secret = token_secret()
-        cookie = self.get_secure_cookie("user", max_age_days=config.oauth_expiry) if secret else None
-        if not cookie:
+        signed_in = signed_cookie(self.get_secure_cookie, "user") if secret else None
+        if not signed_in:
             self._refuse(401, "Sign in first: exports need a signed-in user.")
             return
-        signed_in = cookie.decode("utf-8", "replace")
+        try:
+            token = self.get_argument("token", "")
+        except tornado.web.HTTPError:  # not text (e.g. %FF%FE): a broken link, not a server fault
+            self._refuse(400, "The download link is not valid; start the export again from the dashboard.")
+            return
         try:
             engine = get_engine()
+            if config.oauth_provider in OWN_PROVIDERS:
+                # The sign-in must still stand: a copied cookie of a signed-out session exports nothing.
+                session_id = signed_cookie(self.get_secure_cookie, SESSION_COOKIE)
+                record = await asyncio.to_thread(valid_session, engine, session_id=session_id)
+                if record is None or record.username != signed_in:
+                    self._refuse(401, "Sign in first: your sign-in has ended.")
+                    return
             # The same mapping the dashboard applies (OIDC: the provider's verified e-mail -> users row),
             # so the token, minted for the mapped username, matches only that user's cookie.
             username = await asyncio.to_thread(username_for_sign_in, engine, signed_in, config.oauth_provider,
-                                               self._signed_user_info(config.oauth_expiry))
-            fmt, filters = verify_export_token(secret, self.get_argument("token", ""), username)
+                                               signed_user_info(self.get_secure_cookie))
+            fmt, filters = verify_export_token(secret, token, username)
             scope = await asyncio.to_thread(scope_for_user, engine, username)
         except NotAuthorized as exc:
             log.info("export refused for %r: %s", signed_in[:150], exc)

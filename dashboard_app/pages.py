@@ -55,15 +55,33 @@ def message_page(title: str, message: str) -> pn.template.BaseTemplate:
                                         meta_viewport=META_VIEWPORT, theme_toggle=False)
 
 
+def end_when_signed_out() -> None:
+    """Once this session's sign-in is revoked or expires, its data leaves the page and its websocket closes."""
+    from .panel_fence import end_session_connections
+    from .web_session import watch_session
+
+    doc = pn.state.curdoc
+
+    def end() -> None:
+        log.info("closing a dashboard whose sign-in has ended")
+        doc.clear()  # every model leaves the page: nothing of the data stays on screen
+        # A moment later, so the emptied page reaches the browser before its websocket closes.
+        doc.add_timeout_callback(lambda: end_session_connections(doc), 1500)
+
+    watch_session(end)
+
+
 def build_page() -> pn.viewable.Viewable:
     """The signed-in user's dashboard template, or a message page."""
     try:
         username = current_username()
         dashboard = Dashboard(username=username)
         dashboard.connect_session()
-        return dashboard.template()
+        page = dashboard.template()
+        end_when_signed_out()
+        return page
     except NotAuthorized as exc:
-        log.info("no dashboard for %r: %s", pn.state.user, exc)
+        log.info("no dashboard for this session: %s", exc)
         return message_page(NO_ACCESS, f"{exc}. The operations dashboard is for municipal managers, "
                                        "administrators and ward councillors.")
     except OpsDashError as exc:

@@ -1,12 +1,17 @@
 """Extra HTTP routes, loaded by ``panel serve --plugins dashboard_app.routes``."""
 from __future__ import annotations
 
+import asyncio
 import gc
+import hmac
 import json
 import logging
 
 import tornado.web
+from panel.auth import LogoutHandler
 from sqlalchemy import text
+
+from . import panel_fence
 
 log = logging.getLogger("opsdash.routes")
 
@@ -42,16 +47,76 @@ def health_status() -> tuple[int, dict]:
     return code, status
 
 
+def operator_token_given(authorization: str | None) -> bool:
+    """Whether ``Authorization: Bearer <OPSDASH_METRICS_TOKEN>`` was sent (never, when no token is set)."""
+    from .settings import get_settings
+
+    expected = get_settings().metrics_token
+    scheme, _, given = (authorization or "").partition(" ")
+    return bool(expected) and scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(),
+                                                                                  expected.encode())
+
+
 class HealthHandler(tornado.web.RequestHandler):
-    def get(self) -> None:
-        code, status = health_status()
+    """``/health``: ``ok``/``degraded`` for anyone; the details only for the operator token.
+
+    The details (hub counters, drops by reason) would tell an outsider when
+    sensitive-category events arrive, so the public answer is the status alone.
+    """
+
+    async def get(self) -> None:
+        code, status = await asyncio.to_thread(health_status)
+        if not operator_token_given(self.request.headers.get("Authorization")):
+            status = {"status": status["status"]}
         self.set_status(code)
         self.set_header("Content-Type", "application/json")
         self.set_header("Cache-Control", "no-store")
         self.finish(json.dumps(status))
 
 
-ROUTES = [(r"/health", HealthHandler, {})]
+class OpsDashLogoutHandler(LogoutHandler):
+    """``/logout``: ends the session record (so a copy of the cookie opens nothing), then Panel's sign-out."""
+
+    async def get(self) -> None:
+        from data.web_sessions import revoke_session
+
+        from .settings import get_engine
+        from .web_session import SESSION_COOKIE, signed_cookie
+
+        session_id = signed_cookie(self.get_secure_cookie, SESSION_COOKIE)
+        if session_id:
+            try:
+                await asyncio.to_thread(revoke_session, get_engine(), session_id)
+            except Exception:  # the cookies still go; the record expires on its own
+                log.warning("sign-out: could not end the session record (database unavailable)")
+        self.clear_cookie(SESSION_COOKIE)
+        self.clear_cookie("next_url")
+        self.set_header("Cache-Control", "no-store")
+        super().get()
+
+
+def _use_opsdash_cookie_secret() -> None:
+    """The cookie secret reaches Panel from the environment (``OPSDASH_COOKIE_SECRET``), never argv.
+
+    Panel checks that it has one only after loading this plugin, so ``panel serve ...
+    --plugins dashboard_app.routes`` needs no ``--cookie-secret`` (which any local user could read in
+    the process list).
+    """
+    from panel.config import config
+
+    from .settings import get_settings
+
+    secret = get_settings().cookie_secret
+    if secret and not config.cookie_secret:
+        config.cookie_secret = secret
+
+
+if logging.getLogger("opsdash").level == logging.NOTSET:
+    # Sign-ins, refusals and the route table are what an operator reads the server log for.
+    logging.getLogger("opsdash").setLevel(logging.INFO)
+panel_fence.install()
+_use_opsdash_cookie_secret()
+ROUTES = [(r"/health", HealthHandler, {}), (r"/logout", OpsDashLogoutHandler, {})]
 
 from .export_route import EXPORT_PATH, ExportDownloadHandler  # noqa: E402  (issue 5: large exports)
 
@@ -82,6 +147,12 @@ def _connect_live_updates_when_serving() -> None:
     from .live import process_hub
 
     def start() -> None:
+        from panel.config import config
+
+        from .web_session import session_lifetime
+
+        # Panel checks a cookie's age against its own --oauth-expiry-days; ours is the session's.
+        config.oauth_expiry = session_lifetime().total_seconds() / 86400
         try:
             process_hub()
         except Exception:  # the first session tries again (and its page says live updates are off)

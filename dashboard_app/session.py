@@ -12,9 +12,7 @@ from data.scope import Scope, scope_for_user
 from data.users import find_account
 
 from .settings import get_engine
-
-#: Panel auth providers whose signed-in name is already an OpsDash username.
-OWN_PROVIDERS = frozenset({"opsdash"})
+from .web_session import OWN_PROVIDERS
 
 
 def username_for_sign_in(
@@ -64,8 +62,18 @@ def prefetch_dashboard(engine: Engine, username: str) -> None:
 
 
 def current_username() -> str:
-    """The signed-in user of this session (NotAuthorized when none or unmapped)."""
-    return username_for_sign_in(get_engine(), pn.state.user, pn.config.oauth_provider, pn.state.user_info)
+    """The signed-in user of this session (NotAuthorized when none or unmapped).
+
+    Read from the claims the server put into this session's signed token when the page was
+    requested (``web_session.page_claims``): the page's token carries no cookie.
+    """
+    from .web_session import session_claims
+
+    claims = session_claims()
+    provider = pn.config.oauth_provider
+    if provider in OWN_PROVIDERS and not claims.get("session"):
+        raise NotAuthorized("your sign-in has ended; sign in again")
+    return username_for_sign_in(get_engine(), claims.get("user"), provider, claims.get("user_info"))
 
 
 def current_scope() -> Scope:

@@ -53,6 +53,9 @@ class Settings:
     login_max_attempts: int = 5
     login_window_s: int = 300
     large_export_rows: int = 50_000
+    session_hours: int = 12
+    https: bool = False
+    metrics_token: str | None = field(default=None, repr=False)
     extra: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @property
@@ -78,6 +81,9 @@ class Settings:
             "timezone": self.timezone,
             "live_interval_ms": self.live_interval_ms,
             "allowed_origins": list(self.allowed_origins),
+            "session_hours": self.session_hours,
+            "https": self.https,
+            "metrics_token": "set" if self.metrics_token else "unset",
         }
 
 
@@ -121,6 +127,22 @@ def _int_setting(env: Mapping[str, str], name: str, default: int, low: int, high
     if not low <= value <= high:
         raise ConfigError(f"{name} must be between {low} and {high}, got {value}")
     return value
+
+
+def _bool_setting(env: Mapping[str, str], name: str) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise ConfigError(f"{name} must be 1/true/yes or 0/false/no, got {raw!r}")
+
+
+def _metrics_token(env: Mapping[str, str]) -> str | None:
+    token = env.get("OPSDASH_METRICS_TOKEN") or None
+    if token is not None and len(token) < 16:  # it unlocks operational details: not a guessable word
+        raise ConfigError(f"OPSDASH_METRICS_TOKEN is too short ({len(token)} characters, at least 16 needed)")
+    return token
 
 
 def load_settings(env: Mapping[str, str] | None = None, *, dotenv: Path | None = Path(".env")) -> Settings:
@@ -177,5 +199,8 @@ def load_settings(env: Mapping[str, str] | None = None, *, dotenv: Path | None =
         login_max_attempts=_int_setting(merged, "OPSDASH_LOGIN_MAX_ATTEMPTS", 5, 1, 1000),
         login_window_s=_int_setting(merged, "OPSDASH_LOGIN_WINDOW_S", 300, 1, 86_400),
         large_export_rows=_int_setting(merged, "OPSDASH_LARGE_EXPORT_ROWS", 50_000, 1, 10**9),
+        session_hours=_int_setting(merged, "OPSDASH_SESSION_HOURS", 12, 1, 24 * 30),
+        https=_bool_setting(merged, "OPSDASH_HTTPS"),
+        metrics_token=_metrics_token(merged),
         extra={k: v for k, v in merged.items() if k.startswith("OPSDASH_")},
     )

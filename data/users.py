@@ -146,3 +146,33 @@ def create_user(
         except IntegrityError:
             raise InvalidValue(f"a user named {username!r} (or with that email) already exists") from None
         return _account(user)
+
+
+
+def _update_user(engine: Engine, username: str, **values) -> None:
+    with Session(engine) as session:
+        user = session.execute(select(User).where(User.username == username)).scalar_one_or_none()
+        if user is None:
+            raise NotFound(f"no user named {username!r}")
+        for name, value in values.items():
+            setattr(user, name, value)
+        session.commit()
+
+
+def set_password(engine: Engine, username: str, password: str) -> int:
+    """Give ``username`` a new password and end every session of theirs; how many sessions ended.
+
+    A stolen session must not outlive the password change its owner made because of it.
+    """
+    from .web_sessions import PASSWORD_CHANGED, revoke_user_sessions
+
+    _update_user(engine, username, password_hash=hash_password(password))
+    return revoke_user_sessions(engine, username, PASSWORD_CHANGED)
+
+
+def set_active(engine: Engine, username: str, active: bool) -> int:
+    """Enable or disable ``username``; disabling ends every session of theirs (how many ended)."""
+    from .web_sessions import DISABLED, revoke_user_sessions
+
+    _update_user(engine, username, is_active=active)
+    return 0 if active else revoke_user_sessions(engine, username, DISABLED)

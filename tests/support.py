@@ -1,6 +1,7 @@
 """Test support that is not a fixture: service probes and a served OpsDash process."""
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -8,7 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 from urllib.error import URLError
 from urllib.request import urlopen
 
@@ -21,6 +22,8 @@ ROOT = Path(__file__).resolve().parent.parent
 OUTPUT_DIR = ROOT / "test-output"
 #: At least 32 characters: shorter cookie secrets stop the server (data/settings.py).
 TEST_COOKIE_SECRET = "test-cookie-secret-0123456789-abcdefgh"
+#: The operator token of test servers: /health shows its details only with it (issue 15).
+TEST_METRICS_TOKEN = "test-metrics-token-0123456789"
 
 
 def service_missing(reason: str) -> None:
@@ -82,7 +85,9 @@ def free_port() -> int:
 
 def opsdash_env(database_url: str | None, **settings: str) -> dict[str, str]:
     """The environment of an ``opsdash`` child process: only the OPSDASH_* values given here."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OPSDASH_")}
+    # Not this test process's BOKEH_* either (its import of our auth module set some): a server must
+    # set up Bokeh by itself, as in production.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPSDASH_", "BOKEH_"))}
     env["OPSDASH_FAST_PASSWORD_HASH"] = "1"
     if database_url is not None:
         env["OPSDASH_DATABASE_URL"] = database_url
@@ -128,7 +133,7 @@ class OpsDashServer:
         self.cookie_secret = cookie_secret
         self.log_path = log_dir / f"opsdash-{self.port}.log"
         self.extra_env = env or {}
-        self.secret_in_env = secret_in_env  # False: the cookie secret reaches only Panel (--cookie-secret)
+        self.secret_in_env = secret_in_env  # False: the cookie secret reaches only Panel (PANEL_COOKIE_SECRET)
         self.process: subprocess.Popen | None = None
 
     @property
@@ -139,16 +144,19 @@ class OpsDashServer:
         where = ["--port", str(self.port), "--address", "127.0.0.1"]
         if self.panel_convention:
             return [sys.executable, "-m", "panel", "serve", str(ROOT / "dashboard_app" / "app.py"), *where,
-                    "--oauth-provider", self.oauth_provider, f"--cookie-secret={self.cookie_secret or ''}",
+                    "--oauth-provider", self.oauth_provider,
                     "--plugins", "dashboard_app.routes", "--allow-websocket-origin", f"127.0.0.1:{self.port}",
                     *(["--prefix", self.prefix] if self.prefix else []), *self.panel_args]
         return [sys.executable, "-m", "dashboard_app.cli", "serve", *where, *(["--demo"] if self.demo else [])]
 
     def start(self, timeout: float = 60) -> None:
-        settings = ({"OPSDASH_COOKIE_SECRET": self.cookie_secret}
-                    if self.cookie_secret and not self.demo and self.secret_in_env else {})
+        settings: dict[str, str] = {}
+        if self.cookie_secret and not self.demo:
+            # README's Panel way: the secret in the environment, never on the command line.
+            settings["OPSDASH_COOKIE_SECRET" if self.secret_in_env else "PANEL_COOKIE_SECRET"] = self.cookie_secret
         if self.redis_url:
             settings["OPSDASH_REDIS_URL"] = self.redis_url
+        settings["OPSDASH_METRICS_TOKEN"] = TEST_METRICS_TOKEN
         env = opsdash_env(self.database_url, **settings, **self.extra_env)
         self._log = open(self.log_path, "wb")
         self.process = subprocess.Popen(self.command(), cwd=self.cwd, env=env, stdout=self._log,
@@ -167,6 +175,15 @@ class OpsDashServer:
         self.stop()
         raise RuntimeError(f"opsdash serve did not answer /health within {timeout}s:\n{self.log()}")
 
+    def health(self) -> dict:
+        """/health with the operator token: the details (hub counters, sessions)."""
+        import json
+        from urllib.request import Request
+
+        request = Request(f"{self.url}/health", headers={"Authorization": f"Bearer {TEST_METRICS_TOKEN}"})
+        with urlopen(request, timeout=10) as response:
+            return json.loads(response.read())
+
     def log(self, tail: int = 5000) -> str:
         try:
             return self.log_path.read_text(errors="replace")[-tail:]
@@ -183,3 +200,20 @@ class OpsDashServer:
                 self.process.wait(5)
         if getattr(self, "_log", None):
             self._log.close()
+
+
+@contextlib.contextmanager
+def seeded_server(database_url: str, log_dir: Path, seed_args: dict, **server_args) -> Iterator[tuple]:
+    """(seed result, started OpsDashServer) on a database seeded with ``seed_args`` (a random seed)."""
+    import random
+
+    from data.db import get_engine
+    from data.seed import seed
+
+    result = seed(get_engine(database_url), random_seed=random.randrange(10**6), **seed_args)
+    server = OpsDashServer(database_url=database_url, log_dir=log_dir, **server_args)
+    server.start()
+    try:
+        yield result, server
+    finally:
+        server.stop()

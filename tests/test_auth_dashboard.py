@@ -12,13 +12,15 @@ import requests
 from sqlalchemy import text
 
 from components import query_cache
-from dashboard_app.auth import GENERIC_ERROR, THROTTLED_ERROR, LoginThrottle, login_page
+from dashboard_app.auth import GENERIC_ERROR, THROTTLED_ERROR, login_page
+from dashboard_app.throttle import LoginThrottle
 from dashboard_app.session import username_for_sign_in
 from data.errors import NotAuthorized
 from data.seed import seed
 from data.users import create_user
 
 from .conftest import user_of
+from .web_support import sign_in
 
 
 def test_login_page_keeps_the_username_and_password_fields():
@@ -70,15 +72,24 @@ def test_oidc_never_signs_in_by_local_username_or_unverified_email(engine, make_
         username_for_sign_in(engine, "x", "generic", {"email": f"other-{email}"})
 
 
-def test_throttle_counts_failures_per_user_and_per_address_separately():
-    throttle = LoginThrottle(max_attempts=3, window_s=60)
-    for _ in range(3):
-        throttle.failed("user:a", "ip:1")
-    assert throttle.blocked("user:a", "ip:2")  # the account, from any address
-    assert throttle.blocked("user:b", "ip:1")  # the address, for any account
-    assert not throttle.blocked("user:b", "ip:2")
-    throttle.succeeded("user:a")
-    assert not throttle.blocked("user:a", "ip:2")
+@pytest.mark.parametrize("shared", [False, True], ids=["in-process", "redis"])
+def test_throttle_limits_each_account_per_address_and_per_account_never_per_address_alone(shared):
+    from dashboard_app.throttle import ACCOUNT_FACTOR
+    from .conftest import require_redis
+    from .support import REDIS_URL
+
+    if shared:
+        require_redis()
+    throttle = LoginThrottle(max_attempts=3, window_s=60, redis_url=REDIS_URL if shared else None)
+    a, b = f"a-{uuid.uuid4().hex}", f"b-{uuid.uuid4().hex}"
+    assert [throttle.reserve(a, "10.0.0.1") for _ in range(4)] == [True, True, True, False]
+    assert throttle.reserve(b, "10.0.0.1")  # another account behind the same address
+    assert throttle.reserve(a, "10.0.0.2")  # the same account from elsewhere, until the account's own limit
+    for n in range(3 * ACCOUNT_FACTOR):
+        throttle.reserve(a, f"10.1.{n // 250}.{n % 250}")
+    assert not throttle.reserve(a, "10.9.9.9")  # guessed from many addresses: the account is throttled
+    throttle.succeeded(b, "10.0.0.1")
+    assert throttle.reserve(b, "10.0.0.1")
 
 
 @pytest.mark.slow
@@ -88,8 +99,7 @@ def test_served_sign_in_is_throttled_even_for_the_right_password(opsdash_server,
     server = opsdash_server(pg_url, env={"OPSDASH_LOGIN_MAX_ATTEMPTS": "3", "OPSDASH_LOGIN_WINDOW_S": "300"})
 
     def attempt(password: str) -> list[str]:
-        response = requests.post(f"{server.url}/login", data={"username": manager["username"], "password": password},
-                                 allow_redirects=False, timeout=30)
+        _, response = sign_in(server.url, manager["username"], password)
         return parse_qs(urlsplit(response.headers["Location"]).query).get("error", [])
 
     assert [attempt("wrong") for _ in range(3)] == [[GENERIC_ERROR]] * 3
@@ -103,12 +113,9 @@ def test_a_served_sign_in_starts_loading_its_dashboard_before_the_page_is_asked_
     result = seed(pg_engine, tickets=40, wards=2, municipalities=1, random_seed=random.randrange(10**6))
     server = opsdash_server(pg_url)
 
-    def sign_in(role: str, password: str | None = None, next_url: str | None = None) -> str:
+    def sign_in_as(role: str, password: str | None = None, next_url: str | None = None) -> str:
         user = user_of(result, role)
-        cookies = {"next_url": next_url} if next_url else {}
-        response = requests.post(f"{server.url}/login", data={"username": user["username"],
-                                 "password": password or user["password"]}, cookies=cookies,
-                                 allow_redirects=False, timeout=30)
+        _, response = sign_in(server.url, user["username"], password or user["password"], next_url=next_url)
         assert response.status_code == 302
         return response.headers["Location"]
 
@@ -130,13 +137,13 @@ def test_a_served_sign_in_starts_loading_its_dashboard_before_the_page_is_asked_
     # Other connections (this process's pool, earlier tests) may still hold scan counts they have
     # not reported; PostgreSQL flushes them within 10 s of going idle (PGSTAT_IDLE_INTERVAL).
     time.sleep(11)
-    assert scans_after(lambda: sign_in("manager", password="wrong"), 2) == 0
-    assert scans_after(lambda: sign_in("field_worker"), 2) == 0  # signed in, but no dashboard to load
-    assert scans_after(lambda: sign_in("manager", next_url="./?status=open"), 2) == 0  # a link's own filters
+    assert scans_after(lambda: sign_in_as("manager", password="wrong"), 2) == 0
+    assert scans_after(lambda: sign_in_as("field_worker"), 2) == 0  # signed in, but no dashboard to load
+    assert scans_after(lambda: sign_in_as("manager", next_url="./?status=open"), 2) == 0  # a link's own filters
     # The figures' scan, and the median's two reads (count, then the middle: migration 0004's index).
-    assert scans_after(lambda: sign_in("manager"), 30) == 3
+    assert scans_after(lambda: sign_in_as("manager"), 30) == 3
     # The live hub runs from server start, so those results were cached with its change mark: past
     # the short TTL, the next manager's sign-in still reads nothing while no change was announced.
     # (Started by the first sign-in, the hub was not live yet when it loaded: no mark, 5 s only.)
     time.sleep(query_cache.TTL_S + 1)
-    assert scans_after(lambda: sign_in("manager"), 11) == 0
+    assert scans_after(lambda: sign_in_as("manager"), 11) == 0

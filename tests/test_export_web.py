@@ -20,7 +20,6 @@ from urllib.request import Request, urlopen
 
 import panel.auth  # noqa: F401  (first: it imports our provider while it loads, see dashboard_app/auth.py)
 import pytest
-import requests
 import tornado.web
 from panel.util import base64url_encode
 from sqlalchemy import select
@@ -37,6 +36,7 @@ from data.users import find_account
 from .conftest import add_tickets, browser_sign_in, scope_of, ticket_record, user_of
 from .export_support import expected_csv, expected_xlsx, oracle_frame, read_csv, read_xlsx
 from .support import OpsDashServer
+from .web_support import sign_in
 
 HOSTILE = "=HYPERLINK(\"http://evil\",\"click\") Amanzi \u2014 \u00eb"
 FILENAME = re.compile(r"^tickets_[a-z0-9-]+_\d{8}_\d{6}\.(csv|xlsx)$")
@@ -56,11 +56,16 @@ class ExportSite:
 
     def get(self, path: str, username: str | None = None, cookie: str | None = None,
             signed: dict[str, str] | None = None):
-        """GET on the server with a signed ``user`` cookie, a given raw cookie header, or the
-        ``signed`` cookies (name -> value, signed as Panel signs them); (status, headers, body)."""
+        """GET on the server signed in as ``username`` (a session record and its signed cookies), with a
+        given raw cookie header, or the ``signed`` cookies (name -> value, signed as Panel signs them);
+        (status, headers, body)."""
+        from datetime import timedelta
+
+        from data.web_sessions import start_session
+
         headers = {}
         if username is not None:
-            signed = {"user": username}
+            signed = {"user": username, "opsdash_session": start_session(self.engine, username, timedelta(hours=1))}
         if signed is not None:
             headers["Cookie"] = "; ".join(
                 f"{name}={tornado.web.create_signed_value(self.server.cookie_secret, name, value).decode()}"
@@ -167,7 +172,7 @@ def test_route_refuses_a_user_disabled_after_the_link_was_made(export_site):
     with export_site.engine.begin() as conn:
         conn.execute(update(User).where(User.username == name).values(is_active=False))
     status, _, body = export_site.get(link, username=name)
-    assert status == 403 and b"disabled" in body
+    assert status == 401 and b"sign-in has ended" in body  # a disabled user's sessions no longer count
 
 
 def test_links_are_signed_with_panels_cookie_secret_when_opsdash_has_none(export_site, pg_url, tmp_path):
@@ -311,8 +316,7 @@ def test_under_a_prefix_sign_in_lands_on_the_app_and_the_large_export_link_downl
         site = ExportSite(export_site.engine, export_site.result, server)
         manager = site.user("manager")
         assert site.get(site.link(manager["username"], "csv"), username=manager["username"])[0] == 200
-        refused = requests.post(f"{server.url}/login", data={"username": manager["username"], "password": "wrong"},
-                                allow_redirects=False, timeout=30)  # back to the form under the prefix, not /login
+        _, refused = sign_in(server.url, manager["username"], "wrong")  # back to the form under the prefix
         assert urljoin(f"{server.url}/login", refused.headers["Location"]).startswith(f"{server.url}/login?error=")
         browser_sign_in(browser_page, server.url, manager["username"], manager["password"])
         with browser_page.expect_download(timeout=60_000) as info:

@@ -10,7 +10,6 @@ import uuid
 
 import pytest
 import redis
-import requests
 
 from data.events import channel_for
 from data.seed import seed
@@ -99,7 +98,7 @@ def test_one_publish_reaches_both_processes_and_councillors_get_only_their_ward(
     connections = subscriber_connections(redis_url)
     assert {name: connections.get(name) for name in names} == {name: 1 for name in names}
     for server in (first, second):
-        live = requests.get(f"{server.url}/health", timeout=10).json()["live"]
+        live = server.health()["live"]
         assert live["hub"]["status"] == "live"
         assert live["hub"]["dropped"].get("sensitive_ticket", 0) >= 1
         assert live["hub"]["dropped"].get("sensitive_flag", 0) >= 2
@@ -126,7 +125,7 @@ def test_redis_restart_shows_paused_then_recovers_and_resyncs(live_world, pg_eng
     for page in pages:
         wait_for_text(page, "AFTER-RESTART", what="events after the restart")
     for server in (first, second):
-        hub = requests.get(f"{server.url}/health", timeout=10).json()["live"]["hub"]
+        hub = server.health()["live"]["hub"]
         assert hub["counters"]["connects"] >= 2 and hub["counters"].get("resyncs_after_reconnect", 0) >= 1
     wait_until(lambda: all(subscriber_connections(redis_url).get(f"opsdash-hub-{s.process.pid}") == 1
                            for s in (first, second)), what="one subscriber per process after reconnecting")
@@ -145,5 +144,5 @@ def test_demo_server_moves_within_seconds_without_redis(opsdash_server, tmp_path
     wait_for_text(page, LIVE, what="the live indicator (in-process bus)")
     # The in-process simulator changes tickets and announces them: rows appear in the feed.
     page.locator(".opsdash-live-feed table tbody tr").first.wait_for(timeout=30_000)
-    live = requests.get(f"{server.url}/health", timeout=10).json()
+    live = server.health()
     assert live["live_bus"] == "in-process" and live["live"]["hub"]["counters"]["routed"] >= 1

@@ -41,6 +41,10 @@ def config_error_of(variable: str, value: str) -> str:
     ("OPSDASH_REDIS_URL", "redis://127.0.0.1:70000/0"),
     ("OPSDASH_REDIS_URL", "redis://127.0.0.1:6379/zero"),
     ("OPSDASH_LOGIN_MAX_ATTEMPTS", "many"),
+    ("OPSDASH_SESSION_HOURS", "0"),
+    ("OPSDASH_SESSION_HOURS", "forever"),
+    ("OPSDASH_HTTPS", "maybe"),
+    ("OPSDASH_METRICS_TOKEN", "short"),
 ])
 def test_a_bad_setting_raises_config_error_naming_the_variable(variable, value):
     assert variable in config_error_of(variable, value)
@@ -154,3 +158,21 @@ def test_a_bad_setting_in_dotenv_is_reported_by_the_cli(tmp_path):
     (tmp_path / ".env").write_text("OPSDASH_LIVE_INTERVAL_MS=soon\n")
     result = run_opsdash("init-db", database_url=f"sqlite:///{tmp_path / 'x.sqlite3'}", cwd=tmp_path, timeout=60)
     assert_one_line_error(result, "OPSDASH_LIVE_INTERVAL_MS")
+
+
+def test_session_https_and_operator_token_settings_have_safe_defaults():
+    settings = load_settings({}, dotenv=None)
+    assert (settings.session_hours, settings.https, settings.metrics_token) == (12, False, None)
+    chosen = load_settings({"OPSDASH_SESSION_HOURS": "8", "OPSDASH_HTTPS": "true",
+                            "OPSDASH_METRICS_TOKEN": "t" * 32}, dotenv=None)
+    assert (chosen.session_hours, chosen.https, chosen.metrics_token) == (8, True, "t" * 32)
+    assert "t" * 32 not in repr(chosen) and chosen.describe()["metrics_token"] == "set"
+
+
+def test_cookies_get_secure_only_when_the_site_is_served_over_https():
+    from dashboard_app.web_headers import harden_cookie
+
+    plain = harden_cookie('user="2|1:0|x"; expires=Tue, 01 Dec 2026 08:12:06 GMT; Path=/', secure=False)
+    assert "HttpOnly" in plain and "SameSite=Lax" in plain and "Secure" not in plain
+    assert "Secure" in harden_cookie("user=x; Path=/", secure=True)
+    assert "SameSite=Strict" in harden_cookie("a=b; SameSite=Strict", secure=False)

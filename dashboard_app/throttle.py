@@ -1,0 +1,114 @@
+"""Sign-in throttling: per (account, address) and per account, atomic, shared through Redis when configured.
+
+- A password is checked only after a slot was taken, in one atomic step
+  (Redis INCR in a Lua script, or a lock in-process): 40 guesses sent at
+  once get at most ``max_attempts`` checks, not "whoever read the count
+  before the others wrote it".
+- Limits are per (account, address): ``max_attempts`` in the window; and per
+  account from all addresses: ``ACCOUNT_FACTOR`` times that (guessing from
+  many addresses). There is no per-address limit: everyone behind an
+  office NAT shares an address, and one person's typos (or an attacker's
+  guesses) must not lock the others out.
+- A successful sign-in gives its slot back and clears its (account,
+  address) count; the account's count from other addresses stays.
+- With ``OPSDASH_REDIS_URL`` every server process shares the counts;
+  without it (one process) they live in memory. If Redis fails the process
+  falls back to its own counts (logged), so sign-in keeps working.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+log = logging.getLogger("opsdash.auth")
+ACCOUNT_FACTOR = 10
+#: Increment every key, set its expiry on the first increment, return the counts: one atomic step.
+_RESERVE = """
+local counts = {}
+for i, key in ipairs(KEYS) do
+  local n = redis.call('INCR', key)
+  if n == 1 then redis.call('EXPIRE', key, ARGV[1]) end
+  counts[i] = n
+end
+return counts
+"""
+_RELEASE = """
+if redis.call('DECR', KEYS[1]) <= 0 then redis.call('DEL', KEYS[1]) end
+redis.call('DEL', KEYS[2])
+return 1
+"""
+
+
+def throttle_keys(username: str, address: str) -> tuple[str, str]:
+    """(account key, (account, address) key); the braces keep both in one Redis Cluster slot."""
+    account = username.strip().lower()[:150]
+    return f"opsdash:login:{{{account}}}", f"opsdash:login:{{{account}}}:{address}"
+
+
+class LoginThrottle:
+    def __init__(self, max_attempts: int, window_s: int, redis_url: str | None = None) -> None:
+        self.max_attempts = max_attempts
+        self.window_s = window_s
+        self._counts: dict[str, tuple[int, float]] = {}
+        self._lock = threading.Lock()
+        self._redis = None
+        if redis_url:
+            import redis
+
+            self._redis = redis.Redis.from_url(redis_url, socket_connect_timeout=2, socket_timeout=2)
+
+    def _limits(self) -> tuple[int, int]:
+        return self.max_attempts * ACCOUNT_FACTOR, self.max_attempts
+
+    def reserve(self, username: str, address: str) -> bool:
+        """Take a slot for one password check; False when the account or this address for it is throttled."""
+        keys = throttle_keys(username, address)
+        counts = self._shared(_RESERVE, keys, self.window_s)
+        if counts is None:
+            counts = self._local_reserve(keys)
+        return all(count <= limit for count, limit in zip(counts, self._limits()))
+
+    def succeeded(self, username: str, address: str) -> None:
+        keys = throttle_keys(username, address)
+        if self._shared(_RELEASE, keys) is None:
+            with self._lock:
+                count, start = self._counts.get(keys[0], (1, time.monotonic()))
+                self._counts[keys[0]] = (max(count - 1, 0), start)
+                self._counts.pop(keys[1], None)
+
+    def _shared(self, script: str, keys: tuple[str, str], *args: int) -> list[int] | None:
+        if self._redis is None:
+            return None
+        try:
+            return [int(n) for n in self._redis.eval(script, len(keys), *keys, *args)]
+        except Exception as exc:
+            log.warning("sign-in throttle: Redis unavailable (%s), counting in this process", type(exc).__name__)
+            return None
+
+    def _local_reserve(self, keys: tuple[str, str]) -> list[int]:
+        now = time.monotonic()
+        with self._lock:
+            if len(self._counts) > 100_000:  # bound memory under a spray: forget expired windows
+                self._counts = {k: v for k, v in self._counts.items() if now - v[1] < self.window_s}
+            counts = []
+            for key in keys:
+                count, start = self._counts.get(key, (0, now))
+                if now - start >= self.window_s:
+                    count, start = 0, now
+                self._counts[key] = (count + 1, start)
+                counts.append(count + 1)
+            return counts
+
+
+_throttle: LoginThrottle | None = None
+
+
+def get_throttle() -> LoginThrottle:
+    global _throttle
+    if _throttle is None:
+        from .settings import get_settings
+
+        s = get_settings()
+        _throttle = LoginThrottle(s.login_max_attempts, s.login_window_s, s.redis_url)
+    return _throttle

@@ -1,0 +1,59 @@
+"""The private Panel/Bokeh hooks of ``dashboard_app.panel_fence`` still find what they change.
+
+These fail on an upgrade that moves or renames what a hook relies on, before a served
+test shows the hole open again.
+"""
+from __future__ import annotations
+
+import inspect
+import sys
+
+import panel.auth  # noqa: F401  (first: it imports our provider while it loads, see dashboard_app/auth.py)
+import pytest
+import tornado.web
+
+from dashboard_app import panel_fence
+
+
+def test_the_hooked_panel_and_bokeh_attributes_are_where_the_fence_expects_them():
+    from bokeh.server.connection import ServerConnection
+    from bokeh.server.contexts import BokehSessionContext
+    from bokeh.server.session import ServerSession
+    from bokeh.server.tornado import BokehTornado
+    from panel.auth import OAuthProvider
+    from panel.io.application import Application
+    from panel.io.server import ComponentResourceHandler
+
+    assert list(inspect.signature(ComponentResourceHandler.parse_url_path).parameters) == ["self", "path"]
+    assert list(inspect.signature(Application.process_request).parameters) == ["self", "request"]
+    assert list(inspect.signature(tornado.web.StaticFileHandler.parse_url_path).parameters) == ["self", "url_path"]
+    assert isinstance(inspect.getattr_static(OAuthProvider, "get_user_async"), property)
+    assert "self" in inspect.signature(BokehTornado.__init__).parameters
+    assert isinstance(inspect.getattr_static(BokehSessionContext, "token_payload"), property)
+    assert "_subscribed_connections" in inspect.getsource(ServerSession.__init__)
+    assert "self._socket = socket" in inspect.getsource(ServerConnection.__init__)
+    assert "def prepare" in inspect.getsource(__import__("bokeh.server.views.auth_request_handler",
+                                                         fromlist=["x"]).AuthRequestHandler)
+
+
+def test_component_route_looks_up_only_panel_modules_already_imported_and_imports_nothing():
+    from panel.io.server import ComponentResourceHandler
+
+    panel_fence.install()
+    sys.modules.pop("this", None)
+    handler = ComponentResourceHandler.__new__(ComponentResourceHandler)
+    for path in ("this/x/_css/a", "venv.__main__/x/_css/a", "panel.__main__/x/_css/a", "os/path/_css/a",
+                 "panel.template/FastListTemplate/_resources", "", "a"):
+        with pytest.raises(tornado.web.HTTPError) as refused:
+            handler.parse_url_path(path)
+        assert refused.value.status_code in (400, 403, 404), path
+    assert "this" not in sys.modules
+    assert panel_fence.component_module_allowed("panel.template.fast.list")
+    assert not panel_fence.component_module_allowed("panel.does_not_exist")
+
+
+def test_bokeh_is_told_to_sign_session_tokens():
+    from bokeh.settings import settings
+
+    panel_fence.sign_bokeh_sessions()
+    assert settings.sign_sessions() and len(settings.secret_key_bytes() or b"") >= 32
