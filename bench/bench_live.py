@@ -7,7 +7,7 @@ delivered vs expected per session, Redis subscriber connections per process
 
     python bench/bench_live.py [--quick] [--sessions S] [--rate R] [--seconds T] [--interval-ms MS]
 
-Needs PostgreSQL and Redis (design.md section 5). Targets (issue 3) at
+Needs PostgreSQL and Redis (docs/architecture.md, "Services in development and CI"). Targets (issue 3) at
 S=200, R=500: 100% delivered, p95 <= interval + 100 ms, 1 subscriber per process.
 """
 from __future__ import annotations

@@ -5,7 +5,7 @@ Many sessions look at the same thing (a municipality's managers, a wall
 screen, every reload), so results are shared, and a query that is already
 running is awaited rather than started again.
 
-Freshness (design.md: the database is the source of truth; events only
+Freshness (docs/architecture.md: the database is the source of truth; events only
 trigger reloads): a result is reused
 
 - for ``ttl_s`` (5 s) whatever happens, so a busy municipality recomputes

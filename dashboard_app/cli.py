@@ -188,7 +188,7 @@ def panel_serve_argv(address: str, port: int, origins: Sequence[str]) -> list[st
         "panel", "serve", str(APP_PATH), "--address", address, "--port", str(port),
         "--oauth-provider", "opsdash",
         "--plugins", "dashboard_app.routes",
-        # Expire sessions of closed tabs quickly so their callbacks stop (design.md section 6).
+        # Expire sessions of closed tabs quickly so their callbacks stop (Panel expires a session only after its unused lifetime).
         "--check-unused-sessions", str(CHECK_UNUSED_SESSIONS_MS),
         "--unused-session-lifetime", str(UNUSED_SESSION_LIFETIME_MS),
         "--index", "app",

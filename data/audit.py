@@ -1,4 +1,4 @@
-"""The export audit trail (design.md invariant 6: every export is written down)."""
+"""The export audit trail (docs/architecture.md, invariant 6: every export is written down)."""
 from __future__ import annotations
 
 from datetime import datetime, timezone

@@ -1,7 +1,7 @@
 """Live events: the message format, its validation, and the buses that carry it.
 
 Messages arrive on Redis channel ``dashboard:{municipality_id}`` as JSON, in
-either shape (design.md section 4): the ticketing system's
+either shape (docs/architecture.md, "Interfaces others rely on"): the ticketing system's
 ``{"type", "data", "ward_id"}`` (the municipality then comes from the channel)
 or the full shape with ``id``, ``municipality_id``, ``ticket_id``,
 ``occurred_at`` and ``is_sensitive``. ``parse_event`` turns either into an
@@ -142,7 +142,7 @@ class Event:
         return _text(self.data.get("status"))
 
     def to_dict(self) -> dict[str, Any]:
-        """The full message shape of design.md section 4."""
+        """The full message shape of docs/architecture.md, "Interfaces others rely on"."""
         return {
             "id": self.id, "type": self.type, "municipality_id": str(self.municipality_id),
             "ward_id": self.ward_id, "ticket_id": str(self.ticket_id) if self.ticket_id else None,

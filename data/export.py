@@ -2,7 +2,7 @@
 
 One entry point, ``export_tickets``, serves the download buttons, the
 streaming HTTP route and ``opsdash export``. Rows always come from
-``tickets.scoped_select`` (design.md invariants 1-3):
+``tickets.scoped_select`` (docs/architecture.md, invariants 1-3):
 
 - CSV on PostgreSQL: ``COPY (<the scoped SELECT>) TO STDOUT`` with the
   formula rule and the local time zone applied in SQL, streamed to the file

@@ -2,7 +2,7 @@
 
 Both writers (CSV, XLSX) and the PostgreSQL COPY path take their columns and
 their formula rule from here, so the three can never disagree about which
-text is neutralised (OWASP CSV injection; design.md invariant 4).
+text is neutralised (OWASP CSV injection; docs/architecture.md, invariant 4).
 """
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ DATETIME_SOURCES = frozenset(
      "escalated_at"}
 )
 
-# ---- The formula rule (design.md invariant 4; OWASP CSV injection, issue 14) --------------------
+# ---- The formula rule (docs/architecture.md, invariant 4; OWASP CSV injection, issue 14) --------------------
 # A spreadsheet reads a cell as a formula when its text starts with a formula sign. What counts as
 # "starts" and as "a sign" is wider than ASCII: Excel folds full-width and other compatibility
 # forms (＝ ＋ － ＠ as typed by an East Asian input method) to the ASCII signs, and spaces,

@@ -9,7 +9,7 @@ tests write is read back with openpyxl and with calamine (an independent
 reader) and each part is checked to be well-formed XML.
 The format is the small subset Excel itself writes for plain
 data: inline strings (always ``t="inlineStr"``, so text can never be a
-formula; design.md invariant 4), numbers with a date format, one bold and one
+formula; docs/architecture.md, invariant 4), numbers with a date format, one bold and one
 quote-prefix style, a frozen header row, an autofilter, column widths.
 A sheet holds at most ``sheet_rows`` data rows; the export continues on the
 next sheet. The last sheet describes the export.

@@ -68,7 +68,7 @@ class Delivery:
 
 
 def route(event: Event, lookup: TicketLookup | None) -> Delivery | DropReason:
-    """Decide an event's delivery from the database's word (design.md invariant 1).
+    """Decide an event's delivery from the database's word (docs/architecture.md, invariant 1).
 
     What the event says about its category or ward can only narrow delivery: an
     unknown category drops it, a ward other than the ticket's keeps it from

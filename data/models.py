@@ -1,6 +1,6 @@
 """ORM models (SQLAlchemy 2, typed).
 
-``tickets`` keeps the ticketing system's column names (design.md section 4) so
+``tickets`` keeps the ticketing system's column names (docs/architecture.md, "Interfaces others rely on") so
 OpsDash can read that system's database directly. Enumerated values are
 stored as plain strings: the ticketing system may add a category before we
 do, and a row we cannot classify must still load (the Scope excludes it from
@@ -202,7 +202,7 @@ class Ticket(Base):
 
 
 class KnownCategory(Base):
-    """A category that may be shown (design.md invariant 1: every other category is sensitive).
+    """A category that may be shown (docs/architecture.md, invariant 1: every other category is sensitive).
 
     Migration 0006 fills it with the ticketing system's categories; an admin adds
     more on purpose (``opsdash category add``). The database refuses ``gbv``.

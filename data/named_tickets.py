@@ -1,4 +1,4 @@
-"""What the database holds about the tickets live events name (design.md invariant 1).
+"""What the database holds about the tickets live events name (docs/architecture.md, invariant 1).
 
 Events are hints: the live hub routes and filters them by the ticket row they
 name, never by what they say about ward, category or sensitivity. This module

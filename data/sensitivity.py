@@ -1,4 +1,4 @@
-"""The sensitivity rule (design.md invariant 1): one definition, in Python and in SQL.
+"""The sensitivity rule (docs/architecture.md, invariant 1): one definition, in Python and in SQL.
 
 A ticket may be shown only when
 

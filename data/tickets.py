@@ -2,7 +2,7 @@
 
 Every public function here takes a Scope; ``scoped_select`` is the only
 place a ticket SELECT is built, so the tenancy, ward and sensitivity rules
-(design.md invariants 1-3) cannot be forgotten by a caller. The counts, the
+(docs/architecture.md, invariants 1-3) cannot be forgotten by a caller. The counts, the
 table, the charts and the exports all come from the same statement, so they
 can never disagree.
 """

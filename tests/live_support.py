@@ -259,7 +259,7 @@ def feed_text(page) -> str:
 
 REDIS_START = ["redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "-::1", "--port", "6379",
                "--save", "", "--appendonly", "no", "--dir", "/var/lib/redis",
-               "--logfile", "/var/log/redis/ci.log"]  # design.md section 5
+               "--logfile", "/var/log/redis/ci.log"]  # docs/architecture.md, "Services in development and CI"
 
 
 @contextlib.contextmanager
