@@ -23,9 +23,9 @@ def serve_pages_without_mathjax() -> bool:
     panes that render no math. Without it a councillor's phone downloads 4.6
     MB instead of 6.4 MB, and every first visit has that much less to parse:
     paired sign-ins, 6 rounds, 1.45 s -> 1.32 s median, faster in all 6
-    (docs/performance.md, seventh pass). Panel has no setting for this, so its
-    helper that decides is replaced; a Panel without it keeps MathJax, and
-    the served-page test says so.
+    (docs/performance.md, "Dashboard server and page"). Panel has no setting
+    for this, so its helper that decides is replaced; a Panel without it
+    keeps MathJax, and the served-page test says so.
     """
     from panel.io import resources
 
