@@ -30,7 +30,7 @@ def service_missing(reason: str) -> None:
     """Skip locally; fail under CI, where every service must be there."""
     if CI:
         pytest.fail(f"{reason} (CI=true: service tests must not skip)", pytrace=False)
-    pytest.skip(f"{reason}: skipped outside CI; start it to run this test (see docs/architecture.md, "Services in development and CI")")
+    pytest.skip(f"{reason}: skipped outside CI; start it to run this test (see docs/architecture.md, 'Services in development and CI')")
 
 
 def _port_open(host: str, port: int) -> bool:
