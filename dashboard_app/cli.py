@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 from sqlalchemy.exc import SQLAlchemyError
 
 from data.errors import OpsDashError
-from data.settings import MAKE_COOKIE_SECRET
+from data.settings import MAKE_COOKIE_SECRET, opsdash_home
 
 APP_PATH = Path(__file__).with_name("app.py")
 #: The session of a closed tab is expired this long after its last connection went, checked
@@ -128,7 +128,7 @@ def _demo_environment() -> list[dict]:
 
     from .settings import get_settings
 
-    demo_file = Path("var") / "demo-logins.json"
+    demo_file = opsdash_home() / "var" / "demo-logins.json"  # beside the default demo database
     engine = _engine()
     with engine.connect() as conn:
         empty = conn.execute(select(func.count()).select_from(Municipality)).scalar_one() == 0
