@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 
 from data.errors import OpsDashError
 from data.models import Municipality
-from data.settings import MAKE_COOKIE_SECRET
+from data.settings import MAKE_COOKIE_SECRET, opsdash_home
 
 from .. import settings as settings_module
 from .shared import open_engine, print_logins
@@ -28,7 +28,7 @@ def _demo_environment() -> list[dict]:
     """SQLite by default, schema migrated, seeded when empty. Returns the demo logins."""
     from data.seed import seed  # ~0.37 s (argon2, the seed's word lists): only when serving, not on every start
 
-    demo_file = Path("var") / "demo-logins.json"
+    demo_file = opsdash_home() / "var" / "demo-logins.json"  # beside the default demo database
     engine = open_engine()
     with engine.connect() as conn:
         empty = conn.execute(select(func.count()).select_from(Municipality)).scalar_one() == 0
