@@ -42,9 +42,10 @@ def start() -> None:
 def use_opsdash_cookie_secret() -> None:
     """The cookie secret reaches Panel from the environment (``OPSDASH_COOKIE_SECRET``), never argv.
 
-    Panel checks that it has one only after loading the plugin, so ``panel serve ...
+    Panel 1.9 checks that it has one only after loading the plugin, so there ``panel serve ...
     --plugins dashboard_app.routes`` needs no ``--cookie-secret`` (which any local user could read in
-    the process list).
+    the process list). Panel 1.10 checks before: there set ``PANEL_COOKIE_SECRET`` too (README);
+    ``opsdash serve`` does it for you.
     """
     secret = get_settings().cookie_secret
     if secret and not config.cookie_secret:

@@ -70,6 +70,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # routes plugin): on a command line every local user could read it in the process list, and
     # a crash could print it.
     sign_bokeh_sessions()
+    # Panel 1.10 looks for a cookie secret before it loads any plugin (1.9 after): hand it over in
+    # this process's environment, where Panel reads it (PANEL_COOKIE_SECRET), never in argv.
+    os.environ.setdefault("PANEL_COOKIE_SECRET", settings.cookie_secret)
     argv = panel_serve_argv(args.address, args.port, settings.allowed_origins)
     print(f"OpsDash on http://{'localhost' if args.address in ('0.0.0.0', '127.0.0.1') else args.address}:{args.port}/",
           flush=True)
