@@ -126,6 +126,16 @@ def _token_payload_without_cookies() -> None:
         return data
 
     Application.process_request = process_request
+    # Bokeh 3.10 / Panel 1.10 build the page's token through an async twin, which calls Bokeh's
+    # own (unpatched) process_request: without this the token carried the cookies again.
+    original_async = getattr(Application, "process_request_async", None)
+    if original_async is not None:
+        async def process_request_async(self, request) -> dict[str, Any]:
+            data = await original_async(self, request)
+            data.update(page_claims(request))
+            return data
+
+        Application.process_request_async = process_request_async
 
 
 # ---- 3. every authenticated request checks the session -------------------------------------------

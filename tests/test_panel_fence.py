@@ -36,6 +36,18 @@ def test_the_hooked_panel_and_bokeh_attributes_are_where_the_fence_expects_them(
                                                          fromlist=["x"]).AuthRequestHandler)
 
 
+def test_every_way_panel_builds_a_page_token_goes_through_the_fence():
+    """Panel 1.10 / Bokeh 3.10 added process_request_async: a hook on the sync one alone left
+    the cookies in the page's token there. Any process_request* an upgrade adds must be wrapped."""
+    from panel.io.application import Application
+
+    panel_fence.install()
+    builders = [name for name in dir(Application) if name.startswith("process_request")]
+    assert "process_request" in builders
+    for name in builders:
+        assert getattr(Application, name).__module__ == panel_fence.__name__, f"{name} is not fenced"
+
+
 def test_component_route_looks_up_only_panel_modules_already_imported_and_imports_nothing():
     from panel.io.server import ComponentResourceHandler
 
