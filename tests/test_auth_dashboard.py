@@ -19,8 +19,8 @@ from data.errors import NotAuthorized
 from data.seed import seed
 from data.users import create_user
 
-from .conftest import user_of
-from .web_support import sign_in
+from .helpers.databases import user_of
+from .helpers.web import sign_in
 
 
 def test_login_page_keeps_the_username_and_password_fields():
@@ -75,8 +75,8 @@ def test_oidc_never_signs_in_by_local_username_or_unverified_email(engine, make_
 @pytest.mark.parametrize("shared", [False, True], ids=["in-process", "redis"])
 def test_throttle_limits_each_account_per_address_and_per_account_never_per_address_alone(shared):
     from dashboard_app.throttle import ACCOUNT_FACTOR
-    from .conftest import require_redis
-    from .support import REDIS_URL
+    from .helpers.services import require_redis
+    from .helpers.services import REDIS_URL
 
     if shared:
         require_redis()

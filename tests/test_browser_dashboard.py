@@ -20,9 +20,10 @@ from data.models import OPEN_STATUSES
 from data.seed import SeedResult, seed
 from data.tickets import scoped_tickets
 
-from .conftest import browser_sign_in, pane_texts, save_screenshot, scope_of, user_of, wait_for_dashboard
-from .dashboard_support import XSS_DESCRIPTION, add_ticket, other_ward
-from .support import OpsDashServer
+from .helpers.browser import browser_sign_in, pane_texts, save_screenshot, wait_for_dashboard
+from .helpers.databases import scope_of, user_of
+from .helpers.dashboard import XSS_DESCRIPTION, add_ticket, other_ward
+from .helpers.servers import OpsDashServer
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 PHONE_UA = "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120 Mobile Safari/537.36"

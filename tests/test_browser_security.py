@@ -4,8 +4,9 @@ from __future__ import annotations
 import panel.auth  # noqa: F401  (first: it imports our provider while it loads, see dashboard_app/auth.py)
 import pytest
 
-from .conftest import browser_sign_in, user_of
-from .support import seeded_server
+from .helpers.browser import browser_sign_in
+from .helpers.databases import user_of
+from .helpers.servers import seeded_server
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 DISCONNECTED = "Connection to the server was lost"

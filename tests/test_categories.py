@@ -11,8 +11,8 @@ from data.errors import InvalidValue, NotAuthorized
 from data.scope import Scope
 from data.tickets import scoped_tickets
 
-from .conftest import add_tickets, ticket_record
-from .support import run_opsdash
+from .helpers.databases import add_tickets, ticket_record
+from .helpers.servers import run_opsdash
 
 
 def _world(engine) -> tuple[uuid.UUID, list[dict]]:

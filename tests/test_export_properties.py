@@ -18,8 +18,8 @@ from data import NotAuthorized
 from data.export import export_tickets
 from data.scope import Scope
 
-from .conftest import add_tickets, ticket_record
-from .export_support import (
+from .helpers.databases import add_tickets, ticket_record
+from .helpers.export import (
     XML_ILLEGAL,
     excel_text,
     expected_csv,
@@ -131,7 +131,7 @@ CELL_TEXT = st.one_of(
 @EXPORT_SETTINGS
 @given(texts=st.lists(CELL_TEXT, min_size=1, max_size=8), data=st.data())
 def test_formula_starts_in_any_unicode_spelling_are_inert_in_csv_and_xlsx(engine, tmp_path_factory, texts, data):
-    """Oracle: export_support.starts_a_formula, written from OWASP and issue 14, not from data/."""
+    """Oracle: tests.helpers.export.starts_a_formula, written from OWASP and issue 14, not from data/."""
     ours = uuid.uuid4()
     rows = [ticket_record(ours, description=text, address=text[::-1], tracking_number=f"T-{i}-{uuid.uuid4().hex[:8]}")
             for i, text in enumerate(texts)]

@@ -33,10 +33,11 @@ from data.seed import SeedResult, seed
 from data.tickets import count_tickets
 from data.users import find_account
 
-from .conftest import add_tickets, browser_sign_in, scope_of, ticket_record, user_of
-from .export_support import expected_csv, expected_xlsx, oracle_frame, read_csv, read_xlsx
-from .support import OpsDashServer
-from .web_support import sign_in
+from .helpers.browser import browser_sign_in
+from .helpers.databases import add_tickets, scope_of, ticket_record, user_of
+from .helpers.export import expected_csv, expected_xlsx, oracle_frame, read_csv, read_xlsx
+from .helpers.servers import OpsDashServer
+from .helpers.web import sign_in
 
 HOSTILE = "=HYPERLINK(\"http://evil\",\"click\") Amanzi \u2014 \u00eb"
 FILENAME = re.compile(r"^tickets_[a-z0-9-]+_\d{8}_\d{6}\.(csv|xlsx)$")

@@ -11,9 +11,10 @@ import requests
 
 from data.seed import seed
 
-from .conftest import user_of
-from .live_support import add_ticket, new_pages, sign_in, ticketing_message, wait_for_text, wait_until
-from .support import ROOT, free_port, service_missing
+from .helpers.databases import user_of
+from .helpers.live import add_ticket, new_pages, sign_in, ticketing_message, wait_for_text, wait_until
+from .helpers.servers import ROOT, free_port
+from .helpers.services import service_missing
 from .test_live_servers import LIVE, publish
 
 CONFIG = ROOT / "docs" / "deployment" / "nginx-opsdash.conf"

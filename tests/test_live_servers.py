@@ -14,8 +14,8 @@ import redis
 from data.events import channel_for
 from data.seed import seed
 
-from .conftest import user_of
-from .live_support import (
+from .helpers.databases import user_of
+from .helpers.live import (
     add_ticket,
     feed_text,
     new_pages,

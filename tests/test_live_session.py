@@ -23,7 +23,7 @@ from data.events import make_event
 
 from data.db import get_engine
 
-from .live_support import (
+from .helpers.live import (
     add_ticket,
     drop_connection,
     fresh_municipality,

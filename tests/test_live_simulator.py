@@ -16,8 +16,8 @@ from data.events import InProcessBus, parse_event
 from data.models import Ticket
 from data.simulator import Simulator
 
-from .live_support import add_ticket, run, until, wait_until
-from .support import ROOT
+from .helpers.live import add_ticket, run, until, wait_until
+from .helpers.servers import ROOT
 
 
 def tickets_by_id(engine, ids) -> dict:

@@ -13,7 +13,7 @@ from dashboard_app.auth import GENERIC_ERROR, THROTTLED_ERROR
 from data.seed import seed
 from data.users import create_user
 
-from .web_support import sign_in
+from .helpers.web import sign_in
 
 pytestmark = pytest.mark.slow
 PASSWORD = "a-long-enough-password"

@@ -14,8 +14,8 @@ from data.db import get_engine
 from data.seed import seed
 from data.tickets import scoped_tickets
 
-from .conftest import scope_of, user_of
-from .support import ROOT
+from .helpers.databases import scope_of, user_of
+from .helpers.servers import ROOT
 
 NOTEBOOK = ROOT / "examples" / "opsdash_dashboard.ipynb"
 pytestmark = pytest.mark.slow

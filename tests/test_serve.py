@@ -12,8 +12,8 @@ import requests
 from dashboard_app.auth import GENERIC_ERROR
 from data.seed import seed
 
-from .conftest import user_of
-from .web_support import sign_in
+from .helpers.databases import user_of
+from .helpers.web import sign_in
 
 pytestmark = pytest.mark.slow
 # Bokeh renders into shadow roots, which innerText does not enter: walk them.
