@@ -14,6 +14,7 @@ import shutil
 # that fast in tests. Must be set before data.users is imported.
 os.environ.setdefault("OPSDASH_FAST_PASSWORD_HASH", "1")
 
+import itertools
 import uuid
 from typing import Callable, Iterator
 
@@ -25,6 +26,7 @@ from data.seed import SeedResult, seed
 
 from .helpers.databases import add_tickets, empty_pg_database, ticket_record
 from .helpers.db_roles import HIDDEN_CATEGORIES, RlsWorld, app_role_database
+from .helpers.seeds import pick_seed, replay_hint, seeds_of
 from .helpers.servers import OpsDashServer
 from .helpers.services import CHROMIUM_ARGS, REDIS_URL, chromium_path, require_redis, service_missing
 
@@ -70,13 +72,43 @@ def pg_engine(pg_url) -> Engine:
 
 
 @pytest.fixture
-def make_seed(engine) -> Callable[..., SeedResult]:
-    """Seed fresh municipalities (tests isolate themselves by tenancy)."""
+def random_seed(request) -> int:
+    """This test's seed for random data; shown when the test fails, replayed with OPSDASH_TEST_SEED."""
+    return pick_seed(request.node, "random_seed")
+
+
+@pytest.fixture(scope="module")
+def module_random_seed(request) -> int:
+    """The seed of a module-scoped fixture's random data; shown with every failure in the module."""
+    return pick_seed(request.node, "module_random_seed")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed test's report shows the seeds it used (a "random seeds" section); JUnit XML records them."""
+    if call.when == "teardown":  # every seed is picked by now; the teardown report carries the properties
+        item.user_properties.extend(seeds_of(item).items())
+    report = (yield).get_result()
+    seeds = seeds_of(item)
+    if report.failed and seeds:
+        report.sections.append(("random seeds", replay_hint(item, seeds)))
+
+
+@pytest.fixture
+def make_seed(engine, request) -> Callable[..., SeedResult]:
+    """Seed fresh municipalities (tests isolate themselves by tenancy).
+
+    Without a ``random_seed`` argument a call uses the test's ``random_seed`` (plus one per
+    earlier such call), so its data can be replayed.
+    """
+    calls = itertools.count()
 
     def _seed(**kwargs) -> SeedResult:
         kwargs.setdefault("tickets", 400)
         kwargs.setdefault("wards", 4)
         kwargs.setdefault("municipalities", 2)
+        if "random_seed" not in kwargs:
+            kwargs["random_seed"] = request.getfixturevalue("random_seed") + next(calls)
         return seed(engine, **kwargs)
 
     return _seed

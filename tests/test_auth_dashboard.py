@@ -1,7 +1,6 @@
 """Sign-in page and the mapping from a signed-in browser to a users-table account."""
 from __future__ import annotations
 
-import random
 import time
 import uuid
 from urllib.parse import parse_qs, urlsplit
@@ -93,8 +92,8 @@ def test_throttle_limits_each_account_per_address_and_per_account_never_per_addr
 
 
 @pytest.mark.slow
-def test_served_sign_in_is_throttled_even_for_the_right_password(opsdash_server, pg_engine, pg_url):
-    result = seed(pg_engine, tickets=0, wards=2, municipalities=1, random_seed=random.randrange(10**6))
+def test_served_sign_in_is_throttled_even_for_the_right_password(opsdash_server, pg_engine, pg_url, random_seed):
+    result = seed(pg_engine, tickets=0, wards=2, municipalities=1, random_seed=random_seed)
     manager = user_of(result, "manager")
     server = opsdash_server(pg_url, env={"OPSDASH_LOGIN_MAX_ATTEMPTS": "3", "OPSDASH_LOGIN_WINDOW_S": "300"})
 
@@ -108,9 +107,10 @@ def test_served_sign_in_is_throttled_even_for_the_right_password(opsdash_server,
     assert THROTTLED_ERROR in page
 
 
-def test_a_served_sign_in_starts_loading_its_dashboard_before_the_page_is_asked_for(opsdash_server, pg_engine, pg_url):
+def test_a_served_sign_in_starts_loading_its_dashboard_before_the_page_is_asked_for(opsdash_server, pg_engine, pg_url,
+                                                                                      random_seed):
     """The figures and the median start at the sign-in POST (overlapping redirect, page build and browser)."""
-    result = seed(pg_engine, tickets=40, wards=2, municipalities=1, random_seed=random.randrange(10**6))
+    result = seed(pg_engine, tickets=40, wards=2, municipalities=1, random_seed=random_seed)
     server = opsdash_server(pg_url)
 
     def sign_in_as(role: str, password: str | None = None, next_url: str | None = None) -> str:

@@ -4,7 +4,6 @@ Screenshots of the main views go to test-output/screenshots/.
 """
 from __future__ import annotations
 
-import random
 import re
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
@@ -43,9 +42,9 @@ class Site:
 
 
 @pytest.fixture(scope="module")
-def site(pg_url, chromium, tmp_path_factory):
+def site(pg_url, chromium, tmp_path_factory, module_random_seed):
     engine = get_engine(pg_url)
-    result = seed(engine, tickets=800, wards=3, municipalities=2, random_seed=random.randrange(10**6))
+    result = seed(engine, tickets=800, wards=3, municipalities=2, random_seed=module_random_seed)
     councillor = user_of(result, "ward_councillor")
     xss = add_ticket(engine, councillor["municipality_id"], councillor["ward_id"],
                      description=XSS_DESCRIPTION, address=XSS_ADDRESS)

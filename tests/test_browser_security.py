@@ -13,9 +13,9 @@ DISCONNECTED = "Connection to the server was lost"
 
 
 @pytest.fixture(scope="module")
-def site(pg_url, chromium, tmp_path_factory):
+def site(pg_url, chromium, tmp_path_factory, module_random_seed):
     with seeded_server(pg_url, tmp_path_factory.mktemp("browser-security"),
-                       dict(tickets=300, wards=2, municipalities=1)) as served:
+                       dict(tickets=300, wards=2, municipalities=1), random_seed=module_random_seed) as served:
         yield served
 
 

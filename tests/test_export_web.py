@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import json
-import random
 import re
 import time
 import uuid
@@ -90,9 +89,9 @@ class ExportSite:
 
 
 @pytest.fixture(scope="module")
-def export_site(pg_url, tmp_path_factory):
+def export_site(pg_url, tmp_path_factory, module_random_seed):
     engine = get_engine(pg_url)
-    result = seed(engine, tickets=600, wards=3, municipalities=2, random_seed=random.randrange(10**6))
+    result = seed(engine, tickets=600, wards=3, municipalities=2, random_seed=module_random_seed)
     councillor = user_of(result, "ward_councillor")
     add_tickets(engine, [ticket_record(uuid.UUID(councillor["municipality_id"]), ward_id=councillor["ward_id"],
                                        description=HOSTILE, address="@SUM(1+1)")])

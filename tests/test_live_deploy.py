@@ -59,9 +59,9 @@ def test_documented_nginx_config_passes_nginx_syntax_check(nginx, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.browser
-def test_dashboards_through_nginx_are_sticky_and_live(nginx, tmp_path, pg_engine, pg_url, redis_url, chromium_browser,
+def test_dashboards_through_nginx_are_sticky_and_live(nginx, tmp_path, random_seed, pg_engine, pg_url, redis_url, chromium_browser,
                                                       opsdash_server):
-    result = seed(pg_engine, tickets=100, wards=2, municipalities=1, random_seed=int(uuid.uuid4()) % 10**6)
+    result = seed(pg_engine, tickets=100, wards=2, municipalities=1, random_seed=random_seed)
     muni = result.municipalities[0]
     listen = free_port()
     env = {"OPSDASH_ALLOWED_ORIGINS": f"127.0.0.1:{listen}", "OPSDASH_LIVE_INTERVAL_MS": "200"}

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import sys
 
 import nbformat
@@ -36,9 +35,9 @@ def outputs_text(nb: nbformat.NotebookNode) -> str:
 
 
 @pytest.mark.parametrize("role", ["manager", "ward_councillor"])
-def test_notebook_builds_the_dashboard_and_scoped_frames_for_a_demo_user(sqlite_url, role):
+def test_notebook_builds_the_dashboard_and_scoped_frames_for_a_demo_user(sqlite_url, role, random_seed):
     engine = get_engine(sqlite_url)
-    result = seed(engine, tickets=300, wards=3, municipalities=2, random_seed=random.randrange(10**6))
+    result = seed(engine, tickets=300, wards=3, municipalities=2, random_seed=random_seed)
     user = user_of(result, role)
     nb = run_notebook(sqlite_url, user["username"])
     errors = [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]

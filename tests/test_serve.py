@@ -44,8 +44,8 @@ def page_text(browser, base_url: str, http: requests.Session, expected: str) -> 
 
 
 @pytest.fixture
-def seeded_pg(pg_engine, pg_url):
-    return pg_url, seed(pg_engine, tickets=200, wards=3, municipalities=2, random_seed=int(uuid.uuid4()) % 10**6)
+def seeded_pg(pg_engine, pg_url, random_seed):
+    return pg_url, seed(pg_engine, tickets=200, wards=3, municipalities=2, random_seed=random_seed)
 
 
 @pytest.mark.browser

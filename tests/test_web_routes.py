@@ -23,8 +23,9 @@ ZEN = "Beautiful is better than ugly"
 
 
 @pytest.fixture(scope="module")
-def served(pg_url, tmp_path_factory):
-    with seeded_server(pg_url, tmp_path_factory.mktemp("routes"), dict(tickets=20, wards=1, municipalities=1)) as s:
+def served(pg_url, tmp_path_factory, module_random_seed):
+    with seeded_server(pg_url, tmp_path_factory.mktemp("routes"), dict(tickets=20, wards=1, municipalities=1),
+                       random_seed=module_random_seed) as s:
         yield s
 
 

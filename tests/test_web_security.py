@@ -25,9 +25,9 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def web(pg_url, redis_url, tmp_path_factory):
+def web(pg_url, redis_url, tmp_path_factory, module_random_seed):
     with seeded_server(pg_url, tmp_path_factory.mktemp("web"), dict(tickets=120, wards=2, municipalities=2),
-                       redis_url=redis_url) as (result, server):
+                       random_seed=module_random_seed, redis_url=redis_url) as (result, server):
         yield get_engine(pg_url), result, server
 
 

@@ -146,14 +146,13 @@ class OpsDashServer:
 
 
 @contextlib.contextmanager
-def seeded_server(database_url: str, log_dir: Path, seed_args: dict, **server_args) -> Iterator[tuple]:
-    """(seed result, started OpsDashServer) on a database seeded with ``seed_args`` (a random seed)."""
-    import random
-
+def seeded_server(database_url: str, log_dir: Path, seed_args: dict, *, random_seed: int,
+                  **server_args) -> Iterator[tuple]:
+    """(seed result, started OpsDashServer) on a database seeded with ``seed_args`` and ``random_seed``."""
     from data.db import get_engine
     from data.seed import seed
 
-    result = seed(get_engine(database_url), random_seed=random.randrange(10**6), **seed_args)
+    result = seed(get_engine(database_url), random_seed=random_seed, **seed_args)
     server = OpsDashServer(database_url=database_url, log_dir=log_dir, **server_args)
     server.start()
     try:
