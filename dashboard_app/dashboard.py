@@ -9,6 +9,7 @@ browser sends (widgets, URL) can change it.
 """
 from __future__ import annotations
 
+import html
 import logging
 from typing import Any
 from urllib.parse import parse_qs, urlencode
@@ -18,6 +19,7 @@ import param
 from sqlalchemy import Engine
 
 from components.charts import TicketCharts
+from components.export import ExportButtons
 from components.filters import FilterBar
 from components.hidden_categories import HiddenCategoriesNotice
 from components.kpis import KpiCards
@@ -26,8 +28,13 @@ from components.store import DashboardStore
 from components.store_view import text
 from components.table import TicketTable
 from data.errors import InvalidFilter
+from data.filters import TicketFilters
 from data.models import Role
 from data.scope import Scope, scope_for_user
+
+from .export_route import export_link, token_secret
+from .live import attach_live
+from .settings import get_engine, get_settings
 
 log = logging.getLogger("opsdash.dashboard")
 
@@ -58,6 +65,17 @@ def filters_from_url(search: str) -> dict[str, str]:
     return {k: v[-1] for k, v in parsed.items() if k in URL_KEYS and v}
 
 
+def export_buttons(store: DashboardStore) -> ExportButtons:
+    """"Download CSV" / "Download Excel", wired to this server's settings and streaming route (when large)."""
+    secret, username = token_secret(), store.scope.username
+    root = pn.state.rel_path or "."  # read now: it belongs to the session being built
+    link = None
+    if secret and username:  # no cookie secret (a notebook): FileDownload only
+        def link(fmt: str, filters: TicketFilters) -> str:
+            return export_link(secret, username, fmt, filters, root)
+    return ExportButtons(store=store, large_export_rows=get_settings().large_export_rows, download_link=link)
+
+
 class Dashboard(pn.viewable.Viewer):
     """Filters, KPI cards, charts, ticket table and the live feed of one user's scope."""
 
@@ -70,8 +88,6 @@ class Dashboard(pn.viewable.Viewer):
         super().__init__(**params)
         if self.store is None:
             if self.engine is None:
-                from .settings import get_engine
-
                 self.engine = get_engine()
             if not self.username:
                 raise TypeError("Dashboard needs a username (or a store)")
@@ -89,8 +105,6 @@ class Dashboard(pn.viewable.Viewer):
         self.live_feed = LiveFeed(store=self.store)
         self.live_area = pn.Column(self.live_feed, sizing_mode="stretch_width", css_classes=["opsdash-live-area"])
         # ---- EXPORT AREA (issue 5) ------------------------------------------------------
-        from .export_route import export_buttons  # "Download CSV" / "Download Excel", streamed when large
-
         self.export = export_buttons(self.store)
         self.export_area = pn.Column(self.export, sizing_mode="stretch_width", css_classes=["opsdash-export-area"])
 
@@ -191,8 +205,6 @@ class Dashboard(pn.viewable.Viewer):
     def connect_session(self) -> None:
         """Per-session wiring when served: filters <-> URL (then live updates, issue 3)."""
         self.sync_url()
-        from .live import attach_live
-
         self.live_session = attach_live(self.store, self.live_feed)
 
     def sync_url(self) -> None:
@@ -228,8 +240,6 @@ class Dashboard(pn.viewable.Viewer):
         notifications = pn.state.notifications
         if notifications is not None:
             # The notification widget renders HTML: escape what we pass.
-            import html
-
             getattr(notifications, kind)(html.escape(text), duration=8000)
 
     def servable(self, title: str | None = None, location: bool = True, area: str = "main",

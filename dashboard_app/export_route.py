@@ -21,6 +21,7 @@ from urllib.parse import quote
 
 import tornado.iostream
 import tornado.web
+from panel.config import config
 
 from data.errors import NotAuthorized, OpsDashError
 from data.export import MEDIA_TYPES, export_tickets
@@ -30,6 +31,8 @@ from data.scope import scope_for_user
 from data.web_sessions import valid_session
 
 from .session import username_for_sign_in
+from .settings import get_engine, get_settings
+from .web_session import OWN_PROVIDERS, SESSION_COOKIE, signed_cookie, signed_user_info
 
 log = logging.getLogger("opsdash.export")
 
@@ -56,11 +59,6 @@ class ExportDownloadHandler(tornado.web.RequestHandler):
         self.finish(message + "\n")
 
     async def get(self) -> None:
-        from panel.config import config
-
-        from .settings import get_engine
-        from .web_session import OWN_PROVIDERS, SESSION_COOKIE, signed_cookie, signed_user_info
-
         secret = token_secret()
         signed_in = signed_cookie(self.get_secure_cookie, "user") if secret else None
         if not signed_in:
@@ -123,26 +121,5 @@ class ExportDownloadHandler(tornado.web.RequestHandler):
 def token_secret() -> str | None:
     """The key export links are signed with: ``OPSDASH_COOKIE_SECRET``, else the cookie secret the
     server was started with (``panel serve --cookie-secret``, which also signs the user cookie)."""
-    from panel.config import config
-
-    from .settings import get_settings
-
     return get_settings().cookie_secret or config.cookie_secret or None
 
-
-def export_buttons(store):
-    """The session's ExportButtons, wired to this server's settings and streaming route."""
-    import panel as pn
-
-    from components.export import ExportButtons
-
-    from .settings import get_settings
-
-    settings = get_settings()
-    secret, username = token_secret(), store.scope.username
-    root = pn.state.rel_path or "."  # read now: it belongs to the session being built
-    link = None
-    if secret and username:  # no cookie secret (a notebook): FileDownload only
-        def link(fmt: str, filters: TicketFilters) -> str:
-            return export_link(secret, username, fmt, filters, root)
-    return ExportButtons(store=store, large_export_rows=settings.large_export_rows, download_link=link)

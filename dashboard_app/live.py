@@ -21,9 +21,11 @@ from functools import partial
 from typing import Any
 
 import panel as pn
+from tornado.ioloop import IOLoop
 
 from data.events import Event, bus_for
 from data.hub import Hub
+from data.simulator import Simulator
 
 from .settings import get_engine, get_settings
 
@@ -44,8 +46,6 @@ _sessions: weakref.WeakSet[LiveSession] = weakref.WeakSet()
 
 
 def _server_loop() -> asyncio.AbstractEventLoop:
-    from tornado.ioloop import IOLoop
-
     return IOLoop.current().asyncio_loop  # type: ignore[attr-defined]
 
 
@@ -65,8 +65,6 @@ def process_hub() -> Hub:
 
 
 async def _run_demo_simulator(hub: Hub) -> None:
-    from data.simulator import Simulator
-
     try:
         simulator = await asyncio.to_thread(Simulator, hub.engine, hub.bus)
     except Exception as exc:

@@ -4,12 +4,15 @@ from __future__ import annotations
 import logging
 
 import panel as pn
+from panel.io import resources
 
 from components.store_view import text
 from data.errors import NotAuthorized, OpsDashError
 
 from .dashboard import ACCENT, META_VIEWPORT, Dashboard
+from .panel_fence import end_session_connections
 from .session import current_username
+from .web_session import watch_session
 
 log = logging.getLogger("opsdash.pages")
 
@@ -23,12 +26,10 @@ def serve_pages_without_mathjax() -> bool:
     panes that render no math. Without it a councillor's phone downloads 4.6
     MB instead of 6.4 MB, and every first visit has that much less to parse:
     paired sign-ins, 6 rounds, 1.45 s -> 1.32 s median, faster in all 6
-    (docs/performance.md, seventh pass). Panel has no setting for this, so its
-    helper that decides is replaced; a Panel without it keeps MathJax, and
-    the served-page test says so.
+    (docs/performance.md, "Dashboard server and page"). Panel has no setting
+    for this, so its helper that decides is replaced; a Panel without it
+    keeps MathJax, and the served-page test says so.
     """
-    from panel.io import resources
-
     if not callable(getattr(resources, "_panel_use_mathjax", None)):
         log.warning("this Panel decides about MathJax differently: served pages keep its 1.8 MB bundle")
         return False
@@ -57,9 +58,6 @@ def message_page(title: str, message: str) -> pn.template.BaseTemplate:
 
 def end_when_signed_out() -> None:
     """Once this session's sign-in is revoked or expires, its data leaves the page and its websocket closes."""
-    from .panel_fence import end_session_connections
-    from .web_session import watch_session
-
     doc = pn.state.curdoc
 
     def end() -> None:

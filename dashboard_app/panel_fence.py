@@ -56,7 +56,7 @@ def sign_bokeh_sessions() -> None:
 
 
 def install() -> None:
-    """Apply hooks 1-4 (idempotent). Called where the server loads its routes (``routes.py``)."""
+    """Apply hooks 1-4 (idempotent). Called at server start (``server.start``, when Panel loads ``routes.py``)."""
     global _installed
     if _installed:
         return

@@ -7,12 +7,14 @@ from typing import Any, Mapping
 import panel as pn
 from sqlalchemy import Engine
 
+from components.store import DashboardStore
 from data.errors import NotAuthorized
 from data.scope import Scope, scope_for_user
 from data.users import find_account
 
+from .live import process_hub
 from .settings import get_engine
-from .web_session import OWN_PROVIDERS
+from .web_session import OWN_PROVIDERS, session_claims
 
 
 def username_for_sign_in(
@@ -48,10 +50,6 @@ def prefetch_dashboard(engine: Engine, username: str) -> None:
     those of the user's Scope, shared under the same key (and change mark)
     as the views', so nothing here can widen what anyone sees.
     """
-    from components.store import DashboardStore
-
-    from .live import process_hub
-
     try:
         scope = scope_for_user(engine, username)
     except NotAuthorized:
@@ -67,8 +65,6 @@ def current_username() -> str:
     Read from the claims the server put into this session's signed token when the page was
     requested (``web_session.page_claims``): the page's token carries no cookie.
     """
-    from .web_session import session_claims
-
     claims = session_claims()
     provider = pn.config.oauth_provider
     if provider in OWN_PROVIDERS and not claims.get("session"):

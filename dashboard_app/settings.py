@@ -5,6 +5,7 @@ from functools import lru_cache
 
 from sqlalchemy import Engine
 
+from data.db import get_engine as engine_for
 from data.settings import Settings, load_settings
 
 __all__ = ["Settings", "get_settings", "get_engine", "reset"]
@@ -17,8 +18,6 @@ def get_settings() -> Settings:
 
 def get_engine() -> Engine:
     """The process-wide Engine for the configured database."""
-    from data.db import get_engine as engine_for
-
     return engine_for(get_settings().database_url)
 
 

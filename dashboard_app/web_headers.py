@@ -28,6 +28,8 @@ from http.cookies import SimpleCookie
 import tornado.httputil
 import tornado.web
 
+from .settings import get_settings
+
 #: Panel's Fast design (our template's) links its Open Sans font from Google Fonts on every page.
 GOOGLE_FONTS_CSS, GOOGLE_FONTS_FILES = "https://fonts.googleapis.com", "https://fonts.gstatic.com"
 CSP = "; ".join([
@@ -51,8 +53,6 @@ HEADERS = {
 
 
 def served_over_https() -> bool:
-    from .settings import get_settings
-
     return get_settings().https
 
 

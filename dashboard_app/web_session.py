@@ -23,6 +23,8 @@ from typing import Any, Callable
 
 from data.web_sessions import session_key, valid_session
 
+from .settings import get_engine, get_settings
+
 log = logging.getLogger("opsdash.session")
 SESSION_COOKIE = "opsdash_session"
 #: Request headers a page's token never carries (its cookies are replaced by ``page_claims``).
@@ -33,8 +35,6 @@ OWN_PROVIDERS = frozenset({"opsdash"})
 
 
 def session_lifetime() -> timedelta:
-    from .settings import get_settings
-
     return timedelta(hours=get_settings().session_hours)
 
 
@@ -120,8 +120,6 @@ async def confirm_user(handler, user: str) -> str | None:
     from panel.config import config
     from tornado.websocket import WebSocketHandler
 
-    from .settings import get_engine
-
     key = None
     if config.oauth_provider in OWN_PROVIDERS:
         session_id = signed_cookie(handler.get_secure_cookie, SESSION_COOKIE)
@@ -158,8 +156,6 @@ def _token_matches(handler, user: str, key: str | None) -> bool:
 def watch_session(on_end: Callable[[], None]) -> None:
     """While this served session is open, end it (``on_end``) soon after its sign-in is revoked or expires."""
     import panel as pn
-
-    from .settings import get_engine
 
     key = session_claims().get("session")
     doc = pn.state.curdoc

@@ -1,7 +1,7 @@
 """OpsDash data layer: plain Python (no Panel), usable from a notebook or a script.
 
     >>> from data import connect, scope_for_user, TicketFilters, scoped_tickets
-    >>> engine = connect()                      # OPSDASH_DATABASE_URL or ./var SQLite
+    >>> engine = connect()                      # OPSDASH_DATABASE_URL, or the checkout's var/ SQLite
     >>> scope = scope_for_user(engine, "manager.ethekwini")
     >>> frame = scoped_tickets(engine, scope, TicketFilters(statuses=("open",)))
 """
@@ -27,12 +27,22 @@ from .tickets import TicketPage, count_tickets, iter_ticket_chunks, scoped_ticke
 
 
 def connect(url: str | None = None, *, migrate_schema: bool = False) -> Engine:
-    """The shared Engine for ``url`` (default: the configured database)."""
-    from .db import get_engine, migrate
+    """The shared Engine for ``url`` (default: the configured database).
 
-    engine = get_engine(url or load_settings().database_url)
+    Without ``migrate_schema`` the database must already hold OpsDash data; a missing or empty
+    one raises ConfigError, one sentence naming the command that makes it (``data.db.no_data``).
+    """
+    from .db import get_engine, has_data, migrate, no_data, sqlite_file
+
+    url = url or load_settings().database_url
+    database_file = sqlite_file(url)
+    if not migrate_schema and database_file is not None and not database_file.is_file():
+        raise no_data(url)  # before connecting: SQLite would leave an empty file behind
+    engine = get_engine(url)
     if migrate_schema:
         migrate(engine)
+    elif not has_data(engine):
+        raise no_data(url)
     return engine
 
 

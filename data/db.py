@@ -5,10 +5,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from sqlalchemy import Engine, create_engine, event, inspect
-from sqlalchemy.engine import make_url
+from sqlalchemy import Engine, create_engine, event, inspect, text
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from .errors import ConfigError
 from .sensitivity import name_key
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
@@ -24,6 +25,9 @@ SORT_MEMORY_SQL = "SELECT set_config('work_mem', %s, true)"
 #: hash tables (as ``SORT_MEMORY_SQL``: one parameter, BULK_SORT_MEMORY) and no JIT
 #: compilation, which at a million tickets took longer than it saved. PostgreSQL only.
 HASH_GROUPING_SQL = "SELECT set_config('work_mem', %s, true), set_config('jit', 'off', true)"
+#: What makes OpsDash data, for the sentence a missing or empty database gets (``no_data``).
+MAKE_DATA = ("run `make serve` once for the demo data (`opsdash serve --demo` outside a clone) "
+             "or `opsdash init-db && opsdash seed`, or set OPSDASH_DATABASE_URL to the database to use")
 
 
 def make_engine(url: str, **kwargs) -> Engine:
@@ -72,6 +76,29 @@ def get_engine(url: str) -> Engine:
     if engine is None:
         engine = _engines[url] = make_engine(url)
     return engine
+
+
+def sqlite_file(url: str | URL) -> Path | None:
+    """The absolute file of a SQLite URL; None for PostgreSQL and in-memory databases."""
+    parsed = make_url(url)
+    database = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return Path(database).resolve()
+
+
+def no_data(url: str | URL) -> ConfigError:
+    """The one sentence for a database without OpsDash data: where we looked and what to run."""
+    where = sqlite_file(url) or make_url(url).render_as_string(hide_password=True)
+    return ConfigError(f"No OpsDash data in {where}: {MAKE_DATA}.")
+
+
+def has_data(engine: Engine) -> bool:
+    """The schema is there and holds a municipality (the first thing seed or the ticketing system writes)."""
+    if not inspect(engine).has_table("municipalities"):
+        return False
+    with engine.connect() as connection:
+        return connection.execute(text("SELECT 1 FROM municipalities LIMIT 1")).first() is not None
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

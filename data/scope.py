@@ -12,8 +12,10 @@ from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine, select
+from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.orm import Session
 
+from .db import has_data, no_data
 from .errors import NotAuthorized
 from .models import DASHBOARD_ROLES, Municipality, Role, User
 from .sensitivity import name_key
@@ -117,13 +119,24 @@ def scope_from_records(user: User, municipality: Municipality) -> Scope:
 
 
 def scope_for_user(engine: Engine, username: str) -> Scope:
-    """The Scope of ``username`` from the users table. NotAuthorized if none."""
-    with Session(engine) as session:
-        row = session.execute(
-            select(User, Municipality)
-            .join(Municipality, Municipality.id == User.municipality_id)
-            .where(User.username == username)
-        ).first()
+    """The Scope of ``username`` from the users table. NotAuthorized if none.
+
+    A database without OpsDash data (a fresh clone, a wrong URL) raises ConfigError, one sentence
+    naming the command to run, not SQL. It is checked only when the lookup fails: no cost per page.
+    """
+    try:
+        with Session(engine) as session:
+            row = session.execute(
+                select(User, Municipality)
+                .join(Municipality, Municipality.id == User.municipality_id)
+                .where(User.username == username)
+            ).first()
+    except (OperationalError, ProgrammingError):  # SQLite's "no such table", PostgreSQL's UndefinedTable
+        if not has_data(engine):
+            raise no_data(engine.url) from None
+        raise
     if row is None:
+        if not has_data(engine):
+            raise no_data(engine.url)
         raise NotAuthorized("unknown user")
     return scope_from_records(row[0], row[1])

@@ -8,20 +8,42 @@ from __future__ import annotations
 
 import os
 import re
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
+from typing import Literal, Mapping
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .errors import ConfigError
 
 DEFAULT_TIMEZONE = "Africa/Johannesburg"
+#: Under the OpsDash home (``opsdash_home``), where ``make serve`` / ``opsdash serve --demo`` puts the demo.
 DEFAULT_SQLITE_PATH = Path("var") / "opsdash.sqlite3"
 #: Shortest cookie secret accepted outside ``--demo``: it signs every session cookie and export link,
 #: so it must be too long to guess (``secrets.token_urlsafe(48)`` gives 64 characters).
 MIN_COOKIE_SECRET_LENGTH = 32
 MAKE_COOKIE_SECRET = 'python -c "import secrets; print(secrets.token_urlsafe(48))"'
+
+
+def _is_opsdash_checkout(folder: Path) -> bool:
+    try:
+        with (folder / "pyproject.toml").open("rb") as file:
+            return tomllib.load(file).get("project", {}).get("name") == "opsdash"
+    except (OSError, tomllib.TOMLDecodeError):
+        return False
+
+
+def opsdash_home(cwd: Path | None = None) -> Path:
+    """The folder the default database (``var/``) and ``.env`` belong to.
+
+    Inside a clone of OpsDash, its root (the nearest folder at or above ``cwd`` whose
+    pyproject.toml names the ``opsdash`` project), so Jupyter running the notebook from
+    ``examples/`` finds the demo database ``make serve`` made at the root. Elsewhere (an
+    installed package used from any folder) the working folder itself, as before.
+    """
+    start = (cwd or Path.cwd()).resolve()
+    return next((folder for folder in (start, *start.parents) if _is_opsdash_checkout(folder)), start)
 
 
 def _read_dotenv(path: Path) -> dict[str, str]:
@@ -145,17 +167,20 @@ def _metrics_token(env: Mapping[str, str]) -> str | None:
     return token
 
 
-def load_settings(env: Mapping[str, str] | None = None, *, dotenv: Path | None = Path(".env")) -> Settings:
-    """Build validated Settings from ``env`` (default: ``os.environ`` over ``.env``).
+def load_settings(env: Mapping[str, str] | None = None, *, dotenv: Path | Literal["home"] | None = "home") -> Settings:
+    """Build validated Settings from ``env`` (default: ``os.environ`` over the ``.env`` of ``opsdash_home()``).
 
+    ``dotenv``: a file to read, ``"home"`` (the ``.env`` of ``opsdash_home()``) or None (none).
     Raises ConfigError with a message naming the variable for any bad value.
     """
+    home = opsdash_home()
     merged: dict[str, str] = {}
     if dotenv is not None:
-        merged.update(_read_dotenv(dotenv))
+        merged.update(_read_dotenv(home / ".env" if dotenv == "home" else dotenv))
     merged.update(os.environ if env is None else env)
 
-    database_url = merged.get("OPSDASH_DATABASE_URL") or f"sqlite:///{DEFAULT_SQLITE_PATH}"
+    # Absolute, so the default names the same file from every folder of the checkout.
+    database_url = merged.get("OPSDASH_DATABASE_URL") or f"sqlite:///{home / DEFAULT_SQLITE_PATH}"
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 

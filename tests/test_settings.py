@@ -94,6 +94,41 @@ def assert_one_line_error(result, *fragments: str) -> None:
         assert fragment in lines[0]
 
 
+def checkout_with_examples(root, project_name: str = "opsdash"):
+    """A folder with a pyproject.toml naming ``project_name`` and an ``examples/`` inside it."""
+    (root / "pyproject.toml").write_text(f'[project]\nname = "{project_name}"\n', encoding="utf-8")
+    (root / "examples").mkdir()
+    return root
+
+
+def test_default_database_is_the_checkouts_var_from_any_folder_of_the_checkout(tmp_path, monkeypatch):
+    checkout = checkout_with_examples(tmp_path)
+    for folder in (checkout, checkout / "examples"):
+        monkeypatch.chdir(folder)
+        assert load_settings({}, dotenv=None).database_url == f"sqlite:///{checkout / 'var' / 'opsdash.sqlite3'}"
+
+
+def test_outside_an_opsdash_checkout_the_default_database_is_under_the_working_folder(tmp_path, monkeypatch):
+    """Installed use: someone else's project (or none) around the working folder; ./var of that folder."""
+    someone_elses = checkout_with_examples(tmp_path, project_name="water-analysis")
+    monkeypatch.chdir(someone_elses / "examples")
+    expected = someone_elses / "examples" / "var" / "opsdash.sqlite3"
+    assert load_settings({}, dotenv=None).database_url == f"sqlite:///{expected}"
+
+
+def test_database_url_setting_overrides_the_checkout_default(tmp_path, monkeypatch):
+    monkeypatch.chdir(checkout_with_examples(tmp_path) / "examples")
+    chosen = "sqlite:///elsewhere/opsdash.sqlite3"
+    assert load_settings({"OPSDASH_DATABASE_URL": chosen}, dotenv=None).database_url == chosen
+
+
+def test_the_checkouts_dotenv_is_read_from_any_folder_of_the_checkout(tmp_path, monkeypatch):
+    checkout = checkout_with_examples(tmp_path)
+    (checkout / ".env").write_text("OPSDASH_TIMEZONE=UTC\n", encoding="utf-8")
+    monkeypatch.chdir(checkout / "examples")
+    assert load_settings({}).timezone == "UTC"
+
+
 def test_serve_refuses_to_start_without_a_cookie_secret(tmp_path):
     result = run_opsdash("serve", "--port", "1", database_url=f"sqlite:///{tmp_path / 'x.sqlite3'}", cwd=tmp_path,
                          timeout=60)

@@ -97,6 +97,8 @@ class OpsDashServer:
         if self.cookie_secret and not self.demo:
             # README's Panel way: the secret in the environment, never on the command line.
             settings["OPSDASH_COOKIE_SECRET" if self.secret_in_env else "PANEL_COOKIE_SECRET"] = self.cookie_secret
+            if self.panel_convention:  # Panel 1.10 wants its own variable before any plugin loads (README)
+                settings["PANEL_COOKIE_SECRET"] = self.cookie_secret
         if self.redis_url:
             settings["OPSDASH_REDIS_URL"] = self.redis_url
         settings["OPSDASH_METRICS_TOKEN"] = TEST_METRICS_TOKEN

@@ -10,7 +10,7 @@ as much as the rest of the figures' scan, for every sign-in and every live
 refresh of a whole-municipality view (a wall screen's, for one). Over this
 index the median of a whole municipality is read instead: count the
 responded tickets, then step to the middle one, both index-only scans
-(0.12 s + 0.06 s measured, docs/performance.md, sixth pass).
+(0.12 s + 0.06 s measured, docs/performance.md, "Dashboard queries").
 
 - Keyed by tenant and the response time in seconds, exactly the expression
   ``data.aggregates`` orders by; only responded tickets (a partial index).

@@ -11,7 +11,7 @@ columns, not on expressions, so it guessed 0.5 % for every category where
 expected 4 rows of a million and read the whole status's bitmap (76,000
 rows) to sort them, rather than walking the ward's index newest first: the
 table's first page of status open + water + one ward took 122 ms where the
-ward's index answers in under 5 ms (docs/performance.md, seventh pass).
+ward's index answers in under 5 ms (docs/performance.md, "Dashboard queries").
 
 ``CREATE STATISTICS`` on the expression makes ANALYZE (autovacuum's, or
 data.seed's after a load) sample it like a column. It costs no write time

@@ -1,6 +1,6 @@
 """``opsdash category``: the known categories (every other category is hidden: data.sensitivity).
 
-Registered through ``cli.EXTRA_COMMANDS``. ``list --user ADMIN`` also says how
+``list --user ADMIN`` also says how
 many of that admin's municipality's tickets are hidden for an unknown
 category, and how it is spelled (never a ticket's content).
 """
@@ -11,11 +11,11 @@ import argparse
 from data.categories import add_known_category, hidden_categories, known_categories
 from data.scope import scope_for_user
 
+from .shared import open_engine
+
 
 def cmd_category_list(args: argparse.Namespace) -> int:
-    from .cli import _engine
-
-    engine = _engine()
+    engine = open_engine()
     print("known categories: " + ", ".join(sorted(known_categories(engine))))
     if args.user:
         hidden = hidden_categories(engine, scope_for_user(engine, args.user))
@@ -26,9 +26,7 @@ def cmd_category_list(args: argparse.Namespace) -> int:
 
 
 def cmd_category_add(args: argparse.Namespace) -> int:
-    from .cli import _engine
-
-    key = add_known_category(_engine(), args.name, added_by=args.by)
+    key = add_known_category(open_engine(), args.name, added_by=args.by)
     print(f"known category: {key} (its tickets are shown from now on, scoped as every ticket is)")
     return 0
 

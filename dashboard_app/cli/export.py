@@ -1,6 +1,6 @@
 """``opsdash export``: the same export the download buttons make, audited (channel ``cli``).
 
-Registered through ``cli.EXTRA_COMMANDS``. The Scope comes from the named
+The Scope comes from the named
 user's database record, exactly as for a signed-in session.
 """
 from __future__ import annotations
@@ -11,6 +11,8 @@ import sys
 from data.export import check_format, export_tickets
 from data.filters import TicketFilters
 from data.scope import scope_for_user
+
+from .shared import open_engine
 
 #: CLI option -> TicketFilters.parse key.
 FILTER_OPTIONS = {"status": "status", "category": "category", "ward": "ward", "created_from": "from",
@@ -29,11 +31,9 @@ def filters_from_args(args: argparse.Namespace) -> TicketFilters:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .cli import _engine
-
     fmt = check_format(args.format)  # before touching the database: a typo fails fast
     filters = filters_from_args(args)
-    engine = _engine()
+    engine = open_engine()
     scope = scope_for_user(engine, args.user)
 
     def progress(done: int, total: int) -> None:

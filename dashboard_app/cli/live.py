@@ -1,6 +1,6 @@
 """``opsdash publish`` and ``opsdash simulate``: the live-event subcommands.
 
-Registered through ``cli.EXTRA_COMMANDS``. Both need ``OPSDASH_REDIS_URL`` to
+Both need ``OPSDASH_REDIS_URL`` to
 reach running servers: the in-process bus lives inside one server process.
 """
 from __future__ import annotations
@@ -14,12 +14,13 @@ from typing import Awaitable, TypeVar
 from data.errors import ConfigError, InvalidValue
 from data.events import EVENT_TYPES, bus_for, channel_for, publish_event
 
+from ..settings import get_settings
+from .shared import open_engine
+
 T = TypeVar("T")
 
 
 def _redis_url(required: bool) -> str | None:
-    from .settings import get_settings
-
     url = get_settings().redis_url
     if url is None and required:
         raise ConfigError(
@@ -63,8 +64,6 @@ def _run_then_close(bus, work: Awaitable[T]) -> T:
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
-    from .cli import _engine
-
     try:
         channel = channel_for(args.municipality)
     except ValueError:
@@ -73,22 +72,21 @@ def cmd_publish(args: argparse.Namespace) -> int:
     bus = bus_for(_redis_url(required=True))
 
     # The engine lets the publisher refuse an event whose ticket is sensitive in the database.
-    receivers = _run_then_close(bus, publish_event(bus, message, engine=_engine(migrate=False), channel=channel))
+    receivers = _run_then_close(bus, publish_event(bus, message, engine=open_engine(migrate=False), channel=channel))
     print(f"published {message.get('type')} to {channel} ({receivers} subscriber connection(s))")
     return 0
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
+    # Imported here: ~0.36 s (argon2 and the seed's word lists) on every other `opsdash` start otherwise.
     from data.simulator import Simulator
-
-    from .cli import _engine
 
     url = _redis_url(required=False)
     if url is None:
         print("note: OPSDASH_REDIS_URL is not set; the database changes, but no server hears the events "
               "(`opsdash serve --demo` runs the simulator in-process instead)", file=sys.stderr)
     bus = bus_for(url)
-    simulator = Simulator(_engine(), bus, municipality_ids=args.municipality or None, random_seed=args.random_seed)
+    simulator = Simulator(open_engine(), bus, municipality_ids=args.municipality or None, random_seed=args.random_seed)
 
     published = _run_then_close(bus, simulator.run(args.rate, args.duration))
     print(f"published {published} events; {simulator.refused} sensitive changes were not announced")

@@ -1,0 +1,63 @@
+"""``/health``: whether the database (and Redis, when configured) answer; details for the operator only."""
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+
+import redis
+import tornado.web
+from sqlalchemy import text
+
+from .live import live_snapshot
+from .settings import get_engine, get_settings
+
+
+def health_status() -> tuple[int, dict]:
+    """Database and Redis status; 200 when the database answers."""
+    settings = get_settings()
+    status: dict = {"database": "ok", "redis": "not configured", "live_bus": "in-process"}
+    code = 200
+    try:
+        with get_engine().connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except Exception as exc:  # report, never raise
+        status["database"] = f"error: {type(exc).__name__}"
+        code = 503
+    if settings.redis_url:
+        status["live_bus"] = "redis"
+        try:
+            client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=1, socket_timeout=1)
+            client.ping()
+            client.close()
+            status["redis"] = "ok"
+        except Exception as exc:
+            status["redis"] = f"error: {type(exc).__name__}"
+    status["live"] = live_snapshot()  # hub counters by drop reason, sessions, callbacks
+    status["status"] = "ok" if code == 200 else "degraded"
+    return code, status
+
+
+def operator_token_given(authorization: str | None) -> bool:
+    """Whether ``Authorization: Bearer <OPSDASH_METRICS_TOKEN>`` was sent (never, when no token is set)."""
+    expected = get_settings().metrics_token
+    scheme, _, given = (authorization or "").partition(" ")
+    return bool(expected) and scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(),
+                                                                                  expected.encode())
+
+
+class HealthHandler(tornado.web.RequestHandler):
+    """``/health``: ``ok``/``degraded`` for anyone; the details only for the operator token.
+
+    The details (hub counters, drops by reason) would tell an outsider when
+    sensitive-category events arrive, so the public answer is the status alone.
+    """
+
+    async def get(self) -> None:
+        code, status = await asyncio.to_thread(health_status)
+        if not operator_token_given(self.request.headers.get("Authorization")):
+            status = {"status": status["status"]}
+        self.set_status(code)
+        self.set_header("Content-Type", "application/json")
+        self.set_header("Cache-Control", "no-store")
+        self.finish(json.dumps(status))
