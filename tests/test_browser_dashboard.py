@@ -4,7 +4,6 @@ Screenshots of the main views go to test-output/screenshots/.
 """
 from __future__ import annotations
 
-import random
 import re
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
@@ -20,9 +19,10 @@ from data.models import OPEN_STATUSES
 from data.seed import SeedResult, seed
 from data.tickets import scoped_tickets
 
-from .conftest import browser_sign_in, pane_texts, save_screenshot, scope_of, user_of, wait_for_dashboard
-from .dashboard_support import XSS_DESCRIPTION, add_ticket, other_ward
-from .support import OpsDashServer
+from .helpers.browser import browser_sign_in, pane_texts, save_screenshot, wait_for_dashboard
+from .helpers.databases import scope_of, user_of
+from .helpers.dashboard import XSS_DESCRIPTION, add_ticket, other_ward
+from .helpers.servers import OpsDashServer
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 PHONE_UA = "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120 Mobile Safari/537.36"
@@ -42,9 +42,9 @@ class Site:
 
 
 @pytest.fixture(scope="module")
-def site(pg_url, chromium, tmp_path_factory):
+def site(pg_url, chromium, tmp_path_factory, module_random_seed):
     engine = get_engine(pg_url)
-    result = seed(engine, tickets=800, wards=3, municipalities=2, random_seed=random.randrange(10**6))
+    result = seed(engine, tickets=800, wards=3, municipalities=2, random_seed=module_random_seed)
     councillor = user_of(result, "ward_councillor")
     xss = add_ticket(engine, councillor["municipality_id"], councillor["ward_id"],
                      description=XSS_DESCRIPTION, address=XSS_ADDRESS)

@@ -4,17 +4,18 @@ from __future__ import annotations
 import panel.auth  # noqa: F401  (first: it imports our provider while it loads, see dashboard_app/auth.py)
 import pytest
 
-from .conftest import browser_sign_in, user_of
-from .support import seeded_server
+from .helpers.browser import browser_sign_in
+from .helpers.databases import user_of
+from .helpers.servers import seeded_server
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 DISCONNECTED = "Connection to the server was lost"
 
 
 @pytest.fixture(scope="module")
-def site(pg_url, chromium, tmp_path_factory):
+def site(pg_url, chromium, tmp_path_factory, module_random_seed):
     with seeded_server(pg_url, tmp_path_factory.mktemp("browser-security"),
-                       dict(tickets=300, wards=2, municipalities=1)) as served:
+                       dict(tickets=300, wards=2, municipalities=1), random_seed=module_random_seed) as served:
         yield served
 
 

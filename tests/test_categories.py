@@ -11,8 +11,8 @@ from data.errors import InvalidValue, NotAuthorized
 from data.scope import Scope
 from data.tickets import scoped_tickets
 
-from .conftest import add_tickets, ticket_record
-from .support import run_opsdash
+from .helpers.databases import add_tickets, ticket_record
+from .helpers.servers import run_opsdash
 
 
 def _world(engine) -> tuple[uuid.UUID, list[dict]]:
@@ -63,11 +63,11 @@ def test_adding_a_category_shows_its_tickets_in_every_spelling_but_never_gbv(own
     assert set(scoped_tickets(engine, manager)["category"]) == {"fire", "water"}
 
 
-def test_category_command_lists_adds_and_refuses_gbv(own_engine, tmp_path):
+def test_category_command_lists_adds_and_refuses_gbv(own_engine, tmp_path, random_seed):
     from data.seed import seed
 
     db_url = own_engine.url.render_as_string(hide_password=False)
-    admin = next(u for u in seed(own_engine, tickets=0, municipalities=1).users if u["role"] == "admin")
+    admin = next(u for u in seed(own_engine, tickets=0, municipalities=1, random_seed=random_seed).users if u["role"] == "admin")
     add_tickets(own_engine, [ticket_record(uuid.UUID(admin["municipality_id"]), category="Potholes\u00a0")])
     listed = run_opsdash("category", "list", "--user", admin["username"], database_url=db_url, cwd=tmp_path)
     assert listed.returncode == 0, listed.stderr

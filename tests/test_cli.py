@@ -13,7 +13,7 @@ from data.db import _alembic_config, get_engine
 from data.models import Role, Ticket, User
 from data.users import verify_password
 
-from .support import run_opsdash
+from .helpers.servers import run_opsdash
 
 pytestmark = pytest.mark.slow
 

@@ -25,8 +25,8 @@ from data.models import OPEN_STATUSES
 from data.scope import Scope
 from data.tickets import scoped_tickets
 
-from .conftest import scope_of, user_of
-from .dashboard_support import XSS_DESCRIPTION, add_ticket, kpi_cards, other_ward, rendered_texts
+from .helpers.databases import scope_of, user_of
+from .helpers.dashboard import XSS_DESCRIPTION, add_ticket, kpi_cards, other_ward, rendered_texts
 
 
 def store_for(engine, result, role: str, **kwargs) -> DashboardStore:

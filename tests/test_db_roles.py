@@ -24,8 +24,9 @@ from sqlalchemy import insert, text, update
 from data.models import User
 from data.users import create_user
 
-from .db_roles_support import connect_as, grant, revoke, role_exists, role_ids, scoped_ids
-from .support import ROOT, run_opsdash, service_missing
+from .helpers.db_roles import connect_as, grant, revoke, role_exists, role_ids, scoped_ids
+from .helpers.servers import ROOT, run_opsdash
+from .helpers.services import service_missing
 
 pytestmark = pytest.mark.postgres
 

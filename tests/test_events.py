@@ -25,7 +25,7 @@ from data.events import (
 )
 from data.hub import backoff_delay
 
-from .live_support import add_ticket, run, ticketing_message
+from .helpers.live import add_ticket, run, ticketing_message
 
 MUNI = uuid.UUID("11111111-2222-4333-8444-555555555555")
 CHANNEL = channel_for(MUNI)

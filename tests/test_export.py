@@ -17,8 +17,8 @@ from data.filters import TicketFilters
 from data.models import ExportAudit
 from data.scope import Scope
 
-from .conftest import add_tickets, ticket_record
-from .export_support import HEADERS, excel_text, expected_csv, expected_xlsx, oracle_frame, read_csv, read_xlsx
+from .helpers.databases import add_tickets, ticket_record
+from .helpers.export import HEADERS, excel_text, expected_csv, expected_xlsx, oracle_frame, read_csv, read_xlsx
 
 NOW = datetime(2026, 3, 1, 8, 0, tzinfo=timezone.utc)
 FORMATS = ("csv", "xlsx")

@@ -8,9 +8,9 @@ import pytest
 from data.audit import recent_exports
 from data.filters import TicketFilters
 
-from .conftest import scope_of, user_of
-from .export_support import expected_csv, expected_xlsx, oracle_frame, read_csv, read_xlsx
-from .support import run_opsdash
+from .helpers.databases import scope_of, user_of
+from .helpers.export import expected_csv, expected_xlsx, oracle_frame, read_csv, read_xlsx
+from .helpers.servers import run_opsdash
 
 
 @pytest.mark.parametrize("fmt", ["csv", "xlsx"])

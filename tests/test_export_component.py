@@ -16,8 +16,8 @@ from components.store import DashboardStore
 from data.db import make_engine
 from data.filters import TicketFilters
 
-from .conftest import add_tickets, ticket_record
-from .export_support import expected_csv, oracle_frame, read_csv
+from .helpers.databases import add_tickets, ticket_record
+from .helpers.export import expected_csv, oracle_frame, read_csv
 from .test_export import scope_for
 
 

@@ -15,7 +15,7 @@ import openpyxl
 from data.export import export_tickets
 from data.scope import Scope
 
-from .conftest import add_tickets, ticket_record
+from .helpers.databases import add_tickets, ticket_record
 from .test_export import INJECTIONS, UNICODE_FORMULA_STARTS
 
 # CSV import options (LibreOffice's CSV filter tokens): comma, double quote, UTF-8, from line 1,

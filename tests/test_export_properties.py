@@ -18,9 +18,8 @@ from data import NotAuthorized
 from data.export import export_tickets
 from data.scope import Scope
 
-from .conftest import add_tickets, ticket_record
-from .export_support import (
-    XML_ILLEGAL,
+from .helpers.databases import add_tickets, ticket_record
+from .helpers.export import (
     excel_text,
     expected_csv,
     expected_xlsx,
@@ -28,6 +27,7 @@ from .export_support import (
     read_csv,
     read_xlsx,
     starts_a_formula,
+    xml_text,
 )
 from .test_properties import SETTINGS, expected_rows, filter_values, is_sensitive, users, worlds
 
@@ -131,7 +131,7 @@ CELL_TEXT = st.one_of(
 @EXPORT_SETTINGS
 @given(texts=st.lists(CELL_TEXT, min_size=1, max_size=8), data=st.data())
 def test_formula_starts_in_any_unicode_spelling_are_inert_in_csv_and_xlsx(engine, tmp_path_factory, texts, data):
-    """Oracle: export_support.starts_a_formula, written from OWASP and issue 14, not from data/."""
+    """Oracle: tests.helpers.export.starts_a_formula, written from OWASP and issue 14, not from data/."""
     ours = uuid.uuid4()
     rows = [ticket_record(ours, description=text, address=text[::-1], tracking_number=f"T-{i}-{uuid.uuid4().hex[:8]}")
             for i, text in enumerate(texts)]
@@ -156,4 +156,4 @@ def test_formula_starts_in_any_unicode_spelling_are_inert_in_csv_and_xlsx(engine
             assert cell.data_type == "s" or cell.value is None
             assert bool(cell.quotePrefix) == starts_a_formula(text), repr(text)
             seen.add(text)
-    assert seen == {XML_ILLEGAL.sub("", t) for r in rows for t in (r["description"], r["address"])}
+    assert seen == {xml_text(t) for r in rows for t in (r["description"], r["address"])}

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import json
-import random
 import re
 import time
 import uuid
@@ -33,10 +32,11 @@ from data.seed import SeedResult, seed
 from data.tickets import count_tickets
 from data.users import find_account
 
-from .conftest import add_tickets, browser_sign_in, scope_of, ticket_record, user_of
-from .export_support import expected_csv, expected_xlsx, oracle_frame, read_csv, read_xlsx
-from .support import OpsDashServer
-from .web_support import sign_in
+from .helpers.browser import browser_sign_in
+from .helpers.databases import add_tickets, scope_of, ticket_record, user_of
+from .helpers.export import expected_csv, expected_xlsx, oracle_frame, read_csv, read_xlsx
+from .helpers.servers import OpsDashServer
+from .helpers.web import sign_in
 
 HOSTILE = "=HYPERLINK(\"http://evil\",\"click\") Amanzi \u2014 \u00eb"
 FILENAME = re.compile(r"^tickets_[a-z0-9-]+_\d{8}_\d{6}\.(csv|xlsx)$")
@@ -89,9 +89,9 @@ class ExportSite:
 
 
 @pytest.fixture(scope="module")
-def export_site(pg_url, tmp_path_factory):
+def export_site(pg_url, tmp_path_factory, module_random_seed):
     engine = get_engine(pg_url)
-    result = seed(engine, tickets=600, wards=3, municipalities=2, random_seed=random.randrange(10**6))
+    result = seed(engine, tickets=600, wards=3, municipalities=2, random_seed=module_random_seed)
     councillor = user_of(result, "ward_councillor")
     add_tickets(engine, [ticket_record(uuid.UUID(councillor["municipality_id"]), ward_id=councillor["ward_id"],
                                        description=HOSTILE, address="@SUM(1+1)")])

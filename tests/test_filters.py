@@ -18,7 +18,7 @@ from data.scope import Scope
 from data.aggregates import created_and_resolved_by_day
 from data.tickets import iter_ticket_chunks, ticket_page
 
-from .conftest import add_tickets, ticket_record
+from .helpers.databases import add_tickets, ticket_record
 
 # Citizen text full of LIKE wildcards, the escape character and SQL quoting.
 TEXTS = (

@@ -23,9 +23,9 @@ from components.store import DashboardStore
 from components.table import TicketTable
 from data.tickets import scoped_tickets
 
-from .conftest import scope_of
-from .live_support import wait_until
-from .support import free_port
+from .helpers.databases import scope_of
+from .helpers.live import wait_until
+from .helpers.servers import free_port
 
 
 @contextlib.contextmanager

@@ -15,7 +15,7 @@ from data.events import BusUnavailable, DropReason, RedisBus, channel_for, make_
 from data.hub import Hub
 from data.scope import Scope
 
-from .live_support import (
+from .helpers.live import (
     add_ticket,
     drop_connection,
     fresh_municipality,

@@ -11,9 +11,10 @@ import requests
 
 from data.seed import seed
 
-from .conftest import user_of
-from .live_support import add_ticket, new_pages, sign_in, ticketing_message, wait_for_text, wait_until
-from .support import ROOT, free_port, service_missing
+from .helpers.databases import user_of
+from .helpers.live import add_ticket, new_pages, sign_in, ticketing_message, wait_for_text, wait_until
+from .helpers.servers import ROOT, free_port
+from .helpers.services import service_missing
 from .test_live_servers import LIVE, publish
 
 CONFIG = ROOT / "docs" / "deployment" / "nginx-opsdash.conf"
@@ -58,9 +59,9 @@ def test_documented_nginx_config_passes_nginx_syntax_check(nginx, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.browser
-def test_dashboards_through_nginx_are_sticky_and_live(nginx, tmp_path, pg_engine, pg_url, redis_url, chromium_browser,
+def test_dashboards_through_nginx_are_sticky_and_live(nginx, tmp_path, random_seed, pg_engine, pg_url, redis_url, chromium_browser,
                                                       opsdash_server):
-    result = seed(pg_engine, tickets=100, wards=2, municipalities=1, random_seed=int(uuid.uuid4()) % 10**6)
+    result = seed(pg_engine, tickets=100, wards=2, municipalities=1, random_seed=random_seed)
     muni = result.municipalities[0]
     listen = free_port()
     env = {"OPSDASH_ALLOWED_ORIGINS": f"127.0.0.1:{listen}", "OPSDASH_LIVE_INTERVAL_MS": "200"}

@@ -14,8 +14,8 @@ import redis
 from data.events import channel_for
 from data.seed import seed
 
-from .conftest import user_of
-from .live_support import (
+from .helpers.databases import user_of
+from .helpers.live import (
     add_ticket,
     feed_text,
     new_pages,
@@ -33,9 +33,9 @@ PAUSED = "Live updates paused, reconnecting"
 
 
 @pytest.fixture
-def live_world(pg_engine, pg_url, redis_url, opsdash_server):
+def live_world(pg_engine, pg_url, redis_url, opsdash_server, random_seed):
     """One fresh municipality in PostgreSQL and two servers sharing Redis."""
-    result = seed(pg_engine, tickets=120, wards=3, municipalities=1, random_seed=int(uuid.uuid4()) % 10**6)
+    result = seed(pg_engine, tickets=120, wards=3, municipalities=1, random_seed=random_seed)
     env = {"OPSDASH_LIVE_INTERVAL_MS": "200"}
     servers = [opsdash_server(pg_url, redis_url=redis_url, env=env) for _ in range(2)]
     return result, servers

@@ -23,7 +23,7 @@ from data.events import make_event
 
 from data.db import get_engine
 
-from .live_support import (
+from .helpers.live import (
     add_ticket,
     drop_connection,
     fresh_municipality,
@@ -92,12 +92,19 @@ def test_lost_bus_shows_paused_then_resyncs_the_store(live_bus, sqlite_url):
     muni = fresh_municipality()
     with live_panel_server(live_bus, sqlite_url, muni) as server:
         with one_live_session(server) as session:
+            # Every change, as it happens (on the server's thread): a paused state that lasts a
+            # few hundred milliseconds is seen without polling for it.
+            statuses: list[str] = []
+            shown: list[str] = []
+            session.store.param.watch(lambda event: statuses.append(event.new), "live_status")
+            session.feed._status.param.watch(lambda event: shown.append(event.new), "object")
             version = session.store.data_version
             drop_connection(live_bus)
-            wait_until(lambda: session.store.live_status in ("paused", "connecting") or
-                       session.store.data_version > version, what="the paused state")
-            wait_until(lambda: session.store.live_status == "live", what="live again")
             wait_until(lambda: session.store.data_version > version, what="a resync after reconnecting")
+            wait_until(lambda: server.hub.status == session.store.live_status == "live", what="live again")
+            assert statuses == ["paused", "live"]
+            # What the feed's status line said, as the user reads it.
+            assert shown == ["Live updates paused, reconnecting...", "\u25cf Live"]
 
 
 def test_session_results_stay_shared_until_its_municipality_announces_a_change(live_bus, sqlite_url):

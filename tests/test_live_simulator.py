@@ -16,8 +16,8 @@ from data.events import InProcessBus, parse_event
 from data.models import Ticket
 from data.simulator import Simulator
 
-from .live_support import add_ticket, run, until, wait_until
-from .support import ROOT
+from .helpers.live import add_ticket, run, until, wait_until
+from .helpers.servers import ROOT
 
 
 def tickets_by_id(engine, ids) -> dict:
@@ -144,12 +144,13 @@ def test_publish_command_sends_both_shapes_and_refuses_sensitive(pg_url, pg_engi
         listener.close()
 
 
-def test_simulate_command_runs_for_its_duration(pg_url, pg_engine, redis_url):
+def test_simulate_command_runs_for_its_duration(pg_url, pg_engine, redis_url, random_seed):
     from data.seed import seed
 
-    muni = seed(pg_engine, tickets=50, wards=2, municipalities=1).municipalities[0]
+    muni = seed(pg_engine, tickets=50, wards=2, municipalities=1, random_seed=random_seed).municipalities[0]
     env = {"OPSDASH_DATABASE_URL": pg_url, "OPSDASH_REDIS_URL": redis_url}
-    result = opsdash("simulate", "--rate", "10", "--duration", "1.5", "--municipality", muni["id"], env=env)
+    result = opsdash("simulate", "--rate", "10", "--duration", "1.5", "--municipality", muni["id"],
+                     "--random-seed", str(random_seed), env=env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("published ") and int(result.stdout.split()[1]) >= 5
     bad = opsdash("simulate", "--rate", "0", "--municipality", muni["id"], env=env)

@@ -1,7 +1,6 @@
 """Sign-in throttling (issue 15, finding 8): atomic, per account and per (account, address), shared through Redis."""
 from __future__ import annotations
 
-import random
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import parse_qs, urlsplit
@@ -13,18 +12,18 @@ from dashboard_app.auth import GENERIC_ERROR, THROTTLED_ERROR
 from data.seed import seed
 from data.users import create_user
 
-from .web_support import sign_in
+from .helpers.web import sign_in
 
 pytestmark = pytest.mark.slow
 PASSWORD = "a-long-enough-password"
 
 
 @pytest.fixture(scope="module")
-def municipality(pg_url):
+def municipality(pg_url, module_random_seed):
     from data.db import get_engine
 
     engine = get_engine(pg_url)
-    result = seed(engine, tickets=0, wards=1, municipalities=1, random_seed=random.randrange(10**6))
+    result = seed(engine, tickets=0, wards=1, municipalities=1, random_seed=module_random_seed)
     return engine, result.municipalities[0]["id"]
 
 

@@ -16,7 +16,7 @@ from data.db import _alembic_config, make_engine, migrate, schema_revision
 from data.models import Ticket
 from data.scope import Scope
 
-from .conftest import add_tickets, empty_pg_database, ticket_record
+from .helpers.databases import add_tickets, empty_pg_database, ticket_record
 
 TRGM_INDEXES = {"ix_tickets_search_text_trgm"}
 OLD_TRGM_INDEXES = {"ix_tickets_description_trgm", "ix_tickets_tracking_number_trgm", "ix_tickets_address_trgm"}

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
 import subprocess
 import sys
@@ -26,8 +25,8 @@ from data.scope import scope_for_user
 from data.seed import SeedResult, seed
 from data.tickets import scoped_tickets
 
-from .conftest import scope_of, user_of
-from .support import ROOT
+from .helpers.databases import scope_of, user_of
+from .helpers.servers import ROOT
 
 NOTEBOOK = ROOT / "examples" / "opsdash_dashboard.ipynb"
 NOTEBOOK_USER = "manager.ethekwini"  # the notebook's default user: every demo seed has it
@@ -70,12 +69,10 @@ def make_checkout(parent: Path) -> Path:
     return checkout
 
 
-def seed_demo_database(checkout: Path) -> SeedResult:
+def seed_demo_database(checkout: Path, random_seed: int) -> SeedResult:
     """What ``make serve`` leaves in a clone: ``var/opsdash.sqlite3``, migrated and seeded (smaller)."""
     engine = get_engine(f"sqlite:///{checkout / 'var' / 'opsdash.sqlite3'}")
     migrate(engine)
-    random_seed = random.randrange(10**6)
-    print(f"demo seed: random_seed={random_seed}")
     return seed(engine, tickets=300, wards=3, municipalities=2, random_seed=random_seed)
 
 
@@ -100,9 +97,9 @@ def assert_no_data_sentence(message: str, database: Path) -> None:
 
 
 @pytest.mark.parametrize("role", ["manager", "ward_councillor"])
-def test_notebook_builds_the_dashboard_and_scoped_frames_for_a_demo_user(sqlite_url, role):
+def test_notebook_builds_the_dashboard_and_scoped_frames_for_a_demo_user(sqlite_url, role, random_seed):
     engine = get_engine(sqlite_url)
-    result = seed(engine, tickets=300, wards=3, municipalities=2, random_seed=random.randrange(10**6))
+    result = seed(engine, tickets=300, wards=3, municipalities=2, random_seed=random_seed)
     user = user_of(result, role)
     nb = run_notebook(NOTEBOOK, ROOT, kernel_environment(OPSDASH_DATABASE_URL=sqlite_url,
                                                           OPSDASH_NOTEBOOK_USER=user["username"]))
@@ -116,9 +113,9 @@ def test_notebook_builds_the_dashboard_and_scoped_frames_for_a_demo_user(sqlite_
 
 
 @pytest.mark.parametrize("where", ["repository root (nbclient)", "examples/ (jupyter execute)"])
-def test_notebook_reads_the_demo_database_of_its_checkout_from_root_and_from_examples(tmp_path, where):
+def test_notebook_reads_the_demo_database_of_its_checkout_from_root_and_from_examples(tmp_path, where, random_seed):
     checkout = make_checkout(tmp_path)
-    seed_demo_database(checkout)
+    seed_demo_database(checkout, random_seed)
     visible = scoped_tickets(get_engine(f"sqlite:///{checkout / 'var' / 'opsdash.sqlite3'}"),
                              scope_for_user(get_engine(f"sqlite:///{checkout / 'var' / 'opsdash.sqlite3'}"), NOTEBOOK_USER))
     env = kernel_environment()

@@ -40,8 +40,8 @@ from data.tickets import (
     ticket_page,
 )
 
-from .conftest import add_tickets, ticket_record
-from .sensitivity_oracle import hidden, shown_category
+from .helpers.databases import add_tickets, ticket_record
+from .helpers.sensitivity import hidden, shown_category
 
 NOW = datetime(2026, 11, 20, 9, 30, tzinfo=timezone.utc)
 WARDS = ("W1", "W2", "W3")

@@ -14,7 +14,7 @@ from data.scope import Scope
 from data.named_tickets import ticket_visibility
 from data.tickets import iter_ticket_chunks, ticket_page
 
-from .conftest import add_tickets, scope_of, ticket_record
+from .helpers.databases import add_tickets, scope_of, ticket_record
 
 
 def all_rows(engine, muni_id: str) -> list[Ticket]:

@@ -21,8 +21,8 @@ from data.export import export_tickets
 from data.scope import Scope
 from data.tickets import count_tickets, scoped_tickets
 
-from .conftest import add_tickets, ticket_record
-from .live_support import fresh_municipality, run, started_hub, until
+from .helpers.databases import add_tickets, ticket_record
+from .helpers.live import fresh_municipality, run, started_hub, until
 
 # Each one is the gbv category to a person reading it, or not a category at all.
 HOSTILE_SPELLINGS = {

@@ -1,4 +1,4 @@
-"""The sensitivity rule against an independent oracle (tests.sensitivity_oracle), on SQLite and PostgreSQL.
+"""The sensitivity rule against an independent oracle (tests.helpers.sensitivity), on SQLite and PostgreSQL.
 
 Categories are generated the way an attacker or a sloppy writer would spell
 them: any case, invisible characters anywhere, full-width letters, look-alike
@@ -24,8 +24,8 @@ from data.scope import Scope
 from data.sensitivity import name_key
 from data.tickets import count_tickets, scoped_tickets
 
-from .conftest import add_tickets, ticket_record
-from .sensitivity_oracle import KNOWN, hidden, shown_category
+from .helpers.databases import add_tickets, ticket_record
+from .helpers.sensitivity import KNOWN, hidden, shown_category
 
 SETTINGS = settings(max_examples=60, deadline=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])

@@ -12,8 +12,8 @@ import requests
 from dashboard_app.auth import GENERIC_ERROR
 from data.seed import seed
 
-from .conftest import user_of
-from .web_support import sign_in
+from .helpers.databases import user_of
+from .helpers.web import sign_in
 
 pytestmark = pytest.mark.slow
 # Bokeh renders into shadow roots, which innerText does not enter: walk them.
@@ -44,8 +44,8 @@ def page_text(browser, base_url: str, http: requests.Session, expected: str) -> 
 
 
 @pytest.fixture
-def seeded_pg(pg_engine, pg_url):
-    return pg_url, seed(pg_engine, tickets=200, wards=3, municipalities=2, random_seed=int(uuid.uuid4()) % 10**6)
+def seeded_pg(pg_engine, pg_url, random_seed):
+    return pg_url, seed(pg_engine, tickets=200, wards=3, municipalities=2, random_seed=random_seed)
 
 
 @pytest.mark.browser

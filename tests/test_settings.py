@@ -11,7 +11,7 @@ import pytest
 from data import ConfigError, load_settings
 from data.settings import MAKE_COOKIE_SECRET
 
-from .support import run_opsdash
+from .helpers.servers import run_opsdash
 
 
 def config_error_of(variable: str, value: str) -> str:

@@ -14,17 +14,18 @@ import psutil
 import pytest
 import requests
 
-from .conftest import user_of
-from .support import seeded_server
-from .web_support import sign_in
+from .helpers.databases import user_of
+from .helpers.servers import seeded_server
+from .helpers.web import sign_in
 
 pytestmark = pytest.mark.slow
 ZEN = "Beautiful is better than ugly"
 
 
 @pytest.fixture(scope="module")
-def served(pg_url, tmp_path_factory):
-    with seeded_server(pg_url, tmp_path_factory.mktemp("routes"), dict(tickets=20, wards=1, municipalities=1)) as s:
+def served(pg_url, tmp_path_factory, module_random_seed):
+    with seeded_server(pg_url, tmp_path_factory.mktemp("routes"), dict(tickets=20, wards=1, municipalities=1),
+                       random_seed=module_random_seed) as s:
         yield s
 
 
@@ -43,7 +44,7 @@ def test_cookie_secret_is_in_no_command_line(served, pg_url, tmp_path):
     """Not in what `opsdash serve` hands Panel, not in the documented `panel serve` commands, not in `ps`."""
     from dashboard_app.cli import panel_serve_argv
 
-    from .support import ROOT, TEST_COOKIE_SECRET, OpsDashServer
+    from .helpers.servers import ROOT, TEST_COOKIE_SECRET, OpsDashServer
 
     assert not [a for a in panel_serve_argv("127.0.0.1", 5006, ()) if "secret" in a.lower()]
     for doc in ("README.md", "docs/security.md", "docs/deployment.md"):
@@ -116,7 +117,7 @@ def test_the_log_of_a_server_that_signed_in_exported_failed_and_signed_out_holds
     from dashboard_app.export_route import export_link
     from data.filters import TicketFilters
 
-    from .support import TEST_COOKIE_SECRET, TEST_METRICS_TOKEN
+    from .helpers.servers import TEST_COOKIE_SECRET, TEST_METRICS_TOKEN
 
     result, server = served
     user = user_of(result, "manager")

@@ -17,17 +17,17 @@ from bokeh.util.token import generate_jwt_token, get_token_payload
 
 from data.db import get_engine
 
-from .conftest import user_of
-from .support import seeded_server
-from .web_support import origin_of, page_token, pull_document, sign_in, socket_closed_after
+from .helpers.databases import user_of
+from .helpers.servers import seeded_server
+from .helpers.web import origin_of, page_token, pull_document, sign_in, socket_closed_after
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def web(pg_url, redis_url, tmp_path_factory):
+def web(pg_url, redis_url, tmp_path_factory, module_random_seed):
     with seeded_server(pg_url, tmp_path_factory.mktemp("web"), dict(tickets=120, wards=2, municipalities=2),
-                       redis_url=redis_url) as (result, server):
+                       random_seed=module_random_seed, redis_url=redis_url) as (result, server):
         yield get_engine(pg_url), result, server
 
 
@@ -165,7 +165,7 @@ def test_a_malformed_export_token_gets_a_400_and_no_traceback_in_the_log(web):
 def test_password_change_disabling_and_sign_out_everywhere_end_every_session_of_the_user(web, how, tmp_path):
     from data.users import create_user
 
-    from .support import run_opsdash
+    from .helpers.servers import run_opsdash
 
     engine, result, server = web
     manager = user_of(result, "manager", municipality=1)

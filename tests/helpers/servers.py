@@ -1,9 +1,8 @@
-"""Test support that is not a fixture: service probes and a served OpsDash process."""
+"""Real ``opsdash`` processes: the command line, a served dashboard on a free port."""
 from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -13,68 +12,12 @@ from typing import Iterator, Sequence
 from urllib.error import URLError
 from urllib.request import urlopen
 
-import pytest
-
-CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-PG_ADMIN_URL = os.environ.get("OPSDASH_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-REDIS_URL = os.environ.get("OPSDASH_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 OUTPUT_DIR = ROOT / "test-output"
 #: At least 32 characters: shorter cookie secrets stop the server (data/settings.py).
 TEST_COOKIE_SECRET = "test-cookie-secret-0123456789-abcdefgh"
 #: The operator token of test servers: /health shows its details only with it (issue 15).
 TEST_METRICS_TOKEN = "test-metrics-token-0123456789"
-
-
-def service_missing(reason: str) -> None:
-    """Skip locally; fail under CI, where every service must be there."""
-    if CI:
-        pytest.fail(f"{reason} (CI=true: service tests must not skip)", pytrace=False)
-    pytest.skip(f"{reason}: skipped outside CI; start it to run this test (see docs/architecture.md, 'Services in development and CI')")
-
-
-def _port_open(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
-def postgres_available() -> bool:
-    from sqlalchemy.engine import make_url
-
-    url = make_url(PG_ADMIN_URL)
-    if not _port_open(url.host or "127.0.0.1", url.port or 5432):
-        return False
-    try:
-        import psycopg
-
-        with psycopg.connect(host=url.host, port=url.port or 5432, user=url.username, dbname=url.database,
-                             connect_timeout=3):
-            return True
-    except Exception:
-        return False
-
-
-def redis_available() -> bool:
-    try:
-        import redis
-
-        client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1)
-        client.ping()
-        client.close()
-        return True
-    except Exception:
-        return False
-
-
-def chromium_path() -> str | None:
-    for name in ("chromium", "chromium-browser"):
-        path = shutil.which(name)
-        if path:
-            return path
-    return None
 
 
 def free_port() -> int:
@@ -205,14 +148,13 @@ class OpsDashServer:
 
 
 @contextlib.contextmanager
-def seeded_server(database_url: str, log_dir: Path, seed_args: dict, **server_args) -> Iterator[tuple]:
-    """(seed result, started OpsDashServer) on a database seeded with ``seed_args`` (a random seed)."""
-    import random
-
+def seeded_server(database_url: str, log_dir: Path, seed_args: dict, *, random_seed: int,
+                  **server_args) -> Iterator[tuple]:
+    """(seed result, started OpsDashServer) on a database seeded with ``seed_args`` and ``random_seed``."""
     from data.db import get_engine
     from data.seed import seed
 
-    result = seed(get_engine(database_url), random_seed=random.randrange(10**6), **seed_args)
+    result = seed(get_engine(database_url), random_seed=random_seed, **seed_args)
     server = OpsDashServer(database_url=database_url, log_dir=log_dir, **server_args)
     server.start()
     try:

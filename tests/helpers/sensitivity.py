@@ -32,5 +32,5 @@ def shown_category(raw: str | None) -> str | None:
 
 
 def hidden(row: dict) -> bool:
-    """A ticket row (``tests.conftest.ticket_record``) that no read may return."""
+    """A ticket row (``tests.helpers.databases.ticket_record``) that no read may return."""
     return bool(row["is_sensitive"]) or shown_category(row["category"]) is None

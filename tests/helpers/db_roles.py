@@ -1,20 +1,25 @@
-"""Helpers for the row-level security tests: connect as a granted role, grant through the real CLI."""
+"""Helpers for the row-level security tests: a database owned by an app role, connect as a granted role,
+grant through the real CLI."""
 from __future__ import annotations
 
 import subprocess
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import psycopg
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 
+from data.db import make_engine, migrate
 from data.scope import scope_for_user
 from data.seed import SeedResult
 from data.tickets import scoped_tickets
 
-from .support import run_opsdash
+from .servers import run_opsdash
+from .services import PG_ADMIN_URL, require_postgres
 
 #: Categories whose tickets no role may read: gbv however spelled, and one nobody made known.
 HIDDEN_CATEGORIES = ("GBV ", "\uff27\uff22\uff36", "gbv\u200b", "fire")
@@ -76,3 +81,51 @@ def role_ids(conn: psycopg.Connection, sql: str = "SELECT id FROM tickets") -> s
 def role_exists(world: RlsWorld, role: str) -> bool:
     with world.engine.connect() as conn:
         return conn.execute(text("SELECT count(*) FROM pg_roles WHERE rolname = :r"), {"r": role}).scalar_one() == 1
+
+
+@contextmanager
+def app_role_database() -> Iterator[AppDatabase]:
+    """A new database owned by a LOGIN role with CREATEROLE and nothing else, migrated by it.
+
+    As in production: the app role owns ``tickets`` (so row security does not apply to
+    it) without being a superuser (superusers bypass every policy, which would prove
+    nothing). PostgreSQL roles are cluster-wide, shared with every other test run:
+    every role this database's tests make starts with ``prefix`` or is mapped in
+    ``opsdash_db_roles``, and all are dropped on exit.
+    """
+    require_postgres()
+    prefix = f"opsdash_t{uuid.uuid4().hex[:8]}_"
+    app_role, name = f"{prefix}app", f"opsdash_rls_{uuid.uuid4().hex[:10]}"
+    admin = make_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT", poolclass=None)
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE ROLE "{app_role}" LOGIN CREATEROLE'))
+        conn.execute(text(f'CREATE DATABASE "{name}" OWNER "{app_role}"'))
+    base = PG_ADMIN_URL.rsplit("/", 1)[0]
+    database = AppDatabase(url=base.replace("postgres@", f"{app_role}@") + f"/{name}",
+                           admin_url=f"{base}/{name}", name=name, app_role=app_role, prefix=prefix)
+    try:
+        engine = make_engine(database.url)
+        migrate(engine)
+        engine.dispose()
+        yield database
+    finally:
+        from data.db import _engines
+
+        for key in [k for k in _engines if k == database.url]:
+            _engines.pop(key).dispose()
+        in_db = make_engine(database.admin_url, isolation_level="AUTOCOMMIT", poolclass=None)
+        with in_db.connect() as conn:
+            # quote_ident: the tests make role names with quotes and semicolons on purpose.
+            mapped = "SELECT role_name FROM opsdash_db_roles" if conn.execute(
+                text("SELECT to_regclass('opsdash_db_roles') IS NOT NULL")).scalar_one() else "SELECT NULL::name"
+            roles = conn.execute(text(
+                "SELECT quote_ident(rolname) FROM pg_roles WHERE starts_with(rolname, :prefix) AND rolname <> :app "
+                f"OR rolname IN ({mapped})"), {"prefix": prefix, "app": app_role}).scalars().all()
+            for role in roles:
+                conn.execute(text(f"DROP OWNED BY {role}"))
+        in_db.dispose()
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            for role in [*roles, f'"{app_role}"']:
+                conn.execute(text(f"DROP ROLE IF EXISTS {role}"))
+        admin.dispose()

@@ -11,6 +11,11 @@ import redis
 
 from data.events import InProcessBus, RedisBus, channel_for
 
+from .browser import browser_sign_in
+from .databases import add_tickets, ticket_record
+from .servers import free_port
+from .services import redis_available
+
 T = TypeVar("T")
 
 
@@ -102,8 +107,6 @@ def fresh_municipality() -> uuid.UUID:
 def add_ticket(engine, municipality_id: uuid.UUID | str, ward_id: str | None, *, sensitive: bool = False,
                category: str = "water", response_deadline=None, **values) -> dict:
     """Insert one ticket (as the ticketing system would) and return its id and tracking number."""
-    from .conftest import add_tickets, ticket_record
-
     record = ticket_record(uuid.UUID(str(municipality_id)), ward_id=ward_id, is_sensitive=sensitive,
                            category=category, sla_response_deadline=response_deadline, **values)
     add_tickets(engine, [record])
@@ -153,8 +156,6 @@ class LivePanelServer:
 
     def start(self) -> None:
         import panel as pn
-
-        from .support import free_port
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/app"
@@ -234,8 +235,6 @@ def new_pages(browser, count: int) -> list:
 
 def sign_in(page, base_url: str, user: dict):
     """Sign ``user`` (a seed login) in through /login and wait for the dashboard."""
-    from .conftest import browser_sign_in
-
     browser_sign_in(page, base_url, user["username"], user["password"])
     return page
 
@@ -266,8 +265,6 @@ REDIS_START = ["redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "-::
 def restarted_redis(redis_url: str):
     """Stop the Redis at 127.0.0.1:6379 for the body, then start it again (always, even on failure)."""
     import subprocess
-
-    from .support import redis_available
 
     assert redis_url.startswith("redis://127.0.0.1:6379"), "only the local development Redis is restarted"
     client = redis.Redis.from_url(redis_url)
