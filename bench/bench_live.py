@@ -39,6 +39,7 @@ from data.tickets import visible_ticket  # noqa: E402
 
 REDIS_URL = os.environ.get("OPSDASH_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 APP = ROOT / "bench" / "live_bench_app.py"
+SESSION_KEY = uuid.uuid4().hex + uuid.uuid4().hex  # Bokeh wants at least 32 bytes
 
 
 def free_port() -> int:
@@ -54,6 +55,8 @@ class BenchServer:
         self.port = free_port()
         self.stats_path = workdir / f"stats-{self.port}.json"
         env = {k: v for k, v in os.environ.items() if not k.startswith("OPSDASH_")}
+        # Sessions are signed (issue 15): both servers and the bench's websocket clients share this key.
+        env.update(BOKEH_SIGN_SESSIONS="true", BOKEH_SECRET_KEY=SESSION_KEY)
         env.update(OPSDASH_DATABASE_URL=database_url, OPSDASH_REDIS_URL=REDIS_URL,
                    OPSDASH_LIVE_INTERVAL_MS=str(interval_ms), BENCH_MUNICIPALITY=municipality_id,
                    BENCH_STATS_PATH=str(self.stats_path), PYTHONPATH=str(ROOT))
@@ -113,7 +116,8 @@ class SessionHolders:
 
         async with self.opening:  # a few at a time: a server builds one document per connect
             for _attempt in range(5):
-                token = generate_jwt_token(generate_session_id())
+                token = generate_jwt_token(generate_session_id(secret_key=SESSION_KEY, signed=True),
+                                           secret_key=SESSION_KEY, signed=True)
                 try:
                     connection = await websocket_connect(ws_url, subprotocols=["bokeh", token],
                                                          max_message_size=2**26, connect_timeout=120)
