@@ -59,8 +59,9 @@ from data.aggregates import (  # noqa: E402
 from data.tickets import count_tickets, ticket_page, visible_ward_ids  # noqa: E402
 from data.users import create_user  # noqa: E402
 from bench.common import migrated_database  # noqa: E402
-from tests.conftest import CHROMIUM_ARGS, pane_texts, wait_for_dashboard  # noqa: E402
-from tests.support import OpsDashServer, chromium_path  # noqa: E402
+from tests.helpers.browser import pane_texts, wait_for_dashboard  # noqa: E402
+from tests.helpers.servers import OpsDashServer  # noqa: E402
+from tests.helpers.services import CHROMIUM_ARGS, chromium_path  # noqa: E402
 
 DEFAULT_PG_URL = os.environ.get("OPSDASH_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 PASSWORD = "bench-password-not-secret"
