@@ -1,7 +1,7 @@
-"""The private Panel/Bokeh hooks of ``dashboard_app.panel_fence`` still find what they change.
+"""The security hooks ``dashboard_app.panel_fence`` installs (through ``components.panel_compat``) hold.
 
 These fail on an upgrade that moves or renames what a hook relies on, before a served
-test shows the hole open again.
+test shows the hole open again (``tests/test_panel_compat.py`` checks every private name).
 """
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import panel.auth  # noqa: F401  (first: it imports our provider while it loads,
 import pytest
 import tornado.web
 
+from components import panel_compat
 from dashboard_app import panel_fence
 
 
@@ -45,7 +46,7 @@ def test_every_way_panel_builds_a_page_token_goes_through_the_fence():
     builders = [name for name in dir(Application) if name.startswith("process_request")]
     assert "process_request" in builders
     for name in builders:
-        assert getattr(Application, name).__module__ == panel_fence.__name__, f"{name} is not fenced"
+        assert getattr(Application, name).__module__ == panel_compat.__name__, f"{name} is not fenced"
 
 
 def test_component_route_looks_up_only_panel_modules_already_imported_and_imports_nothing():
