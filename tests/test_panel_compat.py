@@ -25,8 +25,10 @@ import tornado.web
 from bokeh.document import Document
 from bokeh.resources import Resources
 from bokeh.server.connection import ServerConnection
+from bokeh.server.contexts import BokehSessionContext
 from bokeh.server.session import ServerSession
 from bokeh.server.tornado import BokehTornado
+from bokeh.server.views.auth_request_handler import AuthRequestHandler
 from bokeh.settings import Settings
 from panel.auth import BasicLoginHandler, OAuthProvider
 from panel.io import PeriodicCallback
@@ -212,10 +214,14 @@ def test_the_server_classes_the_security_hooks_wrap_keep_their_shape():
         "OAuthProvider.get_user_async (a property)":
             isinstance(inspect.getattr_static(OAuthProvider, "get_user_async"), property),
         "BokehTornado.__init__ (self.transforms, self.wildcard_router.rules)":
-            "super().__init__(" in inspect.getsource(BokehTornado.__init__)
+            issubclass(BokehTornado, tornado.web.Application)
             and hasattr(tornado.web.Application(), "transforms") and hasattr(tornado.web.Application(), "wildcard_router"),
         "ServerSession._subscribed_connections": "self._subscribed_connections" in inspect.getsource(ServerSession.__init__),
         "ServerConnection._socket": "self._socket = socket" in inspect.getsource(ServerConnection.__init__),
+        "BokehSessionContext.token_payload (a property; web_session.session_claims reads it)":
+            isinstance(inspect.getattr_static(BokehSessionContext, "token_payload"), property),
+        "AuthRequestHandler.prepare (where Bokeh asks get_user_async)":
+            "def prepare" in inspect.getsource(AuthRequestHandler),
     }
     moved = [what for what, holds in checks.items() if not holds]
     assert not moved, UPGRADE.format(what=", ".join(moved), hook="the server hooks")

@@ -5,7 +5,6 @@ test shows the hole open again (``tests/test_panel_compat.py`` checks every priv
 """
 from __future__ import annotations
 
-import inspect
 import sys
 
 import panel.auth  # noqa: F401  (first: it imports our provider while it loads, see dashboard_app/auth.py)
@@ -14,27 +13,6 @@ import tornado.web
 
 from components import panel_compat
 from dashboard_app import panel_fence
-
-
-def test_the_hooked_panel_and_bokeh_attributes_are_where_the_fence_expects_them():
-    from bokeh.server.connection import ServerConnection
-    from bokeh.server.contexts import BokehSessionContext
-    from bokeh.server.session import ServerSession
-    from bokeh.server.tornado import BokehTornado
-    from panel.auth import OAuthProvider
-    from panel.io.application import Application
-    from panel.io.server import ComponentResourceHandler
-
-    assert list(inspect.signature(ComponentResourceHandler.parse_url_path).parameters) == ["self", "path"]
-    assert list(inspect.signature(Application.process_request).parameters) == ["self", "request"]
-    assert list(inspect.signature(tornado.web.StaticFileHandler.parse_url_path).parameters) == ["self", "url_path"]
-    assert isinstance(inspect.getattr_static(OAuthProvider, "get_user_async"), property)
-    assert "self" in inspect.signature(BokehTornado.__init__).parameters
-    assert isinstance(inspect.getattr_static(BokehSessionContext, "token_payload"), property)
-    assert "_subscribed_connections" in inspect.getsource(ServerSession.__init__)
-    assert "self._socket = socket" in inspect.getsource(ServerConnection.__init__)
-    assert "def prepare" in inspect.getsource(__import__("bokeh.server.views.auth_request_handler",
-                                                         fromlist=["x"]).AuthRequestHandler)
 
 
 def test_every_way_panel_builds_a_page_token_goes_through_the_fence():
