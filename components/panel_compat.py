@@ -4,8 +4,9 @@ Each hook names what it relies on and the public alternative that is
 missing. ``tests/test_panel_compat.py`` checks every one against the
 installed Panel/Bokeh (it fails with what to look at when an upgrade moves
 one) and walks the product code with ``ast``: a private name of theirs used
-anywhere else fails it. Tested with panel 1.9 + bokeh 3.9 and panel 1.10 +
-bokeh 3.10 (pyproject.toml pins those).
+anywhere else fails it. Run with panel 1.9.4 + bokeh 3.9.2; every name was
+also read in panel 1.10's source (it pairs with bokeh 3.10). pyproject.toml
+pins those pairs.
 
 Widgets and pages:
 1. ``PagedTabulator``: a Tabulator holding one page of rows paged in SQL.
