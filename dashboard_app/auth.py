@@ -10,7 +10,6 @@ Keep module-level imports light: Panel imports this module while
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -18,6 +17,8 @@ from urllib.parse import urlsplit
 import tornado.escape
 import tornado.web
 from panel.auth import BasicLoginHandler
+
+from data.workers import SHORT
 
 from . import panel_fence
 from .throttle import get_throttle
@@ -179,12 +180,11 @@ class OpsDashLoginHandler(BasicLoginHandler):
         self._error = GENERIC_ERROR
         # In a worker thread: an argon2 verification takes ~60 ms of CPU by design, during which
         # the event loop keeps serving every open dashboard (and other sign-ins) instead of stalling.
-        loop = asyncio.get_running_loop()
-        valid = await loop.run_in_executor(None, self._validate, username, password)
+        valid = await SHORT.run(self._validate, username, password)
         session_id = None
         if valid:
             try:
-                session_id = await loop.run_in_executor(None, self._start_session, username)
+                session_id = await SHORT.run(self._start_session, username)
             except Exception:
                 log.exception("sign-in failed: could not record the session")
                 self._error, valid = UNAVAILABLE_ERROR, False

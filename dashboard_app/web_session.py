@@ -16,12 +16,12 @@ The hooks into Panel's server that call these functions live in
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 from datetime import timedelta
 from typing import Any, Callable
 
 from data.web_sessions import session_key, valid_session
+from data.workers import SHORT
 
 from .settings import get_engine, get_settings
 
@@ -124,7 +124,7 @@ async def confirm_user(handler, user: str) -> str | None:
     if config.oauth_provider in OWN_PROVIDERS:
         session_id = signed_cookie(handler.get_secure_cookie, SESSION_COOKIE)
         try:
-            record = await asyncio.to_thread(valid_session, get_engine(), session_id=session_id)
+            record = await SHORT.run(valid_session, get_engine(), session_id=session_id)
         except Exception:  # database down: nobody is let in on an unchecked session
             log.warning("could not check a session: database unavailable")
             return None
@@ -164,7 +164,7 @@ def watch_session(on_end: Callable[[], None]) -> None:
 
     async def check() -> None:
         try:
-            record = await asyncio.to_thread(valid_session, get_engine(), key=key)
+            record = await SHORT.run(valid_session, get_engine(), key=key)
         except Exception:  # database down: the next check decides
             return
         if record is None:

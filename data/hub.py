@@ -41,6 +41,7 @@ from .events import (
 from .named_tickets import TicketLookup, lookup_named_tickets
 from .scope import Scope
 from .sensitivity import is_known_key
+from .workers import SHORT
 
 log = logging.getLogger("opsdash.hub")
 
@@ -366,7 +367,7 @@ class Hub:
         if self.engine is None or not events:
             return TicketLookup()
         try:
-            lookup = await asyncio.to_thread(lookup_named_tickets, self.engine,
+            lookup = await SHORT.run(lookup_named_tickets, self.engine,
                                              [e.ticket_id for e in events if e.ticket_id is not None],
                                              [e.tracking_key for e in events if e.tracking_key])
         except Exception as exc:
