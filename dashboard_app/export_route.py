@@ -81,7 +81,7 @@ class ExportDownloadHandler(tornado.web.RequestHandler):
             # The same mapping the dashboard applies (OIDC: the provider's verified e-mail -> users row),
             # so the token, minted for the mapped username, matches only that user's cookie.
             username = await SHORT.run(username_for_sign_in, engine, signed_in, config.oauth_provider,
-                                               signed_user_info(self.get_secure_cookie))
+                                       signed_user_info(self.get_secure_cookie))
             fmt, filters = verify_export_token(secret, token, username)
             scope = await SHORT.run(scope_for_user, engine, username)
         except NotAuthorized as exc:

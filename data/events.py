@@ -364,7 +364,7 @@ async def publish_event(bus: EventBus, event: Event | Mapping[str, Any], *, engi
         from .named_tickets import ticket_visibility
 
         seen = await SHORT.run(ticket_visibility, engine, parsed.ticket_id,
-                                       tracking_number=parsed.tracking_number)
+                               tracking_number=parsed.tracking_number)
         if seen == "sensitive":
             raise SensitiveEventRefused(DropReason.SENSITIVE_TICKET, "refusing to publish an event of a sensitive ticket")
         if seen == "conflict":

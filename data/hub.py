@@ -368,8 +368,8 @@ class Hub:
             return TicketLookup()
         try:
             lookup = await SHORT.run(lookup_named_tickets, self.engine,
-                                             [e.ticket_id for e in events if e.ticket_id is not None],
-                                             [e.tracking_key for e in events if e.tracking_key])
+                                     [e.ticket_id for e in events if e.ticket_id is not None],
+                                     [e.tracking_key for e in events if e.tracking_key])
         except Exception as exc:
             log.warning("ticket lookup failed, %d events affected: %s", len(events), type(exc).__name__)
             return None
