@@ -18,6 +18,7 @@ import tornado.escape
 import tornado.web
 from panel.auth import BasicLoginHandler
 
+from data.errors import DatabaseBusy
 from data.workers import SHORT
 
 from . import panel_fence
@@ -180,7 +181,10 @@ class OpsDashLoginHandler(BasicLoginHandler):
         self._error = GENERIC_ERROR
         # In a worker thread: an argon2 verification takes ~60 ms of CPU by design, during which
         # the event loop keeps serving every open dashboard (and other sign-ins) instead of stalling.
-        valid = await SHORT.run(self._validate, username, password)
+        try:
+            valid = await SHORT.run(self._validate, username, password)
+        except DatabaseBusy:  # no worker free for as long as a sign-in may wait (logged by the lane)
+            self._error, valid = UNAVAILABLE_ERROR, False
         session_id = None
         if valid:
             try:
