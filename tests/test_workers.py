@@ -53,16 +53,26 @@ class Gate:
         self._open.set()
 
 
-def test_the_lanes_never_want_more_connections_than_an_engines_pool(pg_engine, tmp_path):
+def test_the_lanes_never_want_more_connections_than_an_engines_pool(pg_url, tmp_path):
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
+
     from data.db import make_engine
 
-    threads = sum(lane.threads for lane in LANES)
-    assert threads + OUTSIDE_LANES <= POOL_SIZE + MAX_OVERFLOW
+    assert sum(lane.threads for lane in LANES) + OUTSIDE_LANES <= POOL_SIZE + MAX_OVERFLOW
     assert min(SHORT.threads, DASHBOARD.threads, TREND.threads, EXPORT.threads) >= 1
-    sqlite = make_engine(f"sqlite:///{tmp_path}/pool.sqlite3")
-    for engine in (pg_engine, sqlite):  # what the pool itself says (a file SQLite's default would be 5 + 10)
-        assert engine.pool.size() == POOL_SIZE and engine.pool.overflow() == -POOL_SIZE
-        assert f"Pool size: {POOL_SIZE}" in engine.pool.status()
+    postgres = make_engine(pg_url)
+    assert postgres.pool.size() == POOL_SIZE
+    with postgres.connect() as conn:
+        assert conn.execute(text("SELECT current_setting('application_name')")).scalar_one() == APPLICATION_NAME
+    postgres.dispose()
+    # A SQLite file (the demo) gets the same pool, not SQLAlchemy's 5 + 10: every connection the lanes
+    # may want, and not one more.
+    sqlite = make_engine(f"sqlite:///{tmp_path}/pool.sqlite3", pool_timeout=0.2)
+    held = [sqlite.connect() for _ in range(POOL_SIZE + MAX_OVERFLOW)]
+    with pytest.raises(PoolTimeout):
+        sqlite.connect()
+    for conn in held:
+        conn.close()
     sqlite.dispose()
 
 
