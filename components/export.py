@@ -16,7 +16,6 @@ per session per refresh costs the database more than all the clicks.
 """
 from __future__ import annotations
 
-import asyncio
 import io
 import logging
 import tempfile
@@ -30,6 +29,7 @@ from panel.custom import JSComponent
 from data.errors import OpsDashError
 from data.export import export_tickets
 from data.filters import TicketFilters
+from data.workers import DASHBOARD, EXPORT
 
 from .panel_compat import OptionalFileDownload
 from .store import DashboardStore
@@ -120,7 +120,7 @@ class ExportButtons(pn.viewable.Viewer):
             self._set_busy(True)
             set_text(self._status, "Preparing the export...")
             try:
-                self.row_count = await asyncio.to_thread(self.count_rows, filters)
+                self.row_count = await DASHBOARD.run(self.count_rows, filters)
             finally:
                 self._set_busy(False)
             if self.streams:
@@ -172,7 +172,7 @@ class ExportButtons(pn.viewable.Viewer):
         try:
             with tempfile.TemporaryDirectory(prefix="opsdash-export-") as folder:
                 target = Path(folder) / f"export.{fmt}"
-                result = await asyncio.to_thread(
+                result = await EXPORT.run(
                     export_tickets, self.store.engine, self.store.scope,
                     self.store.filters if filters is None else filters, fmt, target,
                     channel="ui", progress=self._show_progress, total=total,

@@ -7,7 +7,6 @@ ticketing system by accident: an admin sees the number and the spellings
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 
 import panel as pn
@@ -15,6 +14,7 @@ import param
 
 from data.categories import hidden_categories
 from data.models import Role
+from data.workers import DASHBOARD
 
 from .store import DashboardStore
 from .store_view import text
@@ -41,7 +41,7 @@ class HiddenCategoriesNotice(pn.viewable.Viewer):
         if self.store.scope.role is not Role.ADMIN:
             return empty
         try:
-            hidden = await asyncio.to_thread(hidden_categories, self.store.engine, self.store.scope)
+            hidden = await DASHBOARD.run(hidden_categories, self.store.engine, self.store.scope)
         except Exception:  # the dashboard's own banner reports a database outage
             log.exception("hidden-category count could not be loaded")
             return empty

@@ -11,6 +11,7 @@ import contextlib
 import logging
 import threading
 import time
+from concurrent.futures import Future
 from functools import partial
 from typing import Any, Callable, Hashable, Iterator, TypeVar
 
@@ -20,6 +21,7 @@ import param
 from data.aggregates import Figures, median_first_response_s, ticket_figures
 from data.filters import TicketFilters, applied_filters
 from data.scope import Scope
+from data.workers import DASHBOARD
 
 from . import query_cache
 
@@ -145,26 +147,21 @@ class DashboardStore(param.Parameterized):
         filters = self.filters if filters is None else filters
         return self.cached("median", filters, lambda: median_first_response_s(self.engine, self.scope, filters))
 
-    def prefetch(self) -> list[threading.Thread]:
-        """Start loading the figures and the median of the current filters, one worker thread each.
+    def prefetch(self) -> list[Future[None]]:
+        """Start loading the figures and the median of the current filters, in the DASHBOARD lane.
 
         For a sign-in, before the browser has asked for the page: the redirect,
         the page build and the browser's start-up then overlap the figures' scan
         and the median (at 1,000,000 tickets ~1.1 s of database CPU), and the new page's views
         find the results cached, or still running and wait for them
-        (``query_cache``). Returns the started threads. A failure is only
-        logged here: the views load again and report it.
+        (``query_cache``). Returns the two tasks. A failure is only logged
+        (here, or by the lane when it was full): the views load again and report it.
         """
         filters = self.filters
         # The figures in one scan: the browser loading the page needs the other core more than
         # the figures need it (the views show them only once the page has loaded).
         loads = (("figures", partial(self.figures, filters, side_by_side=False)), ("median", partial(self.median, filters)))
-        threads = [threading.Thread(target=self._prefetch, args=(name, load), daemon=True,
-                                    name=f"opsdash-prefetch-{name}")
-                   for name, load in loads]
-        for thread in threads:
-            thread.start()
-        return threads
+        return [DASHBOARD.submit(self._prefetch, name, load) for name, load in loads]
 
     def _prefetch(self, name: str, load: Callable[[], Any]) -> None:
         started = time.perf_counter()

@@ -9,7 +9,6 @@ message, or the store's "database unreachable" banner; never a traceback.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import html
 import logging
 from functools import partial
@@ -20,6 +19,7 @@ import param
 from bokeh.document import Document
 
 from data.errors import OpsDashError
+from data.workers import DASHBOARD
 
 from . import query_cache
 from .store import DashboardStore
@@ -111,11 +111,11 @@ class LatestLoad:
         # change (other watchers, the widgets' and URL's patches to the browser; ~50 ms on a
         # filter change) then overlaps the queries instead of delaying them.
         try:
-            loop = asyncio.get_running_loop()
+            asyncio.get_running_loop()
         except RuntimeError:  # not on the event loop (a page built in a worker thread): _run starts it
             fetched = None
         else:
-            fetched = loop.run_in_executor(None, partial(contextvars.copy_context().run, self._fetch))
+            fetched = DASHBOARD.start(self._fetch)  # with this context (Panel's current document)
         pn.state.execute(partial(self._run, self._requests, doc, fetched))
 
     def _session_closed(self, *_session_context: Any) -> None:
@@ -153,7 +153,7 @@ class LatestLoad:
         self._set_busy(True)
         result = failed = None
         try:
-            result = await (asyncio.to_thread(self._fetch) if fetched is None else fetched)
+            result = await (DASHBOARD.run(self._fetch) if fetched is None else fetched)
             await self._page_loaded.wait()
         except Exception as exc:  # the busy state must still end (below); then it propagates
             failed = exc

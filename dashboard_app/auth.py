@@ -11,7 +11,6 @@ this module, never this module first.
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -23,8 +22,10 @@ import tornado.web
 from panel.auth import BasicLoginHandler
 
 from components.panel_compat import encode_id_token, login_endpoint, validate_next_url
+from data.errors import DatabaseBusy
 from data.users import authenticate
 from data.web_sessions import start_session
+from data.workers import SHORT
 
 from . import panel_fence
 from .session import prefetch_dashboard
@@ -161,12 +162,14 @@ class OpsDashLoginHandler(BasicLoginHandler):
         self._error = GENERIC_ERROR
         # In a worker thread: an argon2 verification takes ~60 ms of CPU by design, during which
         # the event loop keeps serving every open dashboard (and other sign-ins) instead of stalling.
-        loop = asyncio.get_running_loop()
-        valid = await loop.run_in_executor(None, self._check_password, username, password)
+        try:
+            valid = await SHORT.run(self._check_password, username, password)
+        except DatabaseBusy:  # no worker free for as long as a sign-in may wait (logged by the lane)
+            self._error, valid = UNAVAILABLE_ERROR, False
         session_id = None
         if valid:
             try:
-                session_id = await loop.run_in_executor(None, self._start_session, username)
+                session_id = await SHORT.run(self._start_session, username)
             except Exception:
                 log.exception("sign-in failed: could not record the session")
                 self._error, valid = UNAVAILABLE_ERROR, False

@@ -13,7 +13,6 @@ blocks; the file is deleted afterwards. Audited with channel ``http``.
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 import tempfile
 from pathlib import Path
@@ -29,6 +28,7 @@ from data.export_token import sign_export_token, verify_export_token
 from data.filters import TicketFilters
 from data.scope import scope_for_user
 from data.web_sessions import valid_session
+from data.workers import EXPORT, SHORT
 
 from .session import username_for_sign_in
 from .settings import get_engine, get_settings
@@ -74,16 +74,16 @@ class ExportDownloadHandler(tornado.web.RequestHandler):
             if config.oauth_provider in OWN_PROVIDERS:
                 # The sign-in must still stand: a copied cookie of a signed-out session exports nothing.
                 session_id = signed_cookie(self.get_secure_cookie, SESSION_COOKIE)
-                record = await asyncio.to_thread(valid_session, engine, session_id=session_id)
+                record = await SHORT.run(valid_session, engine, session_id=session_id)
                 if record is None or record.username != signed_in:
                     self._refuse(401, "Sign in first: your sign-in has ended.")
                     return
             # The same mapping the dashboard applies (OIDC: the provider's verified e-mail -> users row),
             # so the token, minted for the mapped username, matches only that user's cookie.
-            username = await asyncio.to_thread(username_for_sign_in, engine, signed_in, config.oauth_provider,
-                                               signed_user_info(self.get_secure_cookie))
+            username = await SHORT.run(username_for_sign_in, engine, signed_in, config.oauth_provider,
+                                       signed_user_info(self.get_secure_cookie))
             fmt, filters = verify_export_token(secret, token, username)
-            scope = await asyncio.to_thread(scope_for_user, engine, username)
+            scope = await SHORT.run(scope_for_user, engine, username)
         except NotAuthorized as exc:
             log.info("export refused for %r: %s", signed_in[:150], exc)
             self._refuse(403, str(exc))
@@ -95,7 +95,7 @@ class ExportDownloadHandler(tornado.web.RequestHandler):
         with tempfile.TemporaryDirectory(prefix="opsdash-export-") as folder:
             target = Path(folder) / f"export.{fmt}"
             try:
-                result = await asyncio.to_thread(export_tickets, engine, scope, filters, fmt, target, channel="http")
+                result = await EXPORT.run(export_tickets, engine, scope, filters, fmt, target, channel="http")
             except OpsDashError as exc:
                 self._refuse(400, str(exc))
                 return

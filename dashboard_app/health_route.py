@@ -1,13 +1,14 @@
 """``/health``: whether the database (and Redis, when configured) answer; details for the operator only."""
 from __future__ import annotations
 
-import asyncio
 import hmac
 import json
 
 import redis
 import tornado.web
 from sqlalchemy import text
+
+from data import workers
 
 from .live import live_snapshot
 from .settings import get_engine, get_settings
@@ -34,6 +35,7 @@ def health_status() -> tuple[int, dict]:
         except Exception as exc:
             status["redis"] = f"error: {type(exc).__name__}"
     status["live"] = live_snapshot()  # hub counters by drop reason, sessions, callbacks
+    status["workers"] = workers.snapshot()  # per lane of database work: threads, running, queued, refused
     status["status"] = "ok" if code == 200 else "degraded"
     return code, status
 
@@ -54,7 +56,7 @@ class HealthHandler(tornado.web.RequestHandler):
     """
 
     async def get(self) -> None:
-        code, status = await asyncio.to_thread(health_status)
+        code, status = await workers.SHORT.run(health_status)
         if not operator_token_given(self.request.headers.get("Authorization")):
             status = {"status": status["status"]}
         self.set_status(code)

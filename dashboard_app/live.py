@@ -27,6 +27,7 @@ from tornado.ioloop import IOLoop
 from data.events import Event, bus_for
 from data.hub import Hub
 from data.simulator import Simulator
+from data.workers import SHORT
 
 from .settings import get_engine, get_settings
 
@@ -67,7 +68,7 @@ def process_hub() -> Hub:
 
 async def _run_demo_simulator(hub: Hub) -> None:
     try:
-        simulator = await asyncio.to_thread(Simulator, hub.engine, hub.bus)
+        simulator = await SHORT.run(Simulator, hub.engine, hub.bus)
     except Exception as exc:
         log.warning("demo simulator not started: %s", exc)
         return

@@ -1,12 +1,12 @@
 """``/logout``: ends the server-side session record, then Panel's own sign-out."""
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from panel.auth import LogoutHandler
 
 from data.web_sessions import revoke_session
+from data.workers import SHORT
 
 from .settings import get_engine
 from .web_session import SESSION_COOKIE, signed_cookie
@@ -21,7 +21,7 @@ class OpsDashLogoutHandler(LogoutHandler):
         session_id = signed_cookie(self.get_secure_cookie, SESSION_COOKIE)
         if session_id:
             try:
-                await asyncio.to_thread(revoke_session, get_engine(), session_id)
+                await SHORT.run(revoke_session, get_engine(), session_id)
             except Exception:  # the cookies still go; the record expires on its own
                 log.warning("sign-out: could not end the session record (database unavailable)")
         self.clear_cookie(SESSION_COOKIE)

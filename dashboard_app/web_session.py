@@ -17,7 +17,6 @@ Panel's ``id_token`` cookie format among it, is in ``components/panel_compat.py`
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 from datetime import timedelta
 from typing import Any, Callable
@@ -29,6 +28,7 @@ from tornado.websocket import WebSocketHandler
 
 from components.panel_compat import decode_id_token
 from data.web_sessions import session_key, valid_session
+from data.workers import SHORT
 
 from .settings import get_engine, get_settings
 
@@ -112,7 +112,7 @@ async def confirm_user(handler, user: str) -> str | None:
     if pn.config.oauth_provider in OWN_PROVIDERS:
         session_id = signed_cookie(handler.get_secure_cookie, SESSION_COOKIE)
         try:
-            record = await asyncio.to_thread(valid_session, get_engine(), session_id=session_id)
+            record = await SHORT.run(valid_session, get_engine(), session_id=session_id)
         except Exception:  # database down: nobody is let in on an unchecked session
             log.warning("could not check a session: database unavailable")
             return None
@@ -148,7 +148,7 @@ def watch_session(on_end: Callable[[], None]) -> None:
 
     async def check() -> None:
         try:
-            record = await asyncio.to_thread(valid_session, get_engine(), key=key)
+            record = await SHORT.run(valid_session, get_engine(), key=key)
         except Exception:  # database down: the next check decides
             return
         if record is None:

@@ -15,7 +15,7 @@ side by side finish sooner), and the median needs its own ordered aggregate
 from __future__ import annotations
 
 import re
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import wait
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from typing import Sequence
@@ -40,6 +40,7 @@ from .tickets import (
     ticket_column,
     whole_number,
 )
+from .workers import TREND
 
 #: The count measures of every breakdown row, in this order.
 MEASURES: tuple[str, ...] = (
@@ -368,16 +369,24 @@ def _figures_in_two_scans(engine: Engine, scope: Scope, dims: tuple[str, ...], p
     keeping the second core busy (``median_first_response_s``). Side by
     side, interleaved over 8 rounds: 727 ms against 983 ms for the one scan.
     The second connection imports the first one's snapshot, so both count
-    exactly the same tickets.
+    exactly the same tickets. It runs in the TREND lane (``data.workers``);
+    with no thread free there, the trend runs after the counts on the first
+    connection, in the same snapshot: the same figures, a little later.
     """
     with engine.connect().execution_options(isolation_level="REPEATABLE READ") as conn:
         snapshot = conn.exec_driver_sql("SELECT pg_export_snapshot()").scalar_one()
         if not _SNAPSHOT_ID.fullmatch(snapshot):
             raise RuntimeError(f"unexpected snapshot id {snapshot!r}")
-        with ThreadPoolExecutor(1, thread_name_prefix="opsdash-trend") as pool:
-            trend = pool.submit(_trend_in_snapshot, engine, snapshot, scope, period)
+        trend = TREND.try_submit(_trend_in_snapshot, engine, snapshot, scope, period)
+        try:
             conn.exec_driver_sql(HASH_GROUPING_SQL, (BULK_SORT_MEMORY,))
             rows = conn.execute(_breakdown_statement(scope, None, dims, now)).all()
+        finally:
+            if trend is not None:
+                wait([trend])  # even when the counts failed: the trend's snapshot ends with this transaction
+        if trend is None:  # no thread free: after the counts, in the same snapshot
+            pairs = _day_pairs(conn.execute(_trend_statement(engine, scope, None, period)))
+        else:
             pairs = trend.result()
     return Figures(_breakdown_frame(rows, dims), period.frame(pairs))
 

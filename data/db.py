@@ -26,6 +26,12 @@ SORT_MEMORY_SQL = "SELECT set_config('work_mem', %s, true)"
 #: compilation, which at a million tickets took longer than it saved. PostgreSQL only.
 HASH_GROUPING_SQL = "SELECT set_config('work_mem', %s, true), set_config('jit', 'off', true)"
 #: What makes OpsDash data, for the sentence a missing or empty database gets (``no_data``).
+#: Connections per engine: POOL_SIZE kept open, up to MAX_OVERFLOW more under load. ``data.workers``
+#: sizes its lanes of worker threads from these, so the threads can never want more connections.
+POOL_SIZE = 10
+MAX_OVERFLOW = 20
+#: How PostgreSQL lists OpsDash's connections (``pg_stat_activity.application_name``) unless the URL names one.
+APPLICATION_NAME = "opsdash"
 MAKE_DATA = ("run `make serve` once for the demo data (`opsdash serve --demo` outside a clone) "
              "or `opsdash init-db && opsdash seed`, or set OPSDASH_DATABASE_URL to the database to use")
 
@@ -35,7 +41,8 @@ def make_engine(url: str, **kwargs) -> Engine:
 
     SQLite: the parent folder is created, foreign keys are enforced, WAL lets
     the simulator write while the dashboard reads. PostgreSQL: pre-ping so a
-    restarted server costs one retry, not an error page.
+    restarted server costs one retry, not an error page. Both: a pool of
+    POOL_SIZE + MAX_OVERFLOW connections (a file database; ``data.workers``).
     """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
@@ -43,6 +50,9 @@ def make_engine(url: str, **kwargs) -> Engine:
         if database and database != ":memory:" and not database.startswith("file:"):
             Path(database).parent.mkdir(parents=True, exist_ok=True)
         kwargs.setdefault("connect_args", {"check_same_thread": False, "timeout": 30})
+        if database and database != ":memory:" and not database.startswith("file:"):
+            kwargs.setdefault("pool_size", POOL_SIZE)  # SQLAlchemy's default for a file is 5 + 10
+            kwargs.setdefault("max_overflow", MAX_OVERFLOW)
         engine = create_engine(url, **kwargs)
 
         @event.listens_for(engine, "connect")
@@ -61,8 +71,10 @@ def make_engine(url: str, **kwargs) -> Engine:
 
         return engine
     kwargs.setdefault("pool_pre_ping", True)
-    kwargs.setdefault("pool_size", 10)
-    kwargs.setdefault("max_overflow", 20)
+    kwargs.setdefault("pool_size", POOL_SIZE)
+    kwargs.setdefault("max_overflow", MAX_OVERFLOW)
+    if "application_name" not in parsed.query:
+        kwargs.setdefault("connect_args", {"application_name": APPLICATION_NAME})
     return create_engine(url, **kwargs)
 
 

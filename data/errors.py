@@ -28,3 +28,7 @@ class InvalidFilter(InvalidValue):
 
 class NotFound(OpsDashError):
     """A named record (user, municipality, ticket) does not exist."""
+
+
+class DatabaseBusy(OpsDashError):
+    """Every worker of a lane of database work stayed busy for as long as a task may wait (data.workers)."""

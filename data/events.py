@@ -15,7 +15,6 @@ anything is sent.
 """
 from __future__ import annotations
 
-import asyncio
 import enum
 import json
 import uuid
@@ -38,6 +37,7 @@ from .bus import (  # noqa: F401  (the bus interface is part of this module's AP
 )
 from .errors import InvalidValue
 from .sensitivity import SENSITIVE_KEY, name_key
+from .workers import SHORT
 
 EVENT_TYPES: frozenset[str] = frozenset({"ticket_created", "ticket_updated", "sla_breach", "assignment_changed"})
 #: Largest message accepted, in bytes of JSON. Real events are ~0.5 KB; the
@@ -363,8 +363,8 @@ async def publish_event(bus: EventBus, event: Event | Mapping[str, Any], *, engi
     if engine is not None and (parsed.ticket_id is not None or parsed.tracking_key):
         from .named_tickets import ticket_visibility
 
-        seen = await asyncio.to_thread(ticket_visibility, engine, parsed.ticket_id,
-                                       tracking_number=parsed.tracking_number)
+        seen = await SHORT.run(ticket_visibility, engine, parsed.ticket_id,
+                               tracking_number=parsed.tracking_number)
         if seen == "sensitive":
             raise SensitiveEventRefused(DropReason.SENSITIVE_TICKET, "refusing to publish an event of a sensitive ticket")
         if seen == "conflict":

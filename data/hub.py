@@ -41,6 +41,7 @@ from .events import (
 from .named_tickets import TicketLookup, lookup_named_tickets
 from .scope import Scope
 from .sensitivity import is_known_key
+from .workers import SHORT
 
 log = logging.getLogger("opsdash.hub")
 
@@ -366,9 +367,9 @@ class Hub:
         if self.engine is None or not events:
             return TicketLookup()
         try:
-            lookup = await asyncio.to_thread(lookup_named_tickets, self.engine,
-                                             [e.ticket_id for e in events if e.ticket_id is not None],
-                                             [e.tracking_key for e in events if e.tracking_key])
+            lookup = await SHORT.run(lookup_named_tickets, self.engine,
+                                     [e.ticket_id for e in events if e.ticket_id is not None],
+                                     [e.tracking_key for e in events if e.tracking_key])
         except Exception as exc:
             log.warning("ticket lookup failed, %d events affected: %s", len(events), type(exc).__name__)
             return None

@@ -32,6 +32,7 @@ from .models import OPEN_STATUSES, Municipality, Role, Ticket, Ward
 from .scope import Scope
 from .seed import CATEGORY_WEIGHTS, DESCRIPTIONS, RESOLUTION_HOURS, RESPONSE_HOURS, SEVERITY_WEIGHTS, STREETS
 from .tickets import scoped_select
+from .workers import SHORT
 
 log = logging.getLogger("opsdash.simulator")
 
@@ -221,7 +222,7 @@ class Simulator:
             count = int(owed)
             owed -= count
             try:
-                events = await asyncio.to_thread(self.step, count)
+                events = await SHORT.run(self.step, count)
                 await self.publish(events)
             except asyncio.CancelledError:
                 raise

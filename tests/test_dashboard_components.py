@@ -6,6 +6,7 @@ the component itself calls.
 """
 from __future__ import annotations
 
+from concurrent import futures
 from itertools import accumulate
 
 import pandas as pd
@@ -391,10 +392,9 @@ def test_sign_in_prefetch_loads_exactly_what_the_new_pages_views_ask_for(engine,
     monkeypatch.setattr(query_cache, "_clock", lambda: 2_000_000.0)  # nothing expires during the test
     result = make_seed(tickets=120, random_seed=43)
     manager, councillor = scope_of(engine, result, "manager"), scope_of(engine, result, "ward_councillor")
-    threads = DashboardStore(scope=manager, engine=engine, change_mark=lambda: (1, 1)).prefetch()
-    for thread in threads:
-        thread.join(60)
-    assert len(threads) == 2 and not any(t.is_alive() for t in threads)
+    tasks = DashboardStore(scope=manager, engine=engine, change_mark=lambda: (1, 1)).prefetch()
+    futures.wait(tasks, timeout=60)
+    assert len(tasks) == 2 and all(t.done() and t.exception() is None for t in tasks)
     page = DashboardStore(scope=manager, engine=engine, change_mark=lambda: (1, 1))
     with DashboardStore.cache_only():  # the new page's KPI cards and charts: every query already answered
         kpis = KpiCards(store=page).load()
