@@ -16,12 +16,11 @@ import re
 import tomllib
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Mapping
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, ValidationError, field_validator, model_validator
-from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -102,7 +101,10 @@ class Settings(BaseSettings):
         description="signs session cookies and export links; at least 32 characters "
                     f"(`{MAKE_COOKIE_SECRET}`), the same on every instance",
         json_schema_extra={"shown_default": "required unless `--demo`"})
-    timezone: str = Field(DEFAULT_TIMEZONE, description="a time zone name, checked at start-up")
+    timezone: str = Field(
+        DEFAULT_TIMEZONE,
+        description="a time zone name, checked at start-up; displays and exports use each municipality's own "
+                    "time zone (recorded with it, this one by default)")
     live_interval_ms: int = Field(500, ge=50, le=60_000,
                                   description="how often a session drains its live events (50-60000)")
     allowed_origins: Annotated[tuple[str, ...], NoDecode] = Field(
@@ -234,7 +236,7 @@ def _bounds(field: str) -> tuple[object, object]:
     return low, high
 
 
-def _sentence(error: ErrorDetails) -> str:
+def _sentence(error: Mapping[str, Any]) -> str:
     """One sentence for one failed field, naming its variable; a secret's value is never shown."""
     kind, ctx = error["type"], error.get("ctx", {})
     if not error["loc"]:  # a check across fields: its message names the variable itself
