@@ -8,7 +8,7 @@ variable, naming it and never echoing a secret.
 They live in the data layer because the command line, the server and a notebook all
 need the same values, and ``data`` is the layer all of them may import.
 ``dashboard_app.settings`` re-exports them. The README's settings table lists exactly
-these fields (tests/test_settings_docs.py compares them).
+these fields (tests/test_settings_fields.py compares them).
 """
 from __future__ import annotations
 
