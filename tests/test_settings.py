@@ -132,6 +132,7 @@ def test_dotenv_is_read_and_the_environment_wins(settings_from, tmp_path):
     from_file = settings_from(dotenv=dotenv)
     assert (from_file.timezone, from_file.live_interval_ms, from_file.session_hours) == ("UTC", 750, 8)
     assert settings_from(dotenv=dotenv, OPSDASH_TIMEZONE="Africa/Johannesburg").timezone == "Africa/Johannesburg"
+    assert settings_from(dotenv=dotenv, OPSDASH_LIVE_INTERVAL_MS="").live_interval_ms == 750  # empty counts as unset
     dotenv.write_text("OPSDASH_TIMEZONE=Nowhere/Land\n")
     with pytest.raises(ConfigError, match="OPSDASH_TIMEZONE"):
         settings_from(dotenv=dotenv)
