@@ -4,6 +4,7 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed
 NOTEBOOK_STAMP = $(VENV)/.notebook-installed
+BENCH_STAMP = $(VENV)/.bench-installed
 PORT   ?= 5006
 
 .PHONY: install serve notebook test test-fast bench clean
@@ -39,8 +40,12 @@ test: install
 test-fast: install
 	$(PY) -m pytest -m "not browser and not slow" $(PYTEST_ARGS)
 
-## bench: benchmarks that print figures (see docs/performance.md)
-bench: install
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install -q -e '.[test,bench]'
+	touch $(BENCH_STAMP)
+
+## bench: benchmarks that print figures (see docs/performance.md); installs the bench extra
+bench: $(BENCH_STAMP)
 	$(PY) bench/run_all.py
 
 clean:

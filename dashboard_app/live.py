@@ -61,7 +61,7 @@ def process_hub() -> Hub:
         if not _tasks:
             loop = _server_loop()
             _tasks.append(loop.create_task(_hub.start(), name="opsdash-hub-start"))
-            if settings.extra.get("OPSDASH_DEMO") == "1":  # set by `opsdash serve --demo`
+            if settings.demo:  # set by `opsdash serve --demo`
                 _tasks.append(loop.create_task(_run_demo_simulator(_hub), name="opsdash-demo-simulator"))
     return _hub
 

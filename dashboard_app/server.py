@@ -26,9 +26,8 @@ log = logging.getLogger("opsdash.server")
 
 def start() -> None:
     """Fence Panel, hand it the cookie secret, freeze what lives as long as the process, start live updates."""
-    if logging.getLogger("opsdash").level == logging.NOTSET:
-        # Sign-ins, refusals and the route table are what an operator reads the server log for.
-        logging.getLogger("opsdash").setLevel(logging.INFO)
+    # Sign-ins, refusals and the route table are what an operator reads the server log for (INFO by default).
+    logging.getLogger("opsdash").setLevel(get_settings().log_level)
     panel_fence.install()
     use_opsdash_cookie_secret()
     # What is alive now (modules, classes, Panel's and Bokeh's registries: ~230,000 objects) lives

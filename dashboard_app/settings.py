@@ -1,19 +1,17 @@
 """Server settings: the data layer's Settings, read once per process."""
 from __future__ import annotations
 
-from functools import lru_cache
-
 from sqlalchemy import Engine
 
 from data.db import get_engine as engine_for
-from data.settings import Settings, load_settings
+from data.settings import Settings, current_settings
 
 __all__ = ["Settings", "get_settings", "get_engine", "reset"]
 
 
-@lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    return load_settings()
+    """This process's settings (``data.settings.current_settings``): read and validated once."""
+    return current_settings()
 
 
 def get_engine() -> Engine:
@@ -22,5 +20,5 @@ def get_engine() -> Engine:
 
 
 def reset() -> None:
-    """Forget cached settings (tests that change the environment)."""
-    get_settings.cache_clear()
+    """Read the settings again at the next use (``opsdash serve --demo``, tests that change the environment)."""
+    current_settings.cache_clear()

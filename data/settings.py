@@ -1,22 +1,33 @@
-"""Settings: read once from the environment (and an optional ``.env``), validated.
+"""Settings: one typed, documented field per ``OPSDASH_*`` variable, read once and validated at start-up.
 
-They live in the data layer because the command line, the server and a
-notebook all need the same values, and ``data`` is the layer all of them may
-import. ``dashboard_app.settings`` re-exports them.
+pydantic-settings reads them: the real environment first, then a ``.env`` file at the
+OpsDash home (python-dotenv parses it: quotes, comments, ``export``). Nothing else in
+OpsDash reads ``os.environ``. A bad value raises ConfigError with one sentence per bad
+variable, naming it and never echoing a secret.
+
+They live in the data layer because the command line, the server and a notebook all
+need the same values, and ``data`` is the layer all of them may import.
+``dashboard_app.settings`` re-exports them. The README's settings table lists exactly
+these fields (tests/test_settings_fields.py compares them).
 """
 from __future__ import annotations
 
-import os
 import re
 import tomllib
-from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
-from typing import Literal, Mapping
+from typing import Annotated, Any, Literal, Mapping
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
 from .errors import ConfigError
 
+ENV_PREFIX = "OPSDASH_"
 DEFAULT_TIMEZONE = "Africa/Johannesburg"
 #: Under the OpsDash home (``opsdash_home``), where ``make serve`` / ``opsdash serve --demo`` puts the demo.
 DEFAULT_SQLITE_PATH = Path("var") / "opsdash.sqlite3"
@@ -24,6 +35,8 @@ DEFAULT_SQLITE_PATH = Path("var") / "opsdash.sqlite3"
 #: so it must be too long to guess (``secrets.token_urlsafe(48)`` gives 64 characters).
 MIN_COOKIE_SECRET_LENGTH = 32
 MAKE_COOKIE_SECRET = 'python -c "import secrets; print(secrets.token_urlsafe(48))"'
+#: Fields whose value never appears in an error message or repr (URLs are shown with credentials masked).
+SECRET_FIELDS = frozenset({"cookie_secret", "metrics_token", "database_url", "redis_url"})
 
 
 def _is_opsdash_checkout(folder: Path) -> bool:
@@ -46,39 +59,150 @@ def opsdash_home(cwd: Path | None = None) -> Path:
     return next((folder for folder in (start, *start.parents) if _is_opsdash_checkout(folder)), start)
 
 
-def _read_dotenv(path: Path) -> dict[str, str]:
-    """Parse KEY=VALUE lines; comments and blank lines are skipped."""
-    values: dict[str, str] = {}
-    if not path.is_file():
-        return values
-    for raw in path.read_text(encoding="utf-8").splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        key, _, value = line.partition("=")
-        key = key.strip().removeprefix("export ").strip()
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        values[key] = value
-    return values
+def _default_database_url() -> str:
+    # Absolute, so the default names the same file from every folder of the checkout.
+    return f"sqlite:///{opsdash_home() / DEFAULT_SQLITE_PATH}"
 
 
-@dataclass(frozen=True)
-class Settings:
-    database_url: str
-    redis_url: str | None = None
-    cookie_secret: str | None = None
-    timezone: str = DEFAULT_TIMEZONE
-    live_interval_ms: int = 500
-    allowed_origins: tuple[str, ...] = ()
-    login_max_attempts: int = 5
-    login_window_s: int = 300
-    large_export_rows: int = 50_000
-    session_hours: int = 12
-    https: bool = False
-    metrics_token: str | None = field(default=None, repr=False)
-    extra: Mapping[str, str] = field(default_factory=dict, repr=False)
+def env_name(field: str) -> str:
+    """The environment variable of a Settings field: ``session_hours`` -> ``OPSDASH_SESSION_HOURS``."""
+    return ENV_PREFIX + field.upper()
+
+
+def _without_credentials(url: str) -> str:
+    """``url`` with any user:password part masked, for error messages and logs."""
+    return re.sub(r"://[^@/]*@", "://***@", url)
+
+
+class Settings(BaseSettings):
+    """OpsDash's settings. Build them with ``load_settings()`` (which also reads the home ``.env``)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_ignore_empty=True,  # `OPSDASH_X=` means the default, as an unset variable does
+        env_file_encoding="utf-8",
+        extra="ignore",  # other OPSDASH_* variables (the tests' own) are not settings
+        frozen=True,
+        validate_default=True,  # the default database URL goes through the same checks
+    )
+
+    database_url: str = Field(
+        default_factory=_default_database_url, repr=False,
+        description="SQLAlchemy URL: `postgresql+psycopg://user@host/db` in production; a relative "
+                    "`sqlite:///` path is taken from the working folder",
+        json_schema_extra={"shown_default": "`var/opsdash.sqlite3` at the root of the clone, "
+                                            "from any folder in it (below)"})
+    redis_url: str | None = Field(
+        None, repr=False,
+        description="`redis://127.0.0.1:6379/0`: live events across processes and shared sign-in throttling",
+        json_schema_extra={"shown_default": "unset: in-process bus (one process)"})
+    cookie_secret: str | None = Field(
+        None, repr=False,
+        description="signs session cookies and export links; at least 32 characters "
+                    f"(`{MAKE_COOKIE_SECRET}`), the same on every instance",
+        json_schema_extra={"shown_default": "required unless `--demo`"})
+    timezone: str = Field(
+        DEFAULT_TIMEZONE,
+        description="a time zone name, checked at start-up; displays and exports use each municipality's own "
+                    "time zone (recorded with it, this one by default)")
+    live_interval_ms: int = Field(500, ge=50, le=60_000,
+                                  description="how often a session drains its live events (50-60000)")
+    allowed_origins: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), description="extra websocket origins (a proxy's `host:port`), comma separated")
+    login_max_attempts: int = Field(
+        5, ge=1, le=1000,
+        description="password checks allowed per account from one address in `OPSDASH_LOGIN_WINDOW_S` (10 times "
+                    "that per account from all addresses); shared by all processes through Redis when "
+                    "`OPSDASH_REDIS_URL` is set")
+    login_window_s: int = Field(300, ge=1, le=86_400,
+                                description="the window of `OPSDASH_LOGIN_MAX_ATTEMPTS`, in seconds")
+    session_hours: int = Field(
+        12, ge=1, le=24 * 30,
+        description="how long a sign-in lasts (1-720); sign-out, a password change, disabling the user and "
+                    "`opsdash user sign-out` end it earlier")
+    https: bool = Field(False, description="`1`: the site is served over HTTPS (directly or by the proxy); "
+                                           "cookies get `Secure` and responses HSTS")
+    metrics_token: str | None = Field(
+        None, min_length=16, repr=False,
+        description="operator token (at least 16 characters): `Authorization: Bearer ...` gets `/health`'s details",
+        json_schema_extra={"shown_default": "unset: no details"})
+    large_export_rows: int = Field(
+        50_000, ge=1, le=10**9,
+        description="above this many rows the download buttons stream over HTTP instead of the websocket")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="level of the `opsdash` log lines of a served process (sign-ins, refusals, live updates)")
+    demo: bool = Field(False, description="set by `opsdash serve --demo` for its own process: the simulator runs "
+                                          "and a short cookie secret is accepted; never set it in production")
+    fast_password_hash: bool = Field(
+        False, description="`1`: the cheapest argon2 profile, for tests and benchmarks that hash many demo "
+                           "passwords; never in production")
+    notebook_user: str = Field("manager.ethekwini",
+                               description="the user `examples/opsdash_dashboard.ipynb` builds its dashboard for")
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        shown = _without_credentials(value)
+        try:
+            url = make_url(value)
+        except (ArgumentError, ValueError):
+            raise ValueError(f"is not a database URL: {shown!r} "
+                             "(expected e.g. postgresql+psycopg://user@host/db or sqlite:///var/opsdash.sqlite3)") from None
+        if url.get_backend_name() not in ("sqlite", "postgresql"):
+            raise ValueError(f"must point at SQLite or PostgreSQL, got {url.get_backend_name()!r}")
+        if url.get_backend_name() == "postgresql" and url.get_driver_name() not in ("psycopg", ""):
+            raise ValueError("for PostgreSQL must use the psycopg driver (postgresql+psycopg://...)")
+        if url.drivername == "postgresql":  # no driver named: use the one we ship, whatever SQLAlchemy defaults to
+            return url.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        """Refuse at start-up what redis-py would only reject at the first connection."""
+        if value is None:
+            return None
+        shown = _without_credentials(value)
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(f"must start with redis://, rediss:// or unix://, got {shown!r}")
+        parsed = urlsplit(value)
+        try:
+            parsed.port
+        except ValueError:
+            raise ValueError(f"has a port that is not a number from 0 to 65535: {shown!r}") from None
+        database = parsed.path.strip("/")
+        if parsed.scheme != "unix" and database and not database.isdigit():
+            raise ValueError(f"must end in a database number like /0, got {shown!r}")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"is not a known time zone: {value!r} (e.g. Africa/Johannesburg)") from None
+        return value
+
+    @field_validator("allowed_origins", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        return tuple(o.strip() for o in value.split(",") if o.strip()) if isinstance(value, str) else value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_case(cls, value: Any) -> Any:
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _cookie_secret_long_enough(self) -> Settings:
+        """Refuse a guessable cookie secret (a local ``--demo`` makes its own, so it is exempt)."""
+        secret = self.cookie_secret
+        if secret and not self.demo and len(secret) < MIN_COOKIE_SECRET_LENGTH:
+            raise ValueError(
+                f"OPSDASH_COOKIE_SECRET is too short ({len(secret)} characters, at least {MIN_COOKIE_SECRET_LENGTH} "
+                f"needed): make one with {MAKE_COOKIE_SECRET} and use the same value on every instance")
+        return self
 
     @property
     def is_sqlite(self) -> bool:
@@ -90,15 +214,9 @@ class Settings:
 
     def describe(self) -> dict[str, object]:
         """Settings safe to print or log (no secrets, passwords masked)."""
-        from sqlalchemy.engine import make_url
-
-        redis = self.redis_url
-        if redis and "@" in redis:
-            scheme, _, rest = redis.partition("://")
-            redis = f"{scheme}://***@{rest.split('@', 1)[1]}"
         return {
             "database_url": make_url(self.database_url).render_as_string(hide_password=True),
-            "redis_url": redis,
+            "redis_url": _without_credentials(self.redis_url) if self.redis_url else None,
             "cookie_secret": "set" if self.cookie_secret else "unset",
             "timezone": self.timezone,
             "live_interval_ms": self.live_interval_ms,
@@ -106,126 +224,58 @@ class Settings:
             "session_hours": self.session_hours,
             "https": self.https,
             "metrics_token": "set" if self.metrics_token else "unset",
+            "log_level": self.log_level,
+            "demo": self.demo,
         }
 
 
-def _without_credentials(url: str) -> str:
-    """``url`` with any user:password part masked, for error messages and logs."""
-    return re.sub(r"://[^@/]*@", "://***@", url)
+def _bounds(field: str) -> tuple[object, object]:
+    metadata = Settings.model_fields[field].metadata
+    low = next((m.ge for m in metadata if hasattr(m, "ge")), None)
+    high = next((m.le for m in metadata if hasattr(m, "le")), None)
+    return low, high
 
 
-def _check_redis_url(url: str) -> None:
-    """Refuse at start-up what redis-py would only reject at the first connection."""
-    shown = _without_credentials(url)
-    if not url.startswith(("redis://", "rediss://", "unix://")):
-        raise ConfigError(f"OPSDASH_REDIS_URL must start with redis://, rediss:// or unix://, got {shown!r}")
-    parsed = urlsplit(url)
-    try:
-        parsed.port
-    except ValueError:
-        raise ConfigError(f"OPSDASH_REDIS_URL has a port that is not a number from 0 to 65535: {shown!r}") from None
-    database = parsed.path.strip("/")
-    if parsed.scheme != "unix" and database and not database.isdigit():
-        raise ConfigError(f"OPSDASH_REDIS_URL must end in a database number like /0, got {shown!r}")
+def _sentence(error: Mapping[str, Any]) -> str:
+    """One sentence for one failed field, naming its variable; a secret's value is never shown."""
+    kind, ctx = error["type"], error.get("ctx", {})
+    if not error["loc"]:  # a check across fields: its message names the variable itself
+        return str(ctx.get("error", error["msg"]))
+    field = str(error["loc"][0])
+    variable = env_name(field)
+    got = "" if field in SECRET_FIELDS else f", got {error['input']!r}"
+    if kind == "value_error":
+        return f"{variable} {ctx['error']}"
+    if kind in ("int_parsing", "int_from_float", "int_type"):
+        return f"{variable} must be a whole number{got}"
+    if kind in ("greater_than_equal", "less_than_equal"):
+        low, high = _bounds(field)
+        return f"{variable} must be between {low} and {high}{got}"
+    if kind == "bool_parsing":
+        return f"{variable} must be 1/true/yes/on or 0/false/no/off{got}"
+    if kind == "string_too_short":
+        return (f"{variable} is too short ({len(error['input'])} characters, "
+                f"at least {ctx['min_length']} needed)")
+    if kind == "literal_error":
+        return f"{variable} must be one of {ctx['expected']}{got}"
+    return f"{variable} is not valid ({error['msg']}){got}"
 
 
-def _check_cookie_secret(secret: str | None, demo: bool) -> None:
-    """Refuse a guessable cookie secret (a local ``--demo`` makes its own, so it is exempt)."""
-    if secret and not demo and len(secret) < MIN_COOKIE_SECRET_LENGTH:
-        raise ConfigError(
-            f"OPSDASH_COOKIE_SECRET is too short ({len(secret)} characters, at least {MIN_COOKIE_SECRET_LENGTH} "
-            f"needed): make one with {MAKE_COOKIE_SECRET} and use the same value on every instance"
-        )
-
-
-def _int_setting(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
-    if not low <= value <= high:
-        raise ConfigError(f"{name} must be between {low} and {high}, got {value}")
-    return value
-
-
-def _bool_setting(env: Mapping[str, str], name: str) -> bool:
-    raw = (env.get(name) or "").strip().lower()
-    if raw in ("", "0", "false", "no", "off"):
-        return False
-    if raw in ("1", "true", "yes", "on"):
-        return True
-    raise ConfigError(f"{name} must be 1/true/yes or 0/false/no, got {raw!r}")
-
-
-def _metrics_token(env: Mapping[str, str]) -> str | None:
-    token = env.get("OPSDASH_METRICS_TOKEN") or None
-    if token is not None and len(token) < 16:  # it unlocks operational details: not a guessable word
-        raise ConfigError(f"OPSDASH_METRICS_TOKEN is too short ({len(token)} characters, at least 16 needed)")
-    return token
-
-
-def load_settings(env: Mapping[str, str] | None = None, *, dotenv: Path | Literal["home"] | None = "home") -> Settings:
-    """Build validated Settings from ``env`` (default: ``os.environ`` over the ``.env`` of ``opsdash_home()``).
+def load_settings(*, dotenv: Path | Literal["home"] | None = "home") -> Settings:
+    """Validated Settings from the environment over a ``.env`` file.
 
     ``dotenv``: a file to read, ``"home"`` (the ``.env`` of ``opsdash_home()``) or None (none).
-    Raises ConfigError with a message naming the variable for any bad value.
+    Raises ConfigError, one sentence per bad variable naming it, for any bad value.
     """
-    home = opsdash_home()
-    merged: dict[str, str] = {}
-    if dotenv is not None:
-        merged.update(_read_dotenv(home / ".env" if dotenv == "home" else dotenv))
-    merged.update(os.environ if env is None else env)
-
-    # Absolute, so the default names the same file from every folder of the checkout.
-    database_url = merged.get("OPSDASH_DATABASE_URL") or f"sqlite:///{home / DEFAULT_SQLITE_PATH}"
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
+    env_file = opsdash_home() / ".env" if dotenv == "home" else dotenv
     try:
-        url = make_url(database_url)
-    except (ArgumentError, ValueError):
-        raise ConfigError(
-            f"OPSDASH_DATABASE_URL is not a database URL: {_without_credentials(database_url)!r} "
-            "(expected e.g. postgresql+psycopg://user@host/db or sqlite:///var/opsdash.sqlite3)"
-        ) from None
-    if url.get_backend_name() not in ("sqlite", "postgresql"):
-        raise ConfigError(
-            f"OPSDASH_DATABASE_URL must point at SQLite or PostgreSQL, got {url.get_backend_name()!r}"
-        )
-    if url.get_backend_name() == "postgresql" and url.get_driver_name() not in ("psycopg", ""):
-        raise ConfigError("OPSDASH_DATABASE_URL for PostgreSQL must use the psycopg driver (postgresql+psycopg://...)")
-    if url.drivername == "postgresql":  # no driver named: use the one we ship, whatever SQLAlchemy defaults to
-        database_url = url.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+        return Settings(_env_file=env_file)  # type: ignore[call-arg]  # pydantic-settings' init option
+    except ValidationError as exc:
+        # `from None`: the ValidationError's own text shows the input, which may be a secret.
+        raise ConfigError("; ".join(_sentence(error) for error in exc.errors())) from None
 
-    redis_url = merged.get("OPSDASH_REDIS_URL") or None
-    if redis_url:
-        _check_redis_url(redis_url)
 
-    timezone = merged.get("OPSDASH_TIMEZONE") or DEFAULT_TIMEZONE
-    try:
-        ZoneInfo(timezone)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ConfigError(f"OPSDASH_TIMEZONE is not a known time zone: {timezone!r} (e.g. Africa/Johannesburg)") from None
-
-    cookie_secret = merged.get("OPSDASH_COOKIE_SECRET") or None
-    _check_cookie_secret(cookie_secret, demo=merged.get("OPSDASH_DEMO") == "1")
-
-    origins = tuple(o.strip() for o in merged.get("OPSDASH_ALLOWED_ORIGINS", "").split(",") if o.strip())
-    return Settings(
-        database_url=database_url,
-        redis_url=redis_url,
-        cookie_secret=cookie_secret,
-        timezone=timezone,
-        live_interval_ms=_int_setting(merged, "OPSDASH_LIVE_INTERVAL_MS", 500, 50, 60_000),
-        allowed_origins=origins,
-        login_max_attempts=_int_setting(merged, "OPSDASH_LOGIN_MAX_ATTEMPTS", 5, 1, 1000),
-        login_window_s=_int_setting(merged, "OPSDASH_LOGIN_WINDOW_S", 300, 1, 86_400),
-        large_export_rows=_int_setting(merged, "OPSDASH_LARGE_EXPORT_ROWS", 50_000, 1, 10**9),
-        session_hours=_int_setting(merged, "OPSDASH_SESSION_HOURS", 12, 1, 24 * 30),
-        https=_bool_setting(merged, "OPSDASH_HTTPS"),
-        metrics_token=_metrics_token(merged),
-        extra={k: v for k, v in merged.items() if k.startswith("OPSDASH_")},
-    )
+@lru_cache(maxsize=1)
+def current_settings() -> Settings:
+    """This process's settings, read and validated once (``current_settings.cache_clear()`` reads them again)."""
+    return load_settings()

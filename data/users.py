@@ -1,10 +1,10 @@
 """Accounts: creation, argon2 password hashes, verification."""
 from __future__ import annotations
 
-import os
 import re
 import uuid
 from dataclasses import dataclass
+from functools import lru_cache
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -15,16 +15,23 @@ from sqlalchemy.orm import Session
 
 from .errors import InvalidValue, NotFound
 from .models import Municipality, Role, User, Ward
+from .settings import current_settings
 
-# Argon2id, RFC 9106 low-memory profile (64 MiB, t=3). Tests may ask for the
-# cheapest profile through OPSDASH_FAST_PASSWORD_HASH=1 so that seeding
-# hundreds of users stays quick; production never sets it.
-_hasher = PasswordHasher.from_parameters(
-    CHEAPEST if os.environ.get("OPSDASH_FAST_PASSWORD_HASH") == "1" else RFC_9106_LOW_MEMORY
-)
-# Verified when the username is unknown, so that a miss costs the same time
-# as a wrong password (no user enumeration by timing).
-_DUMMY_HASH = _hasher.hash("opsdash-dummy-password")
+
+@lru_cache(maxsize=1)
+def _password_hashing() -> tuple[PasswordHasher, str]:
+    """The hasher and a hash to verify against when the username is unknown.
+
+    Argon2id, RFC 9106 low-memory profile (64 MiB, t=3); the cheapest profile when
+    OPSDASH_FAST_PASSWORD_HASH is set (tests and benchmarks seeding hundreds of users).
+    Made on first use, not at import: the profile is a setting, read with the others.
+    The dummy hash is made with the hasher, so that a miss costs the same time as a
+    wrong password from the first request on (no user enumeration by timing).
+    """
+    hasher = PasswordHasher.from_parameters(CHEAPEST if current_settings().fast_password_hash else RFC_9106_LOW_MEMORY)
+    return hasher, hasher.hash("opsdash-dummy-password")
+
+
 USERNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@\-]{1,149}$")
 MIN_PASSWORD_LENGTH = 8
 
@@ -32,19 +39,19 @@ MIN_PASSWORD_LENGTH = 8
 def hash_password(password: str) -> str:
     if not isinstance(password, str) or len(password) < MIN_PASSWORD_LENGTH:
         raise InvalidValue(f"a password needs at least {MIN_PASSWORD_LENGTH} characters")
-    return _hasher.hash(password)
+    return _password_hashing()[0].hash(password)
 
 
 def verify_password(password_hash: str | None, password: str) -> bool:
     if not password_hash:
-        _safe_verify(_DUMMY_HASH, password)
+        _safe_verify(_password_hashing()[1], password)
         return False
     return _safe_verify(password_hash, password)
 
 
 def _safe_verify(password_hash: str, password: str) -> bool:
     try:
-        return _hasher.verify(password_hash, password)
+        return _password_hashing()[0].verify(password_hash, password)
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
 
@@ -80,8 +87,8 @@ def authenticate(engine: Engine, username: str, password: str) -> Account | None
             verify_password(None, password)
             return None
         ok = verify_password(user.password_hash, password)
-        if ok and _hasher.check_needs_rehash(user.password_hash or ""):
-            user.password_hash = _hasher.hash(password)
+        if ok and _password_hashing()[0].check_needs_rehash(user.password_hash or ""):
+            user.password_hash = _password_hashing()[0].hash(password)
             session.commit()
         if not ok or not user.is_active:
             return None

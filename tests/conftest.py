@@ -11,18 +11,20 @@ import os
 import shutil
 
 # Seeding hashes a password per demo user; the cheapest argon2 profile keeps
-# that fast in tests. Must be set before data.users is imported.
+# that fast in tests. Set before anything reads the settings (the first hash does).
 os.environ.setdefault("OPSDASH_FAST_PASSWORD_HASH", "1")
 
 import itertools
 import uuid
-from typing import Callable, Iterator
+from pathlib import Path
+from typing import Callable, Iterator, Literal
 
 import pytest
 from sqlalchemy import Engine, text
 
 from data.db import make_engine, migrate
 from data.seed import SeedResult, seed
+from data.settings import ENV_PREFIX, Settings, load_settings
 
 from .helpers.databases import add_tickets, empty_pg_database, ticket_record
 from .helpers.db_roles import HIDDEN_CATEGORIES, RlsWorld, app_role_database
@@ -92,6 +94,22 @@ def pytest_runtest_makereport(item, call):
     seeds = seeds_of(item)
     if report.failed and seeds:
         report.sections.append(("random seeds", replay_hint(item, seeds)))
+
+
+@pytest.fixture
+def settings_from(monkeypatch) -> Callable[..., Settings]:
+    """``settings_from(OPSDASH_X="...", ...)``: Settings read from exactly these variables in the
+    environment (every other OPSDASH_* one removed), as a served process reads them; no ``.env``
+    unless ``dotenv`` names one (a file, or ``"home"``). The environment is restored after the test.
+    """
+    def read(dotenv: Path | Literal["home"] | None = None, **variables: str) -> Settings:
+        for name in [name for name in os.environ if name.startswith(ENV_PREFIX)]:
+            monkeypatch.delenv(name)
+        for name, value in variables.items():
+            monkeypatch.setenv(name, value)
+        return load_settings(dotenv=dotenv)
+
+    return read
 
 
 @pytest.fixture

@@ -1,23 +1,29 @@
 """Settings are validated at start-up: a bad value stops OpsDash with a message naming the variable."""
 from __future__ import annotations
 
+import os
 import secrets
 import shlex
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+from argon2 import extract_parameters
+from argon2.profiles import CHEAPEST, RFC_9106_LOW_MEMORY
 
-from data import ConfigError, load_settings
+from data import ConfigError
 from data.settings import MAKE_COOKIE_SECRET
 
 from .helpers.servers import run_opsdash
 
+ROOT = Path(__file__).resolve().parents[1]
 
-def config_error_of(variable: str, value: str) -> str:
-    """The message of the ConfigError that ``variable=value`` (alone, no .env) must raise."""
+
+def config_error_of(settings_from, variable: str, value: str) -> str:
+    """The message of the ConfigError that ``variable=value`` (alone in the environment, no .env) must raise."""
     with pytest.raises(ConfigError) as caught:
-        load_settings({variable: value}, dotenv=None)
+        settings_from(**{variable: value})
     return str(caught.value)
 
 
@@ -45,9 +51,31 @@ def config_error_of(variable: str, value: str) -> str:
     ("OPSDASH_SESSION_HOURS", "forever"),
     ("OPSDASH_HTTPS", "maybe"),
     ("OPSDASH_METRICS_TOKEN", "short"),
+    ("OPSDASH_LOG_LEVEL", "loud"),
+    ("OPSDASH_DEMO", "perhaps"),
+    ("OPSDASH_FAST_PASSWORD_HASH", "2"),
+    ("OPSDASH_LARGE_EXPORT_ROWS", "lots"),
+    ("OPSDASH_LOGIN_WINDOW_S", "0"),
 ])
-def test_a_bad_setting_raises_config_error_naming_the_variable(variable, value):
-    assert variable in config_error_of(variable, value)
+def test_a_bad_setting_raises_config_error_naming_the_variable(settings_from, variable, value):
+    message = config_error_of(settings_from, variable, value)
+    assert message.startswith(variable) and len(message.splitlines()) == 1, message
+
+
+def test_a_bad_setting_is_one_sentence_saying_what_is_expected_and_what_was_given(settings_from):
+    assert config_error_of(settings_from, "OPSDASH_SESSION_HOURS", "abc") == (
+        "OPSDASH_SESSION_HOURS must be a whole number, got 'abc'")
+    assert config_error_of(settings_from, "OPSDASH_SESSION_HOURS", "9999") == (
+        "OPSDASH_SESSION_HOURS must be between 1 and 720, got '9999'")
+    assert config_error_of(settings_from, "OPSDASH_HTTPS", "maybe") == (
+        "OPSDASH_HTTPS must be 1/true/yes/on or 0/false/no/off, got 'maybe'")
+
+
+def test_every_bad_variable_is_named_in_one_line(settings_from):
+    with pytest.raises(ConfigError) as caught:
+        settings_from(OPSDASH_SESSION_HOURS="abc", OPSDASH_LIVE_INTERVAL_MS="fast")
+    message = str(caught.value)
+    assert "OPSDASH_SESSION_HOURS" in message and "OPSDASH_LIVE_INTERVAL_MS" in message and "\n" not in message
 
 
 @pytest.mark.parametrize("variable,value", [
@@ -55,34 +83,59 @@ def test_a_bad_setting_raises_config_error_naming_the_variable(variable, value):
     ("OPSDASH_REDIS_URL", "redis://:hunter2-secret@cache.example:port/0"),
     ("OPSDASH_REDIS_URL", "http://:hunter2-secret@cache.example:6379/0"),
 ])
-def test_config_errors_never_echo_a_password(variable, value):
-    message = config_error_of(variable, value)
+def test_config_errors_never_echo_a_password(settings_from, variable, value):
+    message = config_error_of(settings_from, variable, value)
     assert "hunter2-secret" not in message and variable in message
 
 
-def test_good_values_and_defaults_are_accepted():
-    defaults = load_settings({}, dotenv=None)
+def test_good_values_and_defaults_are_accepted(settings_from):
+    defaults = settings_from()
     assert defaults.database_url.startswith("sqlite:///") and defaults.timezone == "Africa/Johannesburg"
     assert defaults.live_interval_ms == 500 and defaults.redis_url is None and defaults.cookie_secret is None
-    custom = load_settings({
-        "OPSDASH_DATABASE_URL": "postgresql://u@h/db", "OPSDASH_REDIS_URL": "redis://:pw@127.0.0.1:6379/2",
-        "OPSDASH_TIMEZONE": "UTC", "OPSDASH_LIVE_INTERVAL_MS": "250", "OPSDASH_ALLOWED_ORIGINS": "a.example, b:8080,",
-    }, dotenv=None)
+    assert (defaults.log_level, defaults.demo, defaults.fast_password_hash) == ("INFO", False, False)
+    custom = settings_from(
+        OPSDASH_DATABASE_URL="postgresql://u@h/db", OPSDASH_REDIS_URL="redis://:pw@127.0.0.1:6379/2",
+        OPSDASH_TIMEZONE="UTC", OPSDASH_LIVE_INTERVAL_MS="250", OPSDASH_ALLOWED_ORIGINS="a.example, b:8080,",
+        OPSDASH_LOG_LEVEL="warning", OPSDASH_NOTEBOOK_USER="analyst.one",
+    )
     assert custom.database_url == "postgresql+psycopg://u@h/db"  # the driver we ship
     assert (custom.timezone, custom.live_interval_ms) == ("UTC", 250)
     assert custom.allowed_origins == ("a.example", "b:8080")
-    assert "pw" not in str(custom.describe())
+    assert (custom.log_level, custom.notebook_user) == ("WARNING", "analyst.one")
+    assert "pw" not in str(custom.describe()) and "pw" not in repr(custom)
 
 
-def test_dotenv_is_read_and_the_environment_wins(tmp_path):
+def test_an_empty_variable_means_the_default(settings_from):
+    assert settings_from(OPSDASH_LIVE_INTERVAL_MS="", OPSDASH_REDIS_URL="").live_interval_ms == 500
+
+
+def test_settings_are_read_once_per_process_until_reset(monkeypatch):
+    from dashboard_app import settings as settings_module
+
+    monkeypatch.setenv("OPSDASH_LIVE_INTERVAL_MS", "700")
+    settings_module.reset()
+    try:
+        assert settings_module.get_settings().live_interval_ms == 700
+        monkeypatch.setenv("OPSDASH_LIVE_INTERVAL_MS", "800")
+        assert settings_module.get_settings().live_interval_ms == 700  # cached: read at start-up
+        settings_module.reset()
+        assert settings_module.get_settings().live_interval_ms == 800
+    finally:
+        monkeypatch.undo()
+        settings_module.reset()
+
+
+def test_dotenv_is_read_and_the_environment_wins(settings_from, tmp_path):
     dotenv = tmp_path / ".env"
-    dotenv.write_text("# local\nOPSDASH_TIMEZONE='UTC'\nexport OPSDASH_LIVE_INTERVAL_MS=750\n\nnot a line\n")
-    assert load_settings({}, dotenv=dotenv).timezone == "UTC"
-    assert load_settings({}, dotenv=dotenv).live_interval_ms == 750
-    assert load_settings({"OPSDASH_TIMEZONE": "Africa/Johannesburg"}, dotenv=dotenv).timezone == "Africa/Johannesburg"
+    dotenv.write_text("# local\nOPSDASH_TIMEZONE='UTC'\nexport OPSDASH_LIVE_INTERVAL_MS=750\n\nnot a line\n"
+                      "OPSDASH_SESSION_HOURS=8 # comment\nOTHER_TOOL=x\n")
+    from_file = settings_from(dotenv=dotenv)
+    assert (from_file.timezone, from_file.live_interval_ms, from_file.session_hours) == ("UTC", 750, 8)
+    assert settings_from(dotenv=dotenv, OPSDASH_TIMEZONE="Africa/Johannesburg").timezone == "Africa/Johannesburg"
+    assert settings_from(dotenv=dotenv, OPSDASH_LIVE_INTERVAL_MS="").live_interval_ms == 750  # empty counts as unset
     dotenv.write_text("OPSDASH_TIMEZONE=Nowhere/Land\n")
     with pytest.raises(ConfigError, match="OPSDASH_TIMEZONE"):
-        load_settings({}, dotenv=dotenv)
+        settings_from(dotenv=dotenv)
 
 
 def assert_one_line_error(result, *fragments: str) -> None:
@@ -101,32 +154,33 @@ def checkout_with_examples(root, project_name: str = "opsdash"):
     return root
 
 
-def test_default_database_is_the_checkouts_var_from_any_folder_of_the_checkout(tmp_path, monkeypatch):
+def test_default_database_is_the_checkouts_var_from_any_folder_of_the_checkout(settings_from, tmp_path, monkeypatch):
     checkout = checkout_with_examples(tmp_path)
     for folder in (checkout, checkout / "examples"):
         monkeypatch.chdir(folder)
-        assert load_settings({}, dotenv=None).database_url == f"sqlite:///{checkout / 'var' / 'opsdash.sqlite3'}"
+        assert settings_from().database_url == f"sqlite:///{checkout / 'var' / 'opsdash.sqlite3'}"
 
 
-def test_outside_an_opsdash_checkout_the_default_database_is_under_the_working_folder(tmp_path, monkeypatch):
+def test_outside_an_opsdash_checkout_the_default_database_is_under_the_working_folder(settings_from, tmp_path,
+                                                                                      monkeypatch):
     """Installed use: someone else's project (or none) around the working folder; ./var of that folder."""
     someone_elses = checkout_with_examples(tmp_path, project_name="water-analysis")
     monkeypatch.chdir(someone_elses / "examples")
     expected = someone_elses / "examples" / "var" / "opsdash.sqlite3"
-    assert load_settings({}, dotenv=None).database_url == f"sqlite:///{expected}"
+    assert settings_from().database_url == f"sqlite:///{expected}"
 
 
-def test_database_url_setting_overrides_the_checkout_default(tmp_path, monkeypatch):
+def test_database_url_setting_overrides_the_checkout_default(settings_from, tmp_path, monkeypatch):
     monkeypatch.chdir(checkout_with_examples(tmp_path) / "examples")
     chosen = "sqlite:///elsewhere/opsdash.sqlite3"
-    assert load_settings({"OPSDASH_DATABASE_URL": chosen}, dotenv=None).database_url == chosen
+    assert settings_from(OPSDASH_DATABASE_URL=chosen).database_url == chosen
 
 
-def test_the_checkouts_dotenv_is_read_from_any_folder_of_the_checkout(tmp_path, monkeypatch):
+def test_the_checkouts_dotenv_is_read_from_any_folder_of_the_checkout(settings_from, tmp_path, monkeypatch):
     checkout = checkout_with_examples(tmp_path)
     (checkout / ".env").write_text("OPSDASH_TIMEZONE=UTC\n", encoding="utf-8")
     monkeypatch.chdir(checkout / "examples")
-    assert load_settings({}).timezone == "UTC"
+    assert settings_from(dotenv="home").timezone == "UTC"
 
 
 def test_serve_refuses_to_start_without_a_cookie_secret(tmp_path):
@@ -137,28 +191,28 @@ def test_serve_refuses_to_start_without_a_cookie_secret(tmp_path):
 
 
 @pytest.mark.parametrize("secret", ["hunter2", "7" * 31, "\u00e9" * 31, "a-31-character-secret-abcdefghi"])
-def test_a_cookie_secret_shorter_than_32_characters_is_refused_with_how_to_make_one(secret):
+def test_a_cookie_secret_shorter_than_32_characters_is_refused_with_how_to_make_one(settings_from, secret):
     with pytest.raises(ConfigError) as caught:
-        load_settings({"OPSDASH_COOKIE_SECRET": secret}, dotenv=None)
+        settings_from(OPSDASH_COOKIE_SECRET=secret)
     message = str(caught.value)
     assert "OPSDASH_COOKIE_SECRET" in message and "at least 32" in message and MAKE_COOKIE_SECRET in message
     assert secret not in message  # the secret itself is never echoed
 
 
-def test_a_cookie_secret_of_32_characters_or_more_is_accepted():
+def test_a_cookie_secret_of_32_characters_or_more_is_accepted(settings_from):
     for secret in ("x" * 32, secrets.token_urlsafe(48)):
-        assert load_settings({"OPSDASH_COOKIE_SECRET": secret}, dotenv=None).cookie_secret == secret
+        assert settings_from(OPSDASH_COOKIE_SECRET=secret).cookie_secret == secret
 
 
-def test_the_made_cookie_secret_command_prints_a_secret_that_is_accepted():
+def test_the_made_cookie_secret_command_prints_a_secret_that_is_accepted(settings_from):
     made = subprocess.run(shlex.split(MAKE_COOKIE_SECRET.replace("python", sys.executable, 1)),
                           capture_output=True, text=True, check=True).stdout.strip()
-    assert len(made) >= 32 and load_settings({"OPSDASH_COOKIE_SECRET": made}, dotenv=None).cookie_secret == made
+    assert len(made) >= 32 and settings_from(OPSDASH_COOKIE_SECRET=made).cookie_secret == made
 
 
-def test_a_local_demo_is_exempt_from_the_cookie_secret_length():
-    settings = load_settings({"OPSDASH_COOKIE_SECRET": "short", "OPSDASH_DEMO": "1"}, dotenv=None)
-    assert settings.cookie_secret == "short"
+def test_a_local_demo_is_exempt_from_the_cookie_secret_length(settings_from):
+    settings = settings_from(OPSDASH_COOKIE_SECRET="short", OPSDASH_DEMO="1")
+    assert settings.cookie_secret == "short" and settings.demo
 
 
 def test_serve_refuses_to_start_with_a_short_cookie_secret(tmp_path):
@@ -195,11 +249,10 @@ def test_a_bad_setting_in_dotenv_is_reported_by_the_cli(tmp_path):
     assert_one_line_error(result, "OPSDASH_LIVE_INTERVAL_MS")
 
 
-def test_session_https_and_operator_token_settings_have_safe_defaults():
-    settings = load_settings({}, dotenv=None)
+def test_session_https_and_operator_token_settings_have_safe_defaults(settings_from):
+    settings = settings_from()
     assert (settings.session_hours, settings.https, settings.metrics_token) == (12, False, None)
-    chosen = load_settings({"OPSDASH_SESSION_HOURS": "8", "OPSDASH_HTTPS": "true",
-                            "OPSDASH_METRICS_TOKEN": "t" * 32}, dotenv=None)
+    chosen = settings_from(OPSDASH_SESSION_HOURS="8", OPSDASH_HTTPS="true", OPSDASH_METRICS_TOKEN="t" * 32)
     assert (chosen.session_hours, chosen.https, chosen.metrics_token) == (8, True, "t" * 32)
     assert "t" * 32 not in repr(chosen) and chosen.describe()["metrics_token"] == "set"
 
@@ -211,3 +264,14 @@ def test_cookies_get_secure_only_when_the_site_is_served_over_https():
     assert "HttpOnly" in plain and "SameSite=Lax" in plain and "Secure" not in plain
     assert "Secure" in harden_cookie("user=x; Path=/", secure=True)
     assert "SameSite=Strict" in harden_cookie("a=b; SameSite=Strict", secure=False)
+
+
+@pytest.mark.parametrize("fast,memory_cost", [("1", CHEAPEST.memory_cost), ("", RFC_9106_LOW_MEMORY.memory_cost)])
+def test_password_hash_profile_follows_the_setting_read_at_first_use_not_import(tmp_path, fast, memory_cost):
+    """In a process of its own: the hasher is made once per process, from the settings."""
+    script = ("import os, sys; from data.users import hash_password; "
+              "os.environ['OPSDASH_FAST_PASSWORD_HASH'] = sys.argv[1]; print(hash_password('a-long-password'))")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPSDASH_")}
+    made = subprocess.run([sys.executable, "-c", script, fast], capture_output=True, text=True, check=True,
+                          cwd=tmp_path, env={**env, "PYTHONPATH": str(ROOT)}).stdout.strip()
+    assert extract_parameters(made).memory_cost == memory_cost

@@ -49,9 +49,13 @@ def _demo_environment() -> list[dict]:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     if args.demo:
+        # Written to this process's environment, where the settings (read again here) and the app it
+        # serves find them: demo mode, and a cookie secret of its own when none is configured.
         os.environ["OPSDASH_DEMO"] = "1"
-        os.environ.setdefault("OPSDASH_COOKIE_SECRET", secrets.token_urlsafe(32))
         settings_module.reset()
+        if not settings_module.get_settings().cookie_secret:
+            os.environ["OPSDASH_COOKIE_SECRET"] = secrets.token_urlsafe(32)
+            settings_module.reset()
     settings = settings_module.get_settings()
     if not settings.cookie_secret:
         raise OpsDashError(
