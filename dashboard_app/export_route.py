@@ -22,7 +22,7 @@ import tornado.iostream
 import tornado.web
 from panel.config import config
 
-from data.errors import NotAuthorized, OpsDashError
+from data.errors import DatabaseBusy, NotAuthorized, OpsDashError
 from data.export import MEDIA_TYPES, export_tickets
 from data.export_token import sign_export_token, verify_export_token
 from data.filters import TicketFilters
@@ -96,6 +96,9 @@ class ExportDownloadHandler(tornado.web.RequestHandler):
             target = Path(folder) / f"export.{fmt}"
             try:
                 result = await EXPORT.run(export_tickets, engine, scope, filters, fmt, target, channel="http")
+            except DatabaseBusy as exc:  # the server's fault, not the link's: try again later
+                self._refuse(503, str(exc))
+                return
             except OpsDashError as exc:
                 self._refuse(400, str(exc))
                 return

@@ -253,3 +253,32 @@ def test_changing_a_shared_frame_in_place_never_changes_another_sessions(engine,
     del page.frame["status"]
     again = TicketTable(store=second).load_page().frame
     assert list(again.columns) == columns and len(again) == rows > 0 and "forged" not in set(again["tracking_number"])
+
+
+def test_health_answers_503_degraded_when_the_short_lane_stays_full(monkeypatch):
+    """An overloaded server says so (503 + a status body), never a 500 and a traceback."""
+    import tornado.httpclient
+    import tornado.web
+
+    from dashboard_app.health_route import HealthHandler
+
+    monkeypatch.setattr(SHORT, "wait_s", 0.3)
+    gate = Gate()
+    held = gate.hold(SHORT, SHORT.threads)
+
+    async def ask() -> tornado.httpclient.HTTPResponse:
+        server = tornado.web.Application([(r"/health", HealthHandler)]).listen(0, address="127.0.0.1")
+        port = next(iter(server._sockets.values())).getsockname()[1]
+        try:
+            return await tornado.httpclient.AsyncHTTPClient().fetch(f"http://127.0.0.1:{port}/health",
+                                                                    raise_error=False)
+        finally:
+            server.stop()
+
+    try:
+        response = asyncio.run(ask())
+    finally:
+        gate.open()
+    assert response.code == 503
+    assert response.body == b'{"status": "degraded"}'
+    assert all(f.result(10) for f in held)
