@@ -20,6 +20,7 @@ import pandas as pd
 import param
 
 from data.aggregates import Figures, median_first_response_s, ticket_figures
+from data.errors import InvalidFilter
 from data.filters import TicketFilters, applied_filters
 from data.scope import Scope
 
