@@ -92,7 +92,8 @@ class LatestLoad:
     the browser has connected, and is lost. ``_eval_async`` cancels the
     previous task but its ``finally`` then sets ``_async_task = None``, so a
     third change can no longer cancel the second, whose older result may land
-    last. It shows a spinner (``loading``) or nothing, where we keep the figures
+    last (checked on 1.9.4: three changes 10 ms apart, the second the slowest:
+    the second's result stays on screen). It shows a spinner (``loading``) or nothing, where we keep the figures
     and report one "Updating" note; it replaces the pane rather than letting a
     view change its Bokeh models in place; and it has no first paint from the
     shared cache. Each of these costs a target or loses a behaviour.

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import logging
+from functools import partial
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -237,7 +238,8 @@ class Dashboard(pn.viewable.Viewer):
         # The browser reports the same link again once the page has loaded: say it once.
         if problems and message != self._url_refusal:
             self._url_refusal = message
-            self.notify(message)
+            # Once the page has loaded: one made while the page is being built never shows.
+            pn.state.onload(partial(self.notify, message))
 
     def _tidy_url(self, *_events: Any) -> None:
         location = self._location
