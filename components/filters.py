@@ -17,7 +17,7 @@ from typing import Any
 import panel as pn
 import param
 
-from data.filters import STATUSES
+from data.filters import MAX_SEARCH_LENGTH, STATUSES
 from data.models import VISIBLE_CATEGORIES
 from data.named_tickets import known_categories
 from data.tickets import visible_ward_ids
@@ -62,7 +62,7 @@ class FilterBar(pn.viewable.Viewer):
         self.created_from = pn.widgets.DatePicker.from_param(state.param.created_from, **wide)
         self.created_to = pn.widgets.DatePicker.from_param(state.param.created_to, **wide)
         self.search = pn.widgets.TextInput.from_param(state.param.search, placeholder="tracking number, description or address",
-                                                      max_length=200, **wide)
+                                                      max_length=MAX_SEARCH_LENGTH, **wide)
         self.clear = pn.widgets.Button(label="Clear filters", color="light", **wide)
         self.clear.on_click(self._clear)
         # Why the inputs are not applied (it may echo what was typed: escaped).
