@@ -115,6 +115,12 @@ class ExportButtons(pn.viewable.Viewer):
         if self.busy:
             set_text(self._status, "An export is already being prepared.")
             return None
+        if self.store.filter_error:
+            # The inputs say other filters than the figures show (issue 17): a file of either would
+            # surprise someone, so none until the inputs are corrected (the filter bar says why).
+            set_text(self._status, "Not downloaded: the filters as entered are not applied. "
+                                   "Correct them (see the message under the filters) or clear them.")
+            return None
         filters = self.store.filters  # the filters of the click, for the count and the export alike
         if self.download_link is not None:  # without a link every export is a FileDownload: no count needed
             self._set_busy(True)

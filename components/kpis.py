@@ -1,12 +1,15 @@
 """KpiCards: headline figures of the filtered, scoped set, computed in SQL."""
 from __future__ import annotations
 
+import html
+from typing import Any
+
 import panel as pn
 import param
 
 from data.aggregates import Kpis, ticket_kpis
 
-from .store_view import StoreView, set_text, text
+from .store_view import StoreView, text
 
 
 def format_duration(seconds: float | None) -> str:
@@ -48,10 +51,10 @@ def _value_styles(alert: bool) -> dict[str, str]:
     return {"font-size": "1.8em", "font-weight": "600", "color": "#b3261e" if alert else "#1a1a1a"}
 
 
-def _card(title: str, value: str, alert: bool = False) -> pn.viewable.Viewable:
+def _card(title: str, value: Any, styles: Any) -> pn.viewable.Viewable:
     return pn.Column(
         text(title, styles={"font-size": "0.85em", "color": "#555"}, margin=(6, 12, 0, 12)),
-        text(value, styles=_value_styles(alert), margin=(0, 12, 8, 12), css_classes=["opsdash-kpi-value"]),
+        pn.pane.HTML(value, styles=styles, margin=(0, 12, 8, 12), css_classes=["opsdash-kpi-value"]),
         css_classes=["opsdash-kpi"], width=165, margin=0,
         styles={"background": "white", "border": "1px solid #ddd", "border-radius": "6px"},
     )
@@ -61,6 +64,7 @@ class KpiCards(StoreView):
     """Open, created today, SLA breaches, median first response, resolution rate."""
 
     now = param.Date(default=None, doc="Fixed 'now' for tests; None: the current time.")
+    shown = param.ClassSelector(class_=Kpis, default=None, doc="The figures on the cards (render/update set it).")
 
     def load(self) -> Kpis:
         store, now = self.store, self.now
@@ -73,24 +77,19 @@ class KpiCards(StoreView):
         return Kpis.from_breakdown(store.breakdown(filters), median)
 
     def render(self, data: Kpis) -> pn.viewable.Viewable:
-        values = kpi_values(data)
-        cards = [_card(title, value, title in ALERT_TITLES and value != "0") for title, value in values.items()]
-        caption = text(matching_text(data.total), styles={"color": "#555"},
-                       css_classes=["opsdash-kpi-total"])
-        self._shown = {title: card.objects[1] for title, card in zip(values, cards)}
-        self._caption = caption
+        """Cards bound to ``shown``: later figures change their text and colour only (``update``)."""
+        self.shown = data
+        values = self.param.shown.rx().rx.pipe(kpi_values)
+        cards = [_card(title, values[title].rx.pipe(html.escape),
+                       values[title].rx.pipe(lambda value, alert=title in ALERT_TITLES: _value_styles(alert and value != "0")))
+                 for title in kpi_values(data)]
+        caption = pn.pane.HTML(self.param.shown.rx().total.rx.pipe(matching_text), styles={"color": "#555"},
+                               css_classes=["opsdash-kpi-total"])
         return pn.Column(
             pn.FlexBox(*cards, gap="10px", flex_wrap="wrap", sizing_mode="stretch_width"),
             caption, sizing_mode="stretch_width",
         )
 
     def update(self, data: Kpis) -> bool:
-        """New figures into the cards already on the page (text and colour only)."""
-        for title, value in kpi_values(data).items():
-            pane = self._shown[title]
-            set_text(pane, value)
-            styles = _value_styles(title in ALERT_TITLES and value != "0")
-            if pane.styles != styles:
-                pane.styles = styles
-        set_text(self._caption, matching_text(data.total))
+        self.shown = data
         return True

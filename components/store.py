@@ -1,8 +1,10 @@
 """DashboardStore: the one source of truth of a dashboard session.
 
 It holds the Scope (built on the server from the signed-in user's record,
-never from the browser) and the filter values every view reads. Widgets write
-filter values here through ``set_filters``; views depend on ``filters`` and
+never from the browser), the filter inputs (``state``, a TicketFilterState
+that the widgets and the URL write) and ``filters``: the inputs as the
+validated, scoped TicketFilters every view and export reads, derived from
+``state`` by one ``param.depends``. Views depend on ``filters`` and
 ``data_version`` and re-query the data layer with ``scope`` when they change.
 """
 from __future__ import annotations
@@ -19,11 +21,13 @@ import pandas as pd
 import param
 
 from data.aggregates import Figures, median_first_response_s, ticket_figures
+from data.errors import InvalidFilter
 from data.filters import TicketFilters, applied_filters
 from data.scope import Scope
 from data.workers import DASHBOARD
 
 from . import query_cache
+from .filter_state import FILTER_NAMES, TicketFilterState
 
 T = TypeVar("T")
 log = logging.getLogger("opsdash.store")
@@ -48,7 +52,12 @@ class DashboardStore(param.Parameterized):
 
     scope = param.ClassSelector(class_=Scope, constant=True, doc="Who is looking; set at construction only.")
     engine = param.Parameter(constant=True, doc="The SQLAlchemy Engine the views query.")
-    filters = param.ClassSelector(class_=TicketFilters, default=TicketFilters(), doc="Current filter values.")
+    state = param.ClassSelector(class_=TicketFilterState, constant=True, doc=(
+        "The filter inputs (widgets, URL); built with the store."))
+    filters = param.ClassSelector(class_=TicketFilters, default=TicketFilters(), doc=(
+        "The filters every view and export applies: ``state`` validated and scoped (derived; see _apply_state)."))
+    filter_error = param.String(default="", doc=(
+        "Why the inputs in ``state`` are not applied ('' when ``filters`` is what they say)."))
     data_version = param.Integer(default=0, doc="Bumped by refresh(); views re-query when it changes.")
     live_status = param.Selector(default="off", objects=["off", "connecting", "live", "paused"])
     error = param.String(default="", doc="Why data could not be loaded (shown as a banner); '' when fine.")
@@ -66,9 +75,13 @@ class DashboardStore(param.Parameterized):
             # Fail closed: a store without a server-built Scope could only
             # ever be an unscoped view.
             raise TypeError("DashboardStore needs a data.scope.Scope")
+        params.setdefault("state", TicketFilterState())
         super().__init__(**params)
-        # Also clean a filters value passed at construction.
-        self.filters = self._scoped(self.filters)
+        if self.scope.is_councillor:
+            self.state.fix_ward(self.scope.ward_id)
+        if not self.filters.is_empty():  # filters given at construction: cleaned, and shown in the inputs
+            self.set_filters(**self.state.values_of(self._scoped(self.filters)))
+        self._apply_state()  # (a state given at construction)
 
     def _scoped(self, filters: TicketFilters) -> TicketFilters:
         """``filters`` as the data layer applies them (``data.filters.applied_filters``: no ward for a
@@ -76,16 +89,37 @@ class DashboardStore(param.Parameterized):
         return applied_filters(self.scope, filters)
 
     def set_filters(self, **values: Any) -> None:
-        """Replace the filters with ``values`` (loose input, see TicketFilters.parse).
+        """Set every filter input from ``values`` (loose input, see TicketFilters.parse; unnamed: cleared).
 
-        InvalidFilter propagates (the caller shows its message) and the
-        current filters stay as they were. A councillor's ward value is ignored.
+        For notebooks, scripts and tests; the widgets and the URL write ``state``
+        itself. InvalidFilter propagates (the caller shows its message) and the
+        inputs and filters stay as they were. A councillor's ward value is ignored.
         """
         if self.scope.is_councillor:
             values = {k: v for k, v in values.items() if k not in WARD_KEYS}
-        new = self._scoped(TicketFilters.parse(values))
+        update = {**self.state.defaults(), **self.state.values_of(self._scoped(TicketFilters.parse(values)))}
+        try:
+            self.state.param.update(**update)
+        except (TypeError, ValueError) as exc:  # a value outside the state's choices (an unknown ward)
+            raise InvalidFilter(str(exc)) from None
+
+    @param.depends(*(f"state.{name}" for name in FILTER_NAMES), watch=True)
+    def _apply_state(self) -> None:
+        """The inputs into ``filters`` (one change, so one load per view), or into ``filter_error``."""
+        try:
+            new = self._scoped(self.state.to_filters())
+        except InvalidFilter as exc:
+            # The views and the downloads stay on the last valid filters; say so beside the inputs.
+            self.filter_error = (f"Not applied: {exc}. The figures and the table still show the previous "
+                                 f"filters ({self.filters.describe()}); downloads wait until this is corrected.")
+            return
+        self.filter_error = ""
         if new != self.filters:
             self.filters = new
+
+    def clear_filters(self) -> None:
+        """Every filter input back to its default: one update, so one load per view."""
+        self.state.param.update(**self.state.defaults())
 
     def refresh(self) -> None:
         """Make every data view re-query (live events, resync, retry after an error)."""

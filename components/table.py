@@ -101,8 +101,6 @@ class TicketTable(pn.viewable.Viewer):
         # filled by a later update, the browser sometimes kept showing no rows.
         self._body = pn.Column(notice("Loading tickets\u2026"), sizing_mode="stretch_width", min_height=200)
         self._loader = LatestLoad(self._fetch, self._show, self._body, self.store.view_busy)
-        self.store.param.watch(self._on_filters, "filters")
-        self.store.param.watch(self._loader.request, "data_version")
         self.tabulator.param.watch(self._loader.request, ["page", "sorters"])
         self._requested = False
         doc = pn.state.curdoc
@@ -147,6 +145,11 @@ class TicketTable(pn.viewable.Viewer):
         self._show(self._fetch())
 
     # -- reactions ---------------------------------------------------------------
+    @param.depends("store.data_version", watch=True)
+    def _on_refresh(self) -> None:
+        self._loader.request()
+
+    @param.depends("store.filters", watch=True)
     def _on_filters(self, *_events) -> None:
         if self.tabulator.page != 1:
             self.tabulator.page = 1  # new filters start on page 1 (the page watcher reloads)

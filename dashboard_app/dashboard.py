@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import html
 import logging
+from functools import partial
 from typing import Any
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import parse_qsl, urlencode
 
 import panel as pn
 import param
+from panel.io.location import Location
 from sqlalchemy import Engine
 
 from components.charts import TicketCharts
 from components.export import ExportButtons
+from components.filter_state import URL_KEYS
 from components.filters import FilterBar
 from components.hidden_categories import HiddenCategoriesNotice
 from components.kpis import KpiCards
@@ -27,7 +30,6 @@ from components.live_feed import LiveFeed
 from components.store import DashboardStore
 from components.store_view import text
 from components.table import TicketTable
-from data.errors import InvalidFilter
 from data.filters import TicketFilters
 from data.models import Role
 from data.scope import Scope, scope_for_user
@@ -41,8 +43,6 @@ log = logging.getLogger("opsdash.dashboard")
 ACCENT = "#0b6e4f"
 #: Without it phones lay the page out 980 px wide and shrink it (unreadable on a councillor's phone).
 META_VIEWPORT = "width=device-width, initial-scale=1"
-#: URL query keys the dashboard reads (``TicketFilters.to_query`` writes the same).
-URL_KEYS = ("status", "category", "ward", "from", "to", "q")
 UPDATING_TEXT = "Updating\u2026"
 UPDATING_CSS = """.opsdash-updating-note { visibility: hidden; animation: opsdash-show 0s linear 0.4s forwards; }
 @keyframes opsdash-show { to { visibility: visible; } }"""
@@ -57,12 +57,6 @@ def is_phone(user_agent: str | None) -> bool:
 
 def role_label(scope: Scope) -> str:
     return scope.role.value.replace("_", " ")
-
-
-def filters_from_url(search: str) -> dict[str, str]:
-    """The known filter keys of a URL query string (others, e.g. tracking tags, are ignored)."""
-    parsed = parse_qs(search.lstrip("?"), keep_blank_values=False)
-    return {k: v[-1] for k, v in parsed.items() if k in URL_KEYS and v}
 
 
 def export_buttons(store: DashboardStore) -> ExportButtons:
@@ -207,31 +201,52 @@ class Dashboard(pn.viewable.Viewer):
         self.sync_url()
         self.live_session = attach_live(self.store, self.live_feed)
 
-    def sync_url(self) -> None:
-        """Apply the page URL's filters, then keep the URL in step with the filters.
+    def sync_url(self, location: Location | None = None) -> None:
+        """The filter inputs <-> the URL query, by Panel's ``Location.sync``.
 
-        The URL only ever feeds ``store.set_filters``: it can narrow the view,
-        never widen the Scope (a councillor's ``ward=`` is dropped there).
+        Panel reads the page's link into ``store.state`` (a value the state
+        refuses is reported by ``_url_refused`` and the rest applies) and
+        writes each change back. The URL only ever feeds ``store.state``: it
+        can narrow the view, never widen the Scope; a councillor's ``ward`` is
+        not synced at all (their state's ward is fixed) and leaves the link.
         """
-        location = pn.state.location
+        location = location or pn.state.location
         if location is None:
             return
-        values = filters_from_url(location.search or "")
-        if values:
-            try:
-                self.store.set_filters(**values)
-            except InvalidFilter as exc:
-                self.notify(f"The link's filters were not applied: {exc}")
-        # The browser reports its own URL once the page has loaded, which would
-        # overwrite a rewrite made now: show what was applied after that.
-        pn.state.onload(self._write_url)
-        self.store.param.watch(lambda *_: self._write_url(), "filters")
+        keys = {name: key for name, key in URL_KEYS.items()
+                if name != "wards" or self.scope.sees_whole_municipality}
+        self._location, self._url_keys, self._url_refusal = location, keys, ""
+        location.sync(self.store.state, keys, on_error=self._url_refused)
+        # Panel's Location.update_query only adds or replaces keys (panel/io/location.py, 1.9 and
+        # 1.10), so a filter that was cleared would stay as ``status=`` and a key we do not read
+        # (a councillor's ward, a refused value) as it was; and once the page has loaded the
+        # browser reports the link it opened, which replaces what was written meanwhile. One
+        # watcher keeps the query to what is applied, in the old links' spelling.
+        location.param.watch(self._tidy_url, "search")
+        self._tidy_url()
 
-    def _write_url(self) -> None:
-        location = pn.state.location
-        if location is None:
-            return
-        query = self.store.filters.to_query()
+    def _url_refused(self, values: dict[str, Any]) -> None:
+        """Apply the link's values the state accepts, in one update, and say which were not applied."""
+        state, problems = self.store.state, []
+        with param.parameterized.batch_call_watchers(state):  # one change of the filters for all of them
+            for name, value in values.items():
+                try:
+                    setattr(state, name, state.param[name].deserialize(value))
+                except Exception as exc:  # the parameter's own message
+                    problems.append(f"{self._url_keys.get(name, name)}: {exc}")
+        message = "The link's filters were partly not applied: " + "; ".join(problems)
+        # The browser reports the same link again once the page has loaded: say it once.
+        if problems and message != self._url_refusal:
+            self._url_refusal = message
+            # Once the page has loaded: one made while the page is being built never shows.
+            pn.state.onload(partial(self.notify, message))
+
+    def _tidy_url(self, *_events: Any) -> None:
+        location = self._location
+        state = self.store.state
+        ours = {key: state.param[name].serialize(getattr(state, name)) for name, key in self._url_keys.items()}
+        query = [(k, v) for k, v in parse_qsl((location.search or "").lstrip("?")) if k not in URL_KEYS.values()]
+        query += [(k, v) for k, v in ours.items() if v]
         search = "?" + urlencode(query) if query else ""
         if (location.search or "") != search:
             location.search = search

@@ -45,7 +45,8 @@ def _as_tuple(value: Any, name: str) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _as_date(value: Any, name: str) -> date | None:
+def as_date(value: Any, name: str) -> date | None:
+    """A date from a date, a datetime or ISO text (``None``/'' -> None); InvalidFilter naming ``name`` otherwise."""
     if value is None or value == "":
         return None
     if isinstance(value, datetime):
@@ -91,8 +92,8 @@ class TicketFilters:
         bad = [w for w in wards if not _WARD_RE.match(w)]
         if bad:
             raise InvalidFilter(f"not a ward id: {bad[0][:40]!r}")
-        created_from = _as_date(self.created_from, "created from")
-        created_to = _as_date(self.created_to, "created to")
+        created_from = as_date(self.created_from, "created from")
+        created_to = as_date(self.created_to, "created to")
         if created_from and created_to and created_from > created_to:
             raise InvalidFilter("the 'created from' date is after the 'created to' date")
         search = self.search

@@ -19,7 +19,7 @@ from data.models import OPEN_STATUSES
 from data.seed import SeedResult, seed
 from data.tickets import scoped_tickets
 
-from .helpers.browser import browser_sign_in, pane_texts, save_screenshot, wait_for_dashboard
+from .helpers.browser import browser_sign_in, pane_texts, save_screenshot, wait_for_dashboard, wait_for_pane_texts
 from .helpers.databases import scope_of, user_of
 from .helpers.dashboard import XSS_DESCRIPTION, add_ticket, other_ward
 from .helpers.servers import OpsDashServer
@@ -149,6 +149,37 @@ def test_filters_show_in_the_url_and_a_reload_keeps_them(site, browser_page):
 
 
 # Models by their Bokeh type name (``__qualified__``): BokehJS 3.10's bundle has no class names.
+def test_old_comma_links_and_the_links_the_page_writes_open_the_same_view(site, browser_page):
+    page, url = browser_page, site.server.url
+    browser_sign_in(page, url, *site.login("manager"))
+    frame = scoped_tickets(site.engine, scope_of(site.engine, site.result, "manager"))
+    ward = site.result.municipalities[0]["wards"][1]
+    chosen = frame[frame.status.isin(["open", "in_progress"]) & (frame.ward_id == ward)]
+
+    page.goto(f"{url}/?utm_source=mail&status=open,in_progress&ward={ward}")  # a link as OpsDash always wrote them
+    wait_for_dashboard(page)
+    wait_for_pane_texts(page, "opsdash-kpi-total", [matching_text(len(chosen))])
+    target = chosen.tracking_number.iloc[0]
+    search(page, target, rows=1)
+    # What Panel's Location.sync writes: the old spelling, other keys kept.
+    page.wait_for_url(lambda u: parse_qs(urlsplit(u).query) == {
+        "utm_source": ["mail"], "status": ["open,in_progress"], "ward": [ward], "q": [target]}, timeout=30_000)
+    page.goto(page.url)  # the written link, opened again
+    wait_for_dashboard(page)
+    assert column(page, "tracking_number") == [target]
+    wait_for_pane_texts(page, "opsdash-kpi-total", [matching_text(1)])
+    page.get_by_role("button", name="Clear filters").click()
+    page.wait_for_url(lambda u: urlsplit(u).query == "utm_source=mail", timeout=30_000)
+    wait_for_pane_texts(page, "opsdash-kpi-total", [matching_text(len(frame))])
+
+    # Panel's own spelling of a list (JSON), and a value the state refuses: a note, the rest applies.
+    page.goto(f"{url}/?status=%5B%22resolved%22%5D&from=2026-02-30")
+    wait_for_dashboard(page)
+    expect(page.get_by_text("The link's filters were partly not applied", exact=False)).to_be_visible(timeout=30_000)
+    wait_for_pane_texts(page, "opsdash-kpi-total", [matching_text(int((frame.status == "resolved").sum()))])
+    page.wait_for_url(lambda u: urlsplit(u).query == "status=resolved", timeout=30_000)
+
+
 FIGURES = """() => [...Bokeh.documents[0].all_models].filter(m => m.constructor.__qualified__ === "Figure")
     .map(m => [m.id, m.title ? m.title.text : "", m.x_range.factors ? [...m.x_range.factors] : null])"""
 

@@ -7,18 +7,21 @@ the component itself calls.
 from __future__ import annotations
 
 from concurrent import futures
+from datetime import date
 from itertools import accumulate
+from urllib.parse import parse_qsl
 
 import pandas as pd
 import panel as pn
 import pytest
+from panel.io.location import Location
 
 from components.charts import TicketCharts
 from components.filters import FilterBar
 from components.kpis import KpiCards, format_duration, matching_text
 from components.store import UNAVAILABLE, DashboardStore
 from components.table import TABLE_COLUMNS, UNTRUSTED_COLUMNS, TicketTable, sort_spec
-from dashboard_app.dashboard import Dashboard, filters_from_url
+from dashboard_app.dashboard import Dashboard
 from data.db import make_engine
 from data.errors import InvalidFilter, NotAuthorized
 from data.filters import TicketFilters
@@ -91,15 +94,16 @@ def test_filter_widgets_write_the_store_and_every_view_shows_the_same_set(engine
     assert store.filters.is_empty() and bar.status.value == [] and bar.ward.value == []
 
 
-def test_bad_filter_input_shows_a_message_and_keeps_the_store(engine, make_seed):
+def test_bad_filter_input_is_refused_and_keeps_the_store(engine, make_seed):
     store = store_for(engine, make_seed(tickets=10, random_seed=25), "manager")
     bar = FilterBar(store=store)
     bar.search.value = "pipe"
     before = store.filters
-    bar.search.value = "x" * 300  # longer than the data layer accepts (the widget's max_length is client-side)
-    assert store.filters == before
-    assert "too long" in bar.message
-    assert bar._message.visible
+    # Longer than the parameter accepts (the widget's max_length is the browser's: only a forged
+    # message sends this): refused, and the widget shows the state's value again.
+    with pytest.raises(ValueError, match="too long"):
+        bar.search.value = "x" * 300
+    assert store.filters == before and bar.search.value == "pipe" and bar.message == ""
     bar.search.value = "leak"
     assert bar.message == "" and store.filters.search == "leak"
 
@@ -111,15 +115,16 @@ def test_councillor_never_sees_other_ward_even_with_forged_widget_value(engine, 
     assert bar.ward.disabled
     forged = other_ward(result, store.scope)
     bar.ward.options = [forged, store.scope.ward_id]  # what a forged websocket message could set
-    bar.ward.value = [forged]
-    bar.status.value = []  # any widget change re-applies all values
-    assert store.filters.wards == ()
+    with pytest.raises(ValueError, match="unknown ward"):
+        bar.ward.value = [forged]
+    bar.status.value = ["open"]
+    assert store.filters.wards == () and store.filters.statuses == ("open",)
     own = scoped_tickets(engine, scope_of(engine, result, "manager"))
-    own = own[own.ward_id == store.scope.ward_id]
+    own = own[(own.ward_id == store.scope.ward_id) & (own.status == "open")]
     assert table.tabulator.total_rows == len(own)
-    assert set(table.tabulator.value.ward_id) == {store.scope.ward_id}
+    assert set(table.tabulator.value.ward_id) <= {store.scope.ward_id}
     cards = kpi_cards(kpis.render(kpis.load()))
-    assert cards["Open tickets"] == f"{own.status.isin(OPEN_STATUSES).sum():,}"
+    assert cards["Open tickets"] == f"{len(own):,}"
     assert bar.ward.value == [store.scope.ward_id]  # the widget shows the truth again
 
 
@@ -306,17 +311,59 @@ def test_header_names_municipality_user_role_and_councillor_ward(engine, make_se
     assert isinstance(dashboard.__panel__(), pn.Column)
 
 
-def test_url_filters_keep_known_keys_only():
-    assert filters_from_url("?status=open,closed&ward=W1&utm_source=x&q=pipe&q=leak") == {
-        "status": "open,closed", "ward": "W1", "q": "leak"}
-    assert filters_from_url("") == {}
+def synced(dashboard: Dashboard, search: str) -> tuple[Location, list[str]]:
+    """``dashboard``'s filters synced with Panel's own Location (as served, where the browser is the page)."""
+    location, notes = Location(search=search), []
+    dashboard.notify = lambda text, kind="warning": notes.append(text)  # no browser to show notifications
+    dashboard.sync_url(location)
+    return location, notes
+
+
+def test_old_comma_links_and_panels_json_lists_both_apply_and_the_url_keeps_the_comma_form(engine, make_seed):
+    result = make_seed(tickets=50, random_seed=38)
+    ward = result.municipalities[0]["wards"][1]
+    dashboard = Dashboard(store=store_for(engine, result, "manager"))
+    store = dashboard.store
+    location, notes = synced(dashboard, f"?utm_source=x&status=open,in_progress&ward={ward}&from=2026-01-01&q=pipe")
+    assert store.filters == TicketFilters(statuses=("open", "in_progress"), wards=(ward,),
+                                          created_from=date(2026, 1, 1), search="pipe")
+    assert dashboard.filter_bar.status.value == ["open", "in_progress"] and notes == []
+    # Cleared filters leave the link (Panel's update_query alone would write ``status=``); other keys stay.
+    store.state.param.update(statuses=["escalated"], wards=[], search="")
+    assert parse_qsl(location.search[1:]) == [("utm_source", "x"), ("status", "escalated"), ("from", "2026-01-01")]
+    dashboard.filter_bar.clear.clicks += 1
+    assert location.search == "?utm_source=x" and store.filters.is_empty()
+    # Panel's default spelling of a list parameter (JSON), and digits parse_query turns into a number.
+    other = Dashboard(store=store_for(engine, result, "manager"))
+    location, notes = synced(other, '?status=["open","closed"]&q=2026')
+    assert other.store.filters == TicketFilters(statuses=("open", "closed"), search="2026") and notes == []
+    assert location.search == "?status=open%2Cclosed&q=2026"
+
+
+def test_a_links_invalid_values_are_reported_and_the_rest_applies(engine, make_seed):
+    dashboard = Dashboard(store=store_for(engine, make_seed(tickets=20, random_seed=40), "manager"))
+    location, notes = synced(dashboard, "?status=open,bogus&from=2026-02-30&category=water&q=pipe")
+    assert dashboard.store.filters == TicketFilters(categories=("water",), search="pipe")
+    assert len(notes) == 1 and "status: unknown status 'bogus'" in notes[0] and "from: " in notes[0]
+    assert location.search == "?category=water&q=pipe"  # what was applied
+    location.search = "?status=open,bogus&from=2026-02-30&category=water&q=pipe"  # the browser reports its link
+    assert len(notes) == 1 and location.search == "?category=water&q=pipe"
 
 
 def test_url_can_never_widen_a_councillor_scope(engine, make_seed):
     result = make_seed(tickets=100, random_seed=38)
-    store = store_for(engine, result, "ward_councillor")
-    store.set_filters(**filters_from_url(f"?ward={other_ward(result, store.scope)}&status=open"))
+    dashboard = Dashboard(store=store_for(engine, result, "ward_councillor"))
+    store, forged = dashboard.store, other_ward(result, dashboard.scope)
+    location, notes = synced(dashboard, f"?ward={forged}&status=open")
     assert store.filters.wards == () and store.filters.to_query() == {"status": "open"}
+    assert store.state.wards == [store.scope.ward_id] and notes == []
+    assert location.search == "?status=open"
+    location.search = f"?ward={forged}&status=open,closed"
+    assert store.filters == TicketFilters(statuses=("open", "closed")) and location.search == "?status=open%2Cclosed"
+    with pytest.raises((TypeError, ValueError)):  # and through the state itself
+        store.state.wards = [forged]
+    store.set_filters(ward=forged, status="escalated")  # the notebook's way: the ward is dropped
+    assert store.filters == TicketFilters(statuses=("escalated",)) and store.state.wards == [store.scope.ward_id]
     assert isinstance(store.scope, Scope) and store.scope.is_councillor
 
 

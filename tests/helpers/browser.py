@@ -1,6 +1,8 @@
 """Reading and driving dashboard pages in a real browser (Playwright's sync API)."""
 from __future__ import annotations
 
+import time
+
 from .servers import OUTPUT_DIR
 
 #: Text of Panel panes: Bokeh renders each pane into a shadow root that innerText does not enter.
@@ -11,6 +13,15 @@ PANE_TEXT = """els => els.map(e => [...(e.shadowRoot || e).childNodes]
 def pane_texts(page, css_class: str) -> list[str]:
     """Texts of the panes carrying ``css_class`` (e.g. ``opsdash-kpi-value``), in page order."""
     return page.locator(f".{css_class}").evaluate_all(PANE_TEXT)
+
+
+def wait_for_pane_texts(page, css_class: str, expected: list[str], timeout_s: float = 30) -> None:
+    """Until the panes carrying ``css_class`` show ``expected`` (a view updates after the page loads)."""
+    deadline = time.monotonic() + timeout_s
+    while (shown := pane_texts(page, css_class)) != expected:
+        if time.monotonic() > deadline:
+            raise AssertionError(f".{css_class} shows {shown}, not {expected}")
+        page.wait_for_timeout(100)
 
 
 def wait_for_dashboard(page, timeout_ms: int = 60_000) -> None:
