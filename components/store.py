@@ -215,6 +215,10 @@ class DashboardStore(param.Parameterized):
         self.error = ""
         self.refresh()
 
+    def report_busy(self, message: str) -> None:
+        """No database worker was free for a view's load (``data.workers``): the lane's message as the banner."""
+        self.error = message
+
     def report_unavailable(self) -> None:
         """A view could not reach the database: one banner for all views."""
         self.error = UNAVAILABLE

@@ -18,7 +18,7 @@ import panel as pn
 import param
 from bokeh.document import Document
 
-from data.errors import OpsDashError
+from data.errors import DatabaseBusy, OpsDashError
 from data.workers import DASHBOARD
 
 from . import query_cache
@@ -100,8 +100,12 @@ class LatestLoad:
     """
 
     def __init__(self, fetch: Callable[[], Any], show: Callable[[Any], None], busy: pn.viewable.Viewable,
-                 on_busy: Callable[[bool], None] | None = None) -> None:
+                 on_busy: Callable[[bool], None] | None = None,
+                 on_refused: Callable[[str], None] | None = None) -> None:
         self._fetch, self._show, self._busy, self._on_busy = fetch, show, busy, on_busy
+        #: Told the lane's message when no database worker took the fetch in time (data.workers):
+        #: what is on screen stays, and the user learns why it did not change.
+        self._on_refused = on_refused
         self._shown = False  # something is on screen (later loads keep it there while they run)
         self._reported = False  # on_busy(True) was reported last
         self._requests = 0
@@ -178,8 +182,11 @@ class LatestLoad:
             # directly), and held: the new figures and the end of the busy state reach
             # the browser as one patch, so it lays the page out once.
             await doc.session_context.with_locked_document(partial(self._finish, request, result, failed))
-        if failed is not None:
+        if failed is not None and not self._refused(failed):
             raise failed
+
+    def _refused(self, failed: Exception) -> bool:
+        return isinstance(failed, DatabaseBusy) and self._on_refused is not None
 
     async def _finish(self, request: int, result: Any, failed: Exception | None, doc: Document) -> None:
         # async: Bokeh awaits what it is given (before a session exists it calls it without a lock)
@@ -189,6 +196,8 @@ class LatestLoad:
             try:
                 if failed is None:
                     self._display(result)
+                elif self._refused(failed):  # never ran: what is shown stays, the banner says why
+                    self._on_refused(str(failed))
             finally:
                 self._set_busy(False)
 
@@ -205,7 +214,8 @@ class StoreView(pn.viewable.Viewer):
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
         self._content = pn.Column(sizing_mode="stretch_width", min_height=80)
-        self._loader = LatestLoad(self.load_safely, self._show, self._content, self.store.view_busy)
+        self._loader = LatestLoad(self.load_safely, self._show, self._content, self.store.view_busy,
+                                  self.store.report_busy)
         self._requested = False
         self._showing_render = False  # what _content shows came from render(), so update() may change it
 

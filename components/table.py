@@ -100,7 +100,8 @@ class TicketTable(pn.viewable.Viewer):
         # The Tabulator joins the page with its first page of rows: created empty and
         # filled by a later update, the browser sometimes kept showing no rows.
         self._body = pn.Column(notice("Loading tickets\u2026"), sizing_mode="stretch_width", min_height=200)
-        self._loader = LatestLoad(self._fetch, self._show, self._body, self.store.view_busy)
+        self._loader = LatestLoad(self._fetch, self._show, self._body, self.store.view_busy,
+                                  self.store.report_busy)
         self.tabulator.param.watch(self._loader.request, ["page", "sorters"])
         self._requested = False
         doc = pn.state.curdoc

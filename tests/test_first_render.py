@@ -9,7 +9,6 @@ page load, which makes the difference visible without a browser.
 """
 from __future__ import annotations
 
-import contextlib
 import gc
 import weakref
 
@@ -25,32 +24,7 @@ from data.tickets import scoped_tickets
 
 from .helpers.databases import scope_of
 from .helpers.live import wait_until
-from .helpers.servers import free_port
-
-
-@contextlib.contextmanager
-def served(app):
-    port = free_port()
-    # Sessions of closed clients are destroyed within ~0.2 s, so none outlives the test.
-    server = pn.serve({"app": app}, port=port, address="127.0.0.1", threaded=True, show=False,
-                      websocket_origin=[f"127.0.0.1:{port}"],
-                      check_unused_sessions_milliseconds=100, unused_session_lifetime_milliseconds=100)
-    try:
-        wait_until(lambda: answers(f"http://127.0.0.1:{port}/no-such-page"), what="the server")
-        yield f"http://127.0.0.1:{port}/app"
-    finally:
-        server.stop()
-
-
-def answers(url: str) -> bool:
-    """Any HTTP answer (a 404 too) means the server is up; asking for the app would warm the cache."""
-    from urllib.request import urlopen
-
-    try:
-        with urlopen(url, timeout=5):
-            return True
-    except OSError as exc:
-        return getattr(exc, "code", None) is not None
+from .helpers.servers import served
 
 
 def document_text(url: str) -> str:

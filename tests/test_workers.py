@@ -282,3 +282,38 @@ def test_health_answers_503_degraded_when_the_short_lane_stays_full(monkeypatch)
     assert response.code == 503
     assert response.body == b'{"status": "degraded"}'
     assert all(f.result(10) for f in held)
+
+
+def test_a_view_whose_load_finds_no_database_worker_says_so_in_the_banner(engine, make_seed, monkeypatch):
+    """A served view whose load the dashboard lane refused keeps what it shows, and the store's
+    banner (with its Retry) says the database is busy: never a silent page that stopped changing."""
+    import panel as pn
+    from bokeh.client import pull_session
+
+    from components.kpis import KpiCards
+
+    from .helpers.live import wait_until
+    from .helpers.servers import served
+
+    result = make_seed(tickets=50, wards=2, municipalities=1)
+    stores: list[DashboardStore] = []
+
+    def app():
+        store = DashboardStore(scope=scope_of(engine, result, "manager"), engine=engine, cache_ttl_s=0)
+        stores.append(store)
+        return pn.Column(KpiCards(store=store))
+
+    monkeypatch.setattr(DASHBOARD, "wait_s", 0.3)
+    gate = Gate()
+    held = gate.hold(DASHBOARD, DASHBOARD.threads)
+    try:
+        with served(app) as url:
+            session = pull_session(url=url)
+            try:
+                wait_until(lambda: stores and stores[0].error == DASHBOARD.busy_message, timeout=10,
+                           what="the busy banner")
+            finally:
+                session.close()
+    finally:
+        gate.open()
+    assert all(f.result(10) for f in held)

@@ -161,3 +161,31 @@ def seeded_server(database_url: str, log_dir: Path, seed_args: dict, *, random_s
         yield result, server
     finally:
         server.stop()
+
+
+@contextlib.contextmanager
+def served(app) -> Iterator[str]:
+    """``app`` (a function building a page) served by Panel in this process; yields its URL."""
+    import panel as pn
+
+    from .live import wait_until
+
+    port = free_port()
+    # Sessions of closed clients are destroyed within ~0.2 s, so none outlives the test.
+    server = pn.serve({"app": app}, port=port, address="127.0.0.1", threaded=True, show=False,
+                      websocket_origin=[f"127.0.0.1:{port}"],
+                      check_unused_sessions_milliseconds=100, unused_session_lifetime_milliseconds=100)
+    try:
+        wait_until(lambda: answers(f"http://127.0.0.1:{port}/no-such-page"), what="the server")
+        yield f"http://127.0.0.1:{port}/app"
+    finally:
+        server.stop()
+
+
+def answers(url: str) -> bool:
+    """Any HTTP answer (a 404 too) means the server is up; asking for the app would warm the cache."""
+    try:
+        with urlopen(url, timeout=5):
+            return True
+    except OSError as exc:
+        return getattr(exc, "code", None) is not None
