@@ -4,12 +4,14 @@ from __future__ import annotations
 import logging
 
 import panel as pn
+from bokeh.resources import Resources as BokehResources
 from panel.io import resources
+from panel.theme.fast import Fast
 
 from components.store_view import text
 from data.errors import NotAuthorized, OpsDashError
 
-from .dashboard import ACCENT, META_VIEWPORT, Dashboard
+from .dashboard import ACCENT, META_VIEWPORT, PAGE_FONT, Dashboard
 from .panel_fence import end_session_connections
 from .session import current_username
 from .web_session import watch_session
@@ -39,6 +41,45 @@ def serve_pages_without_mathjax() -> bool:
 
 serve_pages_without_mathjax()  # once per process: the server imports this module at start
 
+
+# ---- PRIVATE HOOKS (issue 17; to move behind the Panel fence at merge) -----------------------
+def serve_pages_without_webgl() -> bool:
+    """Leave Bokeh's WebGL bundle (bokeh-gl.min.js) out of served pages; False when this Bokeh cannot.
+
+    Bokeh itself adds it only to pages whose plots ask for WebGL; Panel adds it to
+    every page. Our figures never ask (``components.charts``: canvas, the default;
+    a test holds them to it): 194 KB of JavaScript, 49 KB brotli-compressed, that
+    a councillor's phone downloads and parses for nothing (docs/performance.md,
+    "Page weight"). Bokeh has no setting for the default bundle list.
+    """
+    defaults = getattr(BokehResources, "_default_components", None)
+    if not isinstance(defaults, list):
+        log.warning("this Bokeh lists its bundles differently: served pages keep bokeh-gl.min.js")
+        return False
+    BokehResources._default_components = [c for c in defaults if c != "bokeh-gl"]
+    return True
+
+
+def serve_pages_without_google_fonts() -> bool:
+    """The Fast design without its Google Fonts link (Open Sans); False when this Panel cannot.
+
+    Every page asked fonts.googleapis.com (and so fonts.gstatic.com) for it: staff
+    addresses leaked to an outside host, and pages hung on networks that block it.
+    Our templates name system fonts instead (``dashboard.PAGE_FONT``): nothing to
+    download, and text shows at once. Panel links it from its design's resource
+    list, which has no public setting.
+    """
+    resources = getattr(Fast, "_resources", None)
+    if not isinstance(resources, dict) or "font" not in resources:
+        log.warning("this Panel's Fast design lists its fonts differently: check the page for fonts.googleapis.com")
+        return False
+    Fast._resources = {kind: value for kind, value in resources.items() if kind != "font"}
+    return True
+
+
+serve_pages_without_webgl()
+serve_pages_without_google_fonts()
+
 NO_ACCESS = "No access"
 UNAVAILABLE_TITLE = "Dashboard unavailable"
 UNAVAILABLE_TEXT = "The ticket database could not be reached. Reload the page in a moment to try again."
@@ -53,7 +94,7 @@ def message_page(title: str, message: str) -> pn.template.BaseTemplate:
         sizing_mode="stretch_width", css_classes=["opsdash-message-page"],
     )
     return pn.template.FastListTemplate(title="OpsDash", main=[body], accent=ACCENT, header_background=ACCENT,
-                                        meta_viewport=META_VIEWPORT, theme_toggle=False)
+                                        meta_viewport=META_VIEWPORT, theme_toggle=False, font=PAGE_FONT)
 
 
 def end_when_signed_out() -> None:

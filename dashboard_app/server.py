@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import logging
 
+from bokeh.server.tornado import BokehTornado
 from panel.config import config
 from tornado.ioloop import IOLoop
 
@@ -17,6 +18,7 @@ from tornado.ioloop import IOLoop
 # the views: ~0.8 s), so the first person to sign in after a restart does not wait for them.
 from . import pages  # noqa: F401
 from . import panel_fence
+from .compression import CompressedResponses
 from .live import process_hub
 from .settings import get_settings
 from .web_session import session_lifetime
@@ -30,6 +32,7 @@ def start() -> None:
         # Sign-ins, refusals and the route table are what an operator reads the server log for.
         logging.getLogger("opsdash").setLevel(logging.INFO)
     panel_fence.install()
+    compress_every_response()
     use_opsdash_cookie_secret()
     # What is alive now (modules, classes, Panel's and Bokeh's registries: ~230,000 objects) lives
     # as long as the process. Frozen, the garbage collector stops scanning it over and over: its
@@ -37,6 +40,26 @@ def start() -> None:
     gc.collect()
     gc.freeze()
     IOLoop.current().add_callback(connect_live_updates)
+
+
+# ---- PRIVATE HOOK (to move behind the Panel fence at merge) ----------------------------------
+def compress_every_response() -> None:
+    """Compression and static cache lifetimes on every response of the server (``compression.py``).
+
+    Tornado has the hook (``Application.add_transform``, public), but Panel and Bokeh give us
+    no handle on the Tornado application they build, so its constructor is wrapped, as the
+    fence does for the security headers. Idempotent.
+    """
+    if getattr(BokehTornado.__init__, "_opsdash_compresses", False):
+        return
+    original = BokehTornado.__init__
+
+    def __init__(self, *args, **kwargs) -> None:
+        original(self, *args, **kwargs)
+        self.add_transform(CompressedResponses)
+
+    __init__._opsdash_compresses = True
+    BokehTornado.__init__ = __init__
 
 
 def use_opsdash_cookie_secret() -> None:
