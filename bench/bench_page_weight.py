@@ -171,7 +171,8 @@ def settle(page) -> None:
     time.sleep(SETTLE_S)
 
 
-def measure(base_url: str, username: str, password: str, verbose: bool, lighthouse: bool) -> dict:
+def measure(base_url: str, username: str, password: str, verbose: bool, lighthouse: bool,
+            report_path: Path | None = None) -> dict:
     from playwright.sync_api import sync_playwright
 
     parts = urlsplit(base_url)
@@ -209,17 +210,17 @@ def measure(base_url: str, username: str, password: str, verbose: bool, lighthou
         cookies = "; ".join(f"{c['name']}={c['value']}" for c in context.cookies())
         browser.close()
     if lighthouse:
-        results["lighthouse"] = run_lighthouse(dashboard_url, cookies)
+        results["lighthouse"] = run_lighthouse(dashboard_url, cookies, report_path)
     return results
 
 
-def run_lighthouse(url: str, cookies: str) -> dict:
-    """Lighthouse's default (mobile) run of the signed-in dashboard; its main figures."""
+def run_lighthouse(url: str, cookies: str, keep: Path | None = None) -> dict:
+    """Lighthouse's default (mobile) run of the signed-in dashboard; its main figures (``keep``: its report)."""
     if not LIGHTHOUSE.exists():
         print(f"lighthouse: not installed ({LIGHTHOUSE}): cd bench && npm i --no-save -E lighthouse@12.2.3")
         return {}
-    with tempfile.TemporaryDirectory(prefix="i17-lighthouse-") as folder:
-        out = Path(folder) / "report.json"
+    with tempfile.TemporaryDirectory(prefix="opsdash-lighthouse-") as folder:
+        out = keep or Path(folder) / "report.json"
         env = dict(os.environ, CHROME_PATH=chromium_path() or "/usr/bin/chromium")
         command = [str(LIGHTHOUSE), url, "--output=json", f"--output-path={out}", "--quiet",
                    "--only-categories=performance,accessibility",
@@ -266,6 +267,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--quick", action="store_true", help="the smoke run: bytes only, no Lighthouse")
     parser.add_argument("--lighthouse", action="store_true", help="also run Lighthouse 12.2.3 (bench/node_modules)")
+    parser.add_argument("--lighthouse-report", type=Path, help="keep Lighthouse's JSON report here")
     parser.add_argument("--verbose", action="store_true", help="every request with its bytes and encoding")
     parser.add_argument("--url", help="a running OpsDash (default: start a demo server)")
     parser.add_argument("--username")
@@ -282,7 +284,8 @@ def main() -> int:
         else:
             server, username, password = demo_server(folder)
             url = server.url
-        results = measure(url, username, password, args.verbose, args.lighthouse and not args.quick)
+        results = measure(url, username, password, args.verbose, args.lighthouse and not args.quick,
+                          args.lighthouse_report)
     finally:
         if server is not None:
             server.stop()

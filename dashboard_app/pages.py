@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 
+import jinja2
 import panel as pn
 from bokeh.resources import Resources as BokehResources
 from panel.io import resources
@@ -74,6 +75,49 @@ def serve_pages_without_google_fonts() -> bool:
         log.warning("this Panel's Fast design lists its fonts differently: check the page for fonts.googleapis.com")
         return False
     Fast._resources = {kind: value for kind, value in resources.items() if kind != "font"}
+    return True
+
+
+#: Panel's ``js_resources.html`` with ``defer`` on every script file, its inline snippets run once they
+#: have (at DOMContentLoaded, before Bokeh's own embed script, which waits for the same event).
+DEFERRED_JS_RESOURCES = jinja2.Template("""<script type="esms-options">{"shimMode": true}</script>
+{% for file in js_files %}
+<script type="text/javascript" src="{{ file }}" defer></script>
+{%- endfor %}
+{% for file in js_modules %}
+<script type="module" src="{{ file }}"></script>
+{%- endfor %}
+{%- for name, file in js_module_exports.items() %}
+<script type="module">
+  import {{ name }} from "{% if not file.startswith('http') %}./{% endif %}{{ file }}";
+  window.{{ name }} = {{ name }}
+</script>
+{%- endfor %}
+{%- for js in js_raw %}
+<script type="text/javascript">
+document.addEventListener("DOMContentLoaded", () => {
+  {{ js }}
+}, {once: true});
+</script>
+{%- endfor %}
+""")
+
+
+def serve_pages_with_deferred_scripts() -> bool:
+    """Load the page's scripts without holding up its first paint; False when this Panel cannot.
+
+    Panel writes ~850 KB (compressed) of scripts into the page's head as plain
+    ``<script src>``: a phone paints nothing until all have arrived and run
+    (Lighthouse, mobile: first contentful paint 7.3 s). Deferred, they still
+    download at once and run in the same order, before the DOMContentLoaded
+    event Bokeh's embed script waits for; the header shows meanwhile
+    (docs/performance.md, "Page weight"). Panel has no setting for it.
+    Called at server start only: a notebook's output keeps Panel's own.
+    """
+    if not isinstance(getattr(resources, "JS_RESOURCES", None), jinja2.Template):
+        log.warning("this Panel renders its scripts differently: served pages load them without defer")
+        return False
+    resources.JS_RESOURCES = DEFERRED_JS_RESOURCES
     return True
 
 

@@ -16,7 +16,7 @@ from tornado.ioloop import IOLoop
 
 # Imported at server start, not at the first sign-in: the page's modules (pandas, SQLAlchemy,
 # the views: ~0.8 s), so the first person to sign in after a restart does not wait for them.
-from . import pages  # noqa: F401
+from . import pages
 from . import panel_fence
 from .compression import CompressedResponses
 from .live import process_hub
@@ -33,6 +33,7 @@ def start() -> None:
         logging.getLogger("opsdash").setLevel(logging.INFO)
     panel_fence.install()
     compress_every_response()
+    pages.serve_pages_with_deferred_scripts()
     use_opsdash_cookie_secret()
     # What is alive now (modules, classes, Panel's and Bokeh's registries: ~230,000 objects) lives
     # as long as the process. Frozen, the garbage collector stops scanning it over and over: its

@@ -94,8 +94,12 @@ def test_scripts_come_compressed_versioned_files_cached_for_a_year_and_the_webso
             {k.lower(): v for k, v in event["response"]["headers"].items()}.get("sec-websocket-extensions", "")))
         user = user_of(result, "ward_councillor")
         browser_sign_in(page, server.url, user["username"], user["password"])
+        # The page goes without bokeh-gl.min.js: no plot of it may ask for WebGL.
+        backends = page.evaluate("""() => [...Bokeh.documents[0].all_models]
+            .filter(m => m.output_backend !== undefined).map(m => m.output_backend)""")
     finally:
         context.close()
+    assert backends and set(backends) == {"canvas"}, backends
     scripts = {url: headers for url, headers in traffic.responses.items()
                if urlsplit(url).path.endswith(".js") and "/static/" in url}
     named = [url for url in scripts if urlsplit(url).path.rsplit("/", 1)[-1] in
