@@ -172,7 +172,7 @@ def settle(page) -> None:
 
 
 def measure(base_url: str, username: str, password: str, verbose: bool, lighthouse: bool,
-            report_path: Path | None = None) -> dict:
+            report_path: Path | None = None, accept_encoding: str | None = None) -> dict:
     from playwright.sync_api import sync_playwright
 
     parts = urlsplit(base_url)
@@ -186,6 +186,8 @@ def measure(base_url: str, username: str, password: str, verbose: bool, lighthou
         context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True,
                                       user_agent="Mozilla/5.0 (Linux; Android 13; Pixel 7) AppleWebKit/537.36 "
                                                  "(KHTML, like Gecko) Chrome/120.0 Mobile Safari/537.36")
+        if accept_encoding:  # e.g. "gzip, deflate": a browser that does not offer brotli
+            context.set_extra_http_headers({"Accept-Encoding": accept_encoding})
         page = context.new_page()
         recorder = Recorder(page)
         page.goto(f"{relayed}/login", timeout=60_000)
@@ -268,6 +270,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="the smoke run: bytes only, no Lighthouse")
     parser.add_argument("--lighthouse", action="store_true", help="also run Lighthouse 12.2.3 (bench/node_modules)")
     parser.add_argument("--lighthouse-report", type=Path, help="keep Lighthouse's JSON report here")
+    parser.add_argument("--accept-encoding", help="the browser's Accept-Encoding instead of its own")
     parser.add_argument("--verbose", action="store_true", help="every request with its bytes and encoding")
     parser.add_argument("--url", help="a running OpsDash (default: start a demo server)")
     parser.add_argument("--username")
@@ -285,7 +288,7 @@ def main() -> int:
             server, username, password = demo_server(folder)
             url = server.url
         results = measure(url, username, password, args.verbose, args.lighthouse and not args.quick,
-                          args.lighthouse_report)
+                          args.lighthouse_report, args.accept_encoding)
     finally:
         if server is not None:
             server.stop()
