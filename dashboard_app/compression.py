@@ -57,7 +57,7 @@ COMPRESSIBLE = {"application/javascript", "application/x-javascript", "applicati
 #: (brotli quality, gzip level). Responses made per request (pages, JSON, the streamed export): the cheapest
 #: that still compresses well; a 256 KB block of export CSV measured 0.6 ms of CPU at brotli 3 (6.5x
 #: smaller), 1.2 ms at gzip 1 (4.9x), against 4.6 ms at gzip 6 (7.0x): the export streams on the event loop
-#: every session shares. Static files before their best copy is ready: a little more (~1.4 ms per 64 KB).
+#: every session shares. Static files before their best copy is ready: a little more (~2 ms per 64 KB of script).
 #: Their best copy, made once in the background: ~1.8 s of CPU for bokeh.min.js at brotli 11.
 PER_REQUEST, QUICK, BEST = (3, 1), (5, 6), (11, 9)
 STATIC_PATH = re.compile(r"(?:^|/)(?:static|components)/")
@@ -93,8 +93,7 @@ class CompressedCache:
     def make(self, key: tuple[str, str, str], raw: bytes) -> None:
         """Compress ``raw`` at the best setting in the background, then keep it under ``key``."""
         with self._lock:
-            if (key in self._bodies or key in self._pending or len(self._pending) >= self.max_pending
-                    or len(raw) > self.max_file):
+            if key in self._bodies or key in self._pending or len(self._pending) >= self.max_pending:
                 return
             self._pending.add(key)
         self._worker.submit(self._make, key, raw)
@@ -187,7 +186,8 @@ class CompressedResponses(tornado.web.OutputTransform):
             self.encoding = accepted_encoding(request.headers.get("Accept-Encoding", ""))
         self.static = bool(STATIC_PATH.search(self.path)) or self.path.endswith("/favicon.ico")
         self._encode: Callable[[bytes, bool], bytes] | None = None
-        self._raw: list[bytes] | None = None
+        self._raw: list[bytes] | None = None  # a static file's raw chunks, for its best copy
+        self._raw_size = 0
         self._cache_key: tuple[str, str, str] | None = None
         self._done = False  # the whole body went out with the first chunk (a cached copy)
 
@@ -236,7 +236,10 @@ class CompressedResponses(tornado.web.OutputTransform):
             return chunk
         if self._raw is not None:
             self._raw.append(chunk)
-            if finishing and self._cache_key is not None:
+            self._raw_size += len(chunk)
+            if self._raw_size > STATIC_CACHE.max_file:  # too large to keep: not collected either
+                self._raw = None
+            elif finishing and self._cache_key is not None:
                 STATIC_CACHE.make(self._cache_key, b"".join(self._raw))
                 self._raw = None
         return self._encode(chunk, finishing)

@@ -70,11 +70,11 @@ def serve_pages_without_google_fonts() -> bool:
     download, and text shows at once. Panel links it from its design's resource
     list, which has no public setting.
     """
-    resources = getattr(Fast, "_resources", None)
-    if not isinstance(resources, dict) or "font" not in resources:
+    design_resources = getattr(Fast, "_resources", None)
+    if not isinstance(design_resources, dict) or "font" not in design_resources:
         log.warning("this Panel's Fast design lists its fonts differently: check the page for fonts.googleapis.com")
         return False
-    Fast._resources = {kind: value for kind, value in resources.items() if kind != "font"}
+    Fast._resources = {kind: value for kind, value in design_resources.items() if kind != "font"}
     return True
 
 
