@@ -11,7 +11,9 @@ pins those pairs.
 Widgets and pages:
 1. ``PagedTabulator``: a Tabulator holding one page of rows paged in SQL.
 2. ``OptionalFileDownload``: a FileDownload whose callback may send nothing.
-3. ``serve_pages_without_mathjax``: no MathJax bundle in served pages.
+3. ``serve_pages_without_mathjax``: no MathJax bundle in served pages;
+   ``serve_pages_without_webgl``, ``serve_pages_without_google_fonts``,
+   ``serve_pages_with_deferred_scripts``: lighter pages, no third-party host (issue 17).
 4. ``models_frozen``: add a page's roots to a document in one model walk.
 
 Sign-in (dashboard_app/auth.py, web_session.py):
@@ -30,22 +32,28 @@ Tornado's ``OutputTransform``.
 from __future__ import annotations
 
 import json
+import logging
 from contextlib import contextmanager
 from typing import Any, Awaitable, Callable, Iterator
 
+import jinja2
 import pandas as pd
 import panel as pn
 import param
 from bokeh.document import Document
+from bokeh.resources import Resources as BokehResources
 from bokeh.server.tornado import BokehTornado
 from bokeh.settings import settings as bokeh_settings
 from panel.io import resources as panel_resources
 from panel.io.application import Application
 from panel.io.server import ComponentResourceHandler
 from panel.io.state import state
+from panel.theme.fast import Fast
 from panel.util import base64url_encode, decode_token
 from tornado.web import HTTPError, RequestHandler, StaticFileHandler
 
+
+log = logging.getLogger("opsdash.panel_compat")
 
 # ---- 1. a Tabulator paged in SQL -------------------------------------------------------------------
 
@@ -112,6 +120,87 @@ def serve_pages_without_mathjax() -> bool:
     if not callable(getattr(panel_resources, "_panel_use_mathjax", None)):
         return False
     panel_resources._panel_use_mathjax = lambda roots: False
+    return True
+
+
+# ---- 3b. lighter served pages (issue 17) --------------------------------------------------------
+# Each is applied once at server start (dashboard_app/server.start); a name that moved makes it
+# log a warning and do nothing (the page is heavier, never broken); test_panel_compat notices.
+
+def serve_pages_without_webgl() -> bool:
+    """Leave Bokeh's WebGL bundle (bokeh-gl.min.js) out of served pages; False when this Bokeh cannot.
+
+    Bokeh itself adds it only to pages whose plots ask for WebGL; Panel adds it to
+    every page. Our figures never ask (``components.charts``: canvas, the default;
+    a test holds them to it): 194 KB of JavaScript, 49 KB brotli-compressed, that
+    a councillor's phone downloads and parses for nothing (docs/performance.md,
+    "Page weight"). Bokeh has no setting for the default bundle list.
+    """
+    defaults = getattr(BokehResources, "_default_components", None)
+    if not isinstance(defaults, list):
+        log.warning("this Bokeh lists its bundles differently: served pages keep bokeh-gl.min.js")
+        return False
+    BokehResources._default_components = [c for c in defaults if c != "bokeh-gl"]
+    return True
+
+
+def serve_pages_without_google_fonts() -> bool:
+    """The Fast design without its Google Fonts link (Open Sans); False when this Panel cannot.
+
+    Every page asked fonts.googleapis.com (and so fonts.gstatic.com) for it: staff
+    addresses leaked to an outside host, and pages hung on networks that block it.
+    Our templates name system fonts instead (``dashboard_app.dashboard.PAGE_FONT``): nothing to
+    download, and text shows at once. Panel links it from its design's resource
+    list, which has no public setting.
+    """
+    design_resources = getattr(Fast, "_resources", None)
+    if not isinstance(design_resources, dict) or "font" not in design_resources:
+        log.warning("this Panel's Fast design lists its fonts differently: check the page for fonts.googleapis.com")
+        return False
+    Fast._resources = {kind: value for kind, value in design_resources.items() if kind != "font"}
+    return True
+
+
+#: Panel's ``js_resources.html`` with ``defer`` on every script file, its inline snippets run once they
+#: have (at DOMContentLoaded, before Bokeh's own embed script, which waits for the same event).
+DEFERRED_JS_RESOURCES = jinja2.Template("""<script type="esms-options">{"shimMode": true}</script>
+{% for file in js_files %}
+<script type="text/javascript" src="{{ file }}" defer></script>
+{%- endfor %}
+{% for file in js_modules %}
+<script type="module" src="{{ file }}"></script>
+{%- endfor %}
+{%- for name, file in js_module_exports.items() %}
+<script type="module">
+  import {{ name }} from "{% if not file.startswith('http') %}./{% endif %}{{ file }}";
+  window.{{ name }} = {{ name }}
+</script>
+{%- endfor %}
+{%- for js in js_raw %}
+<script type="text/javascript">
+document.addEventListener("DOMContentLoaded", () => {
+  {{ js }}
+}, {once: true});
+</script>
+{%- endfor %}
+""")
+
+
+def serve_pages_with_deferred_scripts() -> bool:
+    """Load the page's scripts without holding up its first paint; False when this Panel cannot.
+
+    Panel writes ~850 KB (compressed) of scripts into the page's head as plain
+    ``<script src>``: a phone paints nothing until all have arrived and run
+    (Lighthouse, mobile: first contentful paint 7.3 s). Deferred, they still
+    download at once and run in the same order, before the DOMContentLoaded
+    event Bokeh's embed script waits for; the header shows meanwhile
+    (docs/performance.md, "Page weight"). Panel has no setting for it.
+    Called at server start only: a notebook's output keeps Panel's own.
+    """
+    if not isinstance(getattr(panel_resources, "JS_RESOURCES", None), jinja2.Template):
+        log.warning("this Panel renders its scripts differently: served pages load them without defer")
+        return False
+    panel_resources.JS_RESOURCES = DEFERRED_JS_RESOURCES
     return True
 
 
@@ -276,21 +365,28 @@ def confirm_authenticated_users(confirm: Callable[[RequestHandler, str], Awaitab
     OAuthProvider.get_user_async = property(get_user_async)
 
 
-def add_response_transform(transform: type, on_start: Callable[[list[str]], None]) -> None:
+def add_response_transform(transform: type, on_start: Callable[[list[str]], None] | None = None) -> None:
     """Every response of Bokeh's Tornado application goes through ``transform``; ``on_start(route patterns)`` once built.
 
     Tornado's ``OutputTransform`` is public, but Bokeh builds its Application itself:
     ``BokehTornado.__init__`` is wrapped to append to ``transforms`` and read
     ``wildcard_router.rules``. Public alternative missing: no Bokeh/Panel option adds one.
     """
+    if transform in _added_transforms:  # once per process, however often the server starts
+        return
+    _added_transforms.add(transform)
     original = BokehTornado.__init__
 
     def __init__(self, *args, **kwargs) -> None:
         original(self, *args, **kwargs)
         self.transforms.append(transform)
-        on_start([rule.matcher.regex.pattern for rule in self.wildcard_router.rules])
+        if on_start is not None:
+            on_start([rule.matcher.regex.pattern for rule in self.wildcard_router.rules])
 
     BokehTornado.__init__ = __init__
+
+
+_added_transforms: set[type] = set()
 
 
 def close_session_connections(doc: Document, code: int, reason: str) -> int:

@@ -43,6 +43,8 @@ log = logging.getLogger("opsdash.dashboard")
 ACCENT = "#0b6e4f"
 #: Without it phones lay the page out 980 px wide and shrink it (unreadable on a councillor's phone).
 META_VIEWPORT = "width=device-width, initial-scale=1"
+#: The phone's own fonts (as on the sign-in page): nothing to download, no request to another host.
+PAGE_FONT = "system-ui, -apple-system, Segoe UI, Roboto, sans-serif"  # unquoted: it goes into CSS through HTML escaping
 UPDATING_TEXT = "Updating\u2026"
 UPDATING_CSS = """.opsdash-updating-note { visibility: hidden; animation: opsdash-show 0s linear 0.4s forwards; }
 @keyframes opsdash-show { to { visibility: visible; } }"""
@@ -191,6 +193,7 @@ class Dashboard(pn.viewable.Viewer):
                 title=self.title, sidebar=self.sidebar(), main=main, header=header,
                 accent=ACCENT, header_background=ACCENT, sidebar_width=300, main_layout=None,
                 meta_viewport=META_VIEWPORT, theme_toggle=False,  # charts and cards are styled for light only
+                font=PAGE_FONT,
                 collapsed_sidebar=phone,  # filters open from the menu button instead of taking 300 px
             )
         return self._template

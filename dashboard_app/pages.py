@@ -9,7 +9,7 @@ from components.panel_compat import models_frozen
 from components.store_view import text
 from data.errors import NotAuthorized, OpsDashError
 
-from .dashboard import ACCENT, META_VIEWPORT, Dashboard
+from .dashboard import ACCENT, META_VIEWPORT, PAGE_FONT, Dashboard
 from .panel_fence import end_session_connections
 from .session import current_username
 from .web_session import watch_session
@@ -30,7 +30,7 @@ def message_page(title: str, message: str) -> pn.template.BaseTemplate:
         sizing_mode="stretch_width", css_classes=["opsdash-message-page"],
     )
     return pn.template.FastListTemplate(title="OpsDash", main=[body], accent=ACCENT, header_background=ACCENT,
-                                        meta_viewport=META_VIEWPORT, theme_toggle=False)
+                                        meta_viewport=META_VIEWPORT, theme_toggle=False, font=PAGE_FONT)
 
 
 def end_when_signed_out() -> None:

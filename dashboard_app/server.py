@@ -13,10 +13,13 @@ import logging
 from panel.config import config
 from tornado.ioloop import IOLoop
 
+from components import panel_compat
+
 # Imported at server start, not at the first sign-in: the page's modules (pandas, SQLAlchemy,
 # the views: ~0.8 s), so the first person to sign in after a restart does not wait for them.
-from . import pages  # noqa: F401
+from . import pages
 from . import panel_fence
+from .compression import CompressedResponses
 from .live import process_hub
 from .settings import get_settings
 from .web_session import session_lifetime
@@ -29,6 +32,13 @@ def start() -> None:
     # Sign-ins, refusals and the route table are what an operator reads the server log for (INFO by default).
     logging.getLogger("opsdash").setLevel(get_settings().log_level)
     panel_fence.install()
+    # Lighter pages (issue 17): compressed responses and cache lifetimes (Tornado's public
+    # OutputTransform, added where Bokeh builds its application), no WebGL bundle nor Google
+    # Fonts, scripts deferred. Notebooks keep Panel's own pages: this runs in a server only.
+    panel_compat.add_response_transform(CompressedResponses)
+    panel_compat.serve_pages_without_webgl()
+    panel_compat.serve_pages_without_google_fonts()
+    panel_compat.serve_pages_with_deferred_scripts()
     use_opsdash_cookie_secret()
     # What is alive now (modules, classes, Panel's and Bokeh's registries: ~230,000 objects) lives
     # as long as the process. Frozen, the garbage collector stops scanning it over and over: its

@@ -16,8 +16,13 @@ Chromium (``tests/test_browser_security.py`` fails on any CSP violation):
   for es-module-shims, which loads (and fetches: ``connect-src``) the
   template's ES modules as blobs. BokehJS itself needed none of the three.
 - styles inline as well: Bokeh and Panel put ``<style>`` elements and style
-  attributes into every component; Google Fonts for the Fast design's font.
-- images from the server, ``data:`` and ``blob:``; websockets to the same origin.
+  attributes into every component.
+- fonts, images and everything else from the server only (issue 17): no
+  Google Fonts (the pages use system fonts, ``components.panel_compat.serve_pages_without_google_fonts``)
+  and no icon font from a CDN (Panel's named icons are Tabler's webfont from
+  cdn.jsdelivr.net at ``@latest``: give a widget an SVG icon instead);
+  ``data:`` for fonts and images Bokeh and Panel inline, ``blob:`` images;
+  websockets to the same origin.
 - ``frame-ancestors 'none'`` (with ``X-Frame-Options: DENY`` for older
   browsers): no other site can frame the dashboard or the sign-in form.
 """
@@ -30,14 +35,12 @@ import tornado.web
 
 from .settings import get_settings
 
-#: Panel's Fast design (our template's) links its Open Sans font from Google Fonts on every page.
-GOOGLE_FONTS_CSS, GOOGLE_FONTS_FILES = "https://fonts.googleapis.com", "https://fonts.gstatic.com"
 CSP = "; ".join([
     "default-src 'self'",
     "script-src 'self' 'unsafe-inline' 'unsafe-eval' blob:",
-    f"style-src 'self' 'unsafe-inline' {GOOGLE_FONTS_CSS}",
+    "style-src 'self' 'unsafe-inline'",
     "img-src 'self' data: blob:",
-    f"font-src 'self' data: {GOOGLE_FONTS_FILES}",
+    "font-src 'self' data:",
     "connect-src 'self' blob:",
     "object-src 'none'",
     "base-uri 'self'",

@@ -18,7 +18,7 @@ PRODUCT = ("data", "components", "dashboard_app")
 #: Runtime dependencies no code imports, and why they are there.
 NOT_IMPORTED = {"tzdata": "zoneinfo's time zone database where the system has none"}
 #: conda-forge names that differ from PyPI's.
-CONDA_TO_PYPI = {"redis-py": "redis"}
+CONDA_TO_PYPI = {"redis-py": "redis", "brotli-python": "brotli"}
 
 
 def normalised(requirement: str) -> str:

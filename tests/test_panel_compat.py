@@ -146,6 +146,30 @@ def test_panel_still_decides_about_mathjax_in_the_helper_the_fence_replaces():
     assert not [url for url in bundle.js_files if "mathjax" in str(url).lower()]
 
 
+def test_bokeh_still_lists_its_default_bundles_where_the_webgl_hook_drops_one(monkeypatch):
+    hook = "serve_pages_without_webgl"
+    defaults = Resources._default_components
+    assert isinstance(defaults, list) and {"bokeh", "bokeh-gl"} <= set(defaults) | {"bokeh-gl"}, \
+        UPGRADE.format(what="bokeh.resources.Resources._default_components (a list of bundle names)", hook=hook)
+    monkeypatch.setattr(Resources, "_default_components", list(defaults))  # restored after the test
+    assert panel_compat.serve_pages_without_webgl()
+    files = Resources(mode="server", root_url="/").js_files
+    assert files and not [url for url in files if "bokeh-gl" in url]
+    assert [url for url in files if "bokeh.min.js" in url or "bokeh.js" in url]
+
+
+def test_the_fast_design_still_names_its_google_font_where_the_font_hook_drops_it(monkeypatch):
+    from panel.theme.fast import Fast
+
+    hook = "serve_pages_without_google_fonts"
+    resources = Fast._resources
+    assert isinstance(resources, dict), UPGRADE.format(what="panel.theme.fast.Fast._resources (a dict)", hook=hook)
+    monkeypatch.setattr(Fast, "_resources", dict(resources))  # restored after the test
+    assert panel_compat.serve_pages_without_google_fonts()
+    assert "font" not in Fast._resources
+    assert "googleapis" not in repr(Fast._resources)
+
+
 def test_models_frozen_adds_roots_in_one_walk():
     doc = Document()
     roots = [pn.pane.Markdown(f"{n}").get_root(doc) for n in range(3)]

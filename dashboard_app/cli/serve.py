@@ -22,6 +22,8 @@ APP_PATH = Path(__file__).parents[1] / "app.py"
 #: The session of a closed tab is expired this long after its last connection went, checked
 #: this often (ms): until then it is still a session, and still refreshes on live events.
 UNUSED_SESSION_LIFETIME_MS, CHECK_UNUSED_SESSIONS_MS = 15_000, 5_000
+#: zlib's level for the websocket's messages (6: zlib's default balance of CPU and size).
+WEBSOCKET_COMPRESSION_LEVEL = 6
 
 
 def _demo_environment() -> list[dict]:
@@ -101,6 +103,9 @@ def panel_serve_argv(address: str, port: int, origins: Sequence[str]) -> list[st
         "--check-unused-sessions", str(CHECK_UNUSED_SESSIONS_MS),
         "--unused-session-lifetime", str(UNUSED_SESSION_LIFETIME_MS),
         "--index", "app",
+        # permessage-deflate on the websocket (Bokeh's own option; the browser offers it): the
+        # document and every update go compressed. Measured in docs/performance.md, "Page weight".
+        "--websocket-compression-level", str(WEBSOCKET_COMPRESSION_LEVEL),
     ]
     for origin in sorted(allowed):
         argv += ["--allow-websocket-origin", origin]

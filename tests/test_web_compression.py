@@ -1,0 +1,187 @@
+"""Compressed responses and cache lifetimes of a real ``opsdash serve`` (issue 17), over plain HTTP.
+
+What the browser sees (no host but the server's, compressed scripts) is in
+``tests/test_browser_light.py``; this file checks the bytes: every encoding
+decodes to exactly the file on disk, revalidation still answers 304, the
+dashboard page stays uncompressed (BREACH) while the sign-in page is
+compressed, and the streamed CSV export arrives compressed, in chunks, with
+the same rows as without compression. And the copy of Panel's script
+template that defers the page's scripts still matches Panel's own.
+"""
+from __future__ import annotations
+
+import gzip
+import re
+import time
+from pathlib import Path
+from urllib.parse import quote
+
+import bokeh
+import brotli
+import jinja2
+import panel
+import panel.auth  # noqa: F401  (first: it imports our provider while it loads, see dashboard_app/auth.py)
+import pytest
+import requests
+
+from dashboard_app.compression import IMMUTABLE, REVALIDATE, accepted_encoding, cache_control
+from data.export_token import sign_export_token
+from data.filters import TicketFilters
+
+from .helpers.databases import user_of
+from .helpers.servers import seeded_server
+from .helpers.web import sign_in
+
+BOKEH_JS = Path(bokeh.__file__).parent / "server" / "static" / "js" / "bokeh.min.js"
+PANEL_DIST = Path(panel.__file__).parent / "dist"
+LUXON = "bundled/datatabulator/luxon/build/global/luxon.min.js"
+
+
+@pytest.fixture(scope="module")
+def site(pg_url, tmp_path_factory, module_random_seed):
+    # Enough tickets that the manager's CSV is several of the export route's 256 KB blocks.
+    with seeded_server(pg_url, tmp_path_factory.mktemp("compression"), dict(tickets=2500, wards=2, municipalities=1),
+                       random_seed=module_random_seed) as served:
+        yield served
+
+
+def raw_get(url: str, accept: str | None, http: requests.Session | None = None, **headers: str) -> requests.Response:
+    """GET without decoding: ``.content`` is the body as sent (``Accept-Encoding`` exactly ``accept``)."""
+    headers = dict(headers)
+    headers["Accept-Encoding"] = accept or "identity"
+    response = (http or requests).get(url, headers=headers, stream=True, timeout=60)
+    response._content = response.raw.read(decode_content=False)
+    return response
+
+
+def decoded(response: requests.Response) -> bytes:
+    encoding = response.headers.get("Content-Encoding")
+    if encoding == "br":
+        return brotli.decompress(response.content)
+    if encoding == "gzip":
+        return gzip.decompress(response.content)
+    assert encoding is None, encoding
+    return response.content
+
+
+def script_urls(html: str) -> list[str]:
+    return re.findall(r'<script[^>]+src="([^"]+)"', html)
+
+
+def test_brotli_gzip_or_nothing_as_the_browser_asks_and_every_body_is_the_file(site):
+    _, server = site
+    url = f"{server.url}/static/js/bokeh.min.js?v=x"
+    on_disk = BOKEH_JS.read_bytes()
+    for accept, expected in [("gzip, deflate, br, zstd", "br"), ("gzip, deflate", "gzip"), (None, None),
+                             ("br;q=0, gzip;q=0.5", "gzip"), ("gzip;q=0", None)]:
+        response = raw_get(url, accept)
+        assert response.status_code == 200
+        assert response.headers.get("Content-Encoding") == expected, accept
+        assert "Accept-Encoding" in response.headers["Vary"]
+        assert decoded(response) == on_disk, accept
+        if expected:
+            assert len(response.content) < len(on_disk) // 3
+
+
+def test_a_static_files_best_compression_is_kept_and_served_whole(site):
+    _, server = site
+    url = f"{server.url}/static/extensions/panel/panel.min.js?v=1"
+    on_disk = (PANEL_DIST / "panel.min.js").read_bytes()
+    first = raw_get(url, "br")
+    assert decoded(first) == on_disk
+    # The best (quality 11) copy is made in the background after the first request.
+    for _ in range(100):
+        time.sleep(0.1)
+        again = raw_get(url, "br")
+        if "Content-Length" in again.headers:
+            break
+    assert int(again.headers["Content-Length"]) == len(again.content) <= len(first.content)
+    assert decoded(again) == on_disk
+
+
+def test_versioned_files_are_cached_for_a_year_and_the_rest_revalidate_with_a_304(site):
+    _, server = site
+    versioned = raw_get(f"{server.url}/static/js/bokeh.min.js?v=abc", "gzip")
+    assert versioned.headers["Cache-Control"] == IMMUTABLE and "Expires" not in versioned.headers
+    pinned = raw_get(f"{server.url}/static/extensions/panel/bundled/datatabulator/tabulator-tables@6.4.0/"
+                     "dist/js/tabulator.min.js", "gzip")
+    assert pinned.headers["Cache-Control"] == IMMUTABLE
+    plain = raw_get(f"{server.url}/static/extensions/panel/{LUXON}", "gzip")
+    assert plain.headers["Cache-Control"] == REVALIDATE
+    assert plain.headers["Etag"].startswith('W/"')  # a compressed copy: a weak validator
+    assert decoded(plain) == (PANEL_DIST / LUXON).read_bytes()
+    revalidated = raw_get(f"{server.url}/static/extensions/panel/{LUXON}", "gzip",
+                          **{"If-None-Match": plain.headers["Etag"]})
+    assert revalidated.status_code == 304 and revalidated.content == b""
+    assert revalidated.headers["Cache-Control"] == REVALIDATE
+
+
+def test_the_dashboard_page_is_never_compressed_the_sign_in_page_is(site):
+    result, server = site
+    form = raw_get(f"{server.url}/login", "gzip, br")
+    assert form.status_code == 200 and form.headers.get("Content-Encoding") == "br"
+    assert b'name="_xsrf"' in decoded(form)
+    user = user_of(result, "ward_councillor")
+    http, _ = sign_in(server.url, user["username"], user["password"])
+    page = raw_get(f"{server.url}/?q=guess", "gzip, br", http=http)
+    assert page.status_code == 200 and b'"token"' in page.content
+    assert "Content-Encoding" not in page.headers  # it carries the session token: BREACH
+    # ...while every script it names comes compressed.
+    for src in script_urls(page.text):
+        if src.startswith(("static/", "./static/")):
+            script = raw_get(f"{server.url}/{src.removeprefix('./')}", "gzip, br", http=http)
+            assert script.headers.get("Content-Encoding") == "br", src
+
+
+def test_the_streamed_csv_export_arrives_compressed_in_chunks_with_the_same_rows(site):
+    result, server = site
+    manager = user_of(result, "manager")
+    http, _ = sign_in(server.url, manager["username"], manager["password"])
+    link = "/export/download?token=" + quote(sign_export_token(server.cookie_secret, manager["username"], "csv",
+                                                               TicketFilters()))
+    plain = raw_get(server.url + link, None, http=http)
+    compressed = raw_get(server.url + link, "gzip", http=http)
+    assert plain.status_code == compressed.status_code == 200
+    assert int(plain.headers["Content-Length"]) == len(plain.content) > 2 * 256 * 1024  # several blocks
+    assert compressed.headers["Content-Encoding"] == "gzip"
+    assert compressed.headers.get("Transfer-Encoding") == "chunked" and "Content-Length" not in compressed.headers
+    assert len(compressed.content) < len(plain.content) // 2
+    # The same export twice: only the export's own time stamp may differ (none is in the rows).
+    assert gzip.decompress(compressed.content) == plain.content
+    assert compressed.headers["Cache-Control"] == "no-store"
+
+
+@pytest.mark.parametrize("header, expected", [
+    ("gzip, deflate, br, zstd", "br"), ("gzip, deflate", "gzip"), ("", None), ("identity", None),
+    ("br;q=0, gzip", "gzip"), ("BR;Q=0.1", "br"), ("*", "br"), ("*;q=0, gzip;q=0", None), ("gzip;q=bogus", None),
+])
+def test_accept_encoding_is_read_with_its_weights(header, expected):
+    assert accepted_encoding(header) == expected
+
+
+@pytest.mark.parametrize("path, query, expected", [
+    ("/static/js/bokeh.min.js", "v=6acf7fa1", IMMUTABLE),
+    ("/static/extensions/panel/css/button.css", "v=1.9.4", IMMUTABLE),
+    ("/static/extensions/panel/bundled/@microsoft/fast-components@2.30.6/dist/fast-components.js", "", IMMUTABLE),
+    ("/opsdash/static/extensions/panel/bundled/notyf@3/notyf.min.js", "", REVALIDATE),
+    ("/static/extensions/panel/bundled/reactiveesm/es-module-shims@^1.10.0/dist/x.js", "", REVALIDATE),
+    ("/static/extensions/panel/bundled/datatabulator/luxon/build/global/luxon.min.js", "", REVALIDATE),
+    ("/favicon.ico", "", "public, max-age=86400"),
+    ("/", "v=1", None), ("/export/download", "token=x", None), ("/login", "", None),
+])
+def test_only_files_whose_url_names_their_version_are_immutable(path, query, expected):
+    assert cache_control(path, query) == expected
+
+
+def test_the_deferred_script_template_is_panels_own_but_for_defer():
+    """``panel_compat.DEFERRED_JS_RESOURCES`` is a copy of Panel's template: a Panel that changes its own fails here."""
+    from components.panel_compat import DEFERRED_JS_RESOURCES
+
+    panels = jinja2.Template((Path(panel.__file__).parent / "_templates" / "js_resources.html").read_text())
+    args = dict(js_files=["a.js", "b.js"], js_modules=["m.js"], js_module_exports={"X": "x.js"},
+                js_raw=["Bokeh.set_log_level('info');"], hashes={})
+    ours = DEFERRED_JS_RESOURCES.render(**args)
+    assert ours.count(" defer>") == 2 and ours.count('addEventListener("DOMContentLoaded"') == 1
+    undeferred = (ours.replace(" defer>", ">").replace('document.addEventListener("DOMContentLoaded", () => {', "")
+                  .replace("}, {once: true});", ""))
+    assert "".join(undeferred.split()) == "".join(panels.render(**args).split())
