@@ -8,9 +8,10 @@ from dashboard_app.pages import serve_page
 pn.extension(
     "tabulator",
     notifications=True,
-    # Shown when the server goes away under an open page (restart, network),
-    # instead of a page that silently stops updating.
-    disconnect_notification="Connection to the server was lost. Reload the page to reconnect.",
+    # No toast when the connection drops: the header's live indicator says Reconnecting / Offline
+    # and the page recovers by itself (dashboard_app/assets/live_status.js), so "reload the page"
+    # would be wrong advice.
+    disconnect_notification="",
     sizing_mode="stretch_width",
 )
 

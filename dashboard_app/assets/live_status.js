@@ -1,0 +1,109 @@
+// OpsDash live state (issue 17): the header says "Live" only while the server's heartbeats
+// arrive; a lost connection is retried with backoff and, once the server answers, the page
+// reloads itself: the URL keeps its filters and the new session shows current figures and feed.
+// Served by OpsDash itself (dashboard_app/live.py, LiveScriptHandler); no third party.
+(() => {
+  "use strict";
+  const HEARTBEAT_MS = @HEARTBEAT_MS@;     // dashboard_app/live.py HEARTBEAT_S
+  const STALE_MS = 3 * HEARTBEAT_MS;       // three beats missed: the connection is as good as gone
+  const BACKOFF_MS = [1000, 2000, 4000, 8000, 15000];
+  const OFFLINE_AFTER = 4;                 // failed tries before the header says Offline
+  const PROBE_TIMEOUT_MS = 5000;
+  // A page that fails again right after a recovery reload keeps backing off across reloads,
+  // so a server that accepts pages but not websockets never gets a reload loop.
+  const RECOVERY_KEY = "opsdash-recovery";
+  const TEXT = {reconnecting: "\u25cc Reconnecting\u2026", offline: "\u25cb Offline"};
+
+  let lastBeat = Date.now();
+  let state = "live";
+  let failures = 0;
+  let timer = null;
+
+  const recent = (() => {
+    try {
+      const saved = JSON.parse(sessionStorage.getItem(RECOVERY_KEY) || "null");
+      return saved && Date.now() - saved.at < 60000 ? saved.count : 0;
+    } catch (_) { return 0; }
+  })();
+
+  function indicator() {
+    const host = document.querySelector(".opsdash-live-indicator");
+    return host ? (host.shadowRoot || host).querySelector(".opsdash-live") : null;
+  }
+
+  function show(next) {
+    state = next;
+    document.documentElement.dataset.opsdashConnection = next;
+    const el = indicator();
+    if (el === null) return;
+    // While live the server's own text stands (it may say "Live off" or its bus is reconnecting).
+    const text = next === "live" ? el.dataset.server : TEXT[next];
+    if (text && el.textContent !== text) el.textContent = text;
+  }
+
+  function schedule() {
+    clearTimeout(timer);
+    const step = Math.min(failures + recent, BACKOFF_MS.length - 1);
+    const delay = BACKOFF_MS[step] * (0.8 + 0.4 * Math.random());  // jitter: not every phone at once
+    timer = setTimeout(probe, delay);
+  }
+
+  function failed() {
+    failures += 1;
+    show(failures >= OFFLINE_AFTER || navigator.onLine === false ? "offline" : "reconnecting");
+    schedule();
+  }
+
+  function probe() {
+    timer = null;
+    if (navigator.onLine === false) { failed(); return; }
+    const controller = new AbortController();
+    const abort = setTimeout(() => controller.abort(), PROBE_TIMEOUT_MS);
+    fetch(new URL("health", document.baseURI), {cache: "no-store", credentials: "same-origin",
+                                               signal: controller.signal})
+      .then((response) => { clearTimeout(abort); if (response.ok) recover(); else failed(); })
+      .catch(() => { clearTimeout(abort); failed(); });
+  }
+
+  function recover() {
+    try {
+      sessionStorage.setItem(RECOVERY_KEY, JSON.stringify({at: Date.now(), count: recent + 1}));
+    } catch (_) { /* private mode: no memory across reloads, backoff restarts */ }
+    // A fresh session: the link's filters, current figures and feed. A sign-in that ended
+    // meanwhile gets the sign-in page, which carries no script of ours: no loop.
+    window.location.reload();
+  }
+
+  function lost() {
+    if (state !== "live") return;  // already retrying
+    failures = 0;
+    show(navigator.onLine === false ? "offline" : "reconnecting");
+    schedule();
+  }
+
+  function beat() {
+    lastBeat = Date.now();
+    if (state !== "live") {  // beats again without a reload (the socket had only stalled)
+      clearTimeout(timer);
+      timer = null;
+      show("live");
+    }
+  }
+
+  function attach(doc) {
+    doc.on_change(beat);                       // any message from the server, the heartbeat included
+    doc.on_event("connection_lost", lost);     // BokehJS: the websocket closed
+    window.addEventListener("offline", lost);
+    window.addEventListener("online", () => { if (state !== "live") { clearTimeout(timer); probe(); } });
+    setInterval(() => { if (state === "live" && Date.now() - lastBeat > STALE_MS) lost(); }, 1000);
+    // A page that stays up a minute has recovered: the next loss starts the backoff afresh.
+    setTimeout(() => { try { sessionStorage.removeItem(RECOVERY_KEY); } catch (_) {} }, 60000);
+    lastBeat = Date.now();
+    show("live");
+  }
+
+  const wait = setInterval(() => {
+    const docs = window.Bokeh && window.Bokeh.documents;
+    if (docs && docs.length > 0) { clearInterval(wait); attach(docs[0]); }
+  }, 200);
+})();
