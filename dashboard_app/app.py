@@ -8,10 +8,11 @@ from dashboard_app.pages import serve_page
 pn.extension(
     "tabulator",
     notifications=True,
-    # No toast when the connection drops: the header's live indicator says Reconnecting / Offline
-    # and the page recovers by itself (dashboard_app/assets/live_status.js), so "reload the page"
-    # would be wrong advice.
-    disconnect_notification="",
+    # Shown when the connection drops; the page recovers by itself (the header's indicator and
+    # dashboard_app/assets/live_status.js), so it must not ask for a reload. Never empty: Panel
+    # 1.9's handler then throws inside BokehJS's connection_lost dispatch, and the callbacks after
+    # it (the live-state script's) never run.
+    disconnect_notification="Connection to the server was lost. Reconnecting by itself\u2026",
     sizing_mode="stretch_width",
 )
 

@@ -36,7 +36,7 @@ from data.models import Role
 from data.scope import Scope, scope_for_user
 
 from .export_route import export_link, token_secret
-from .live import LIVE_SCRIPT_PATH, attach_live
+from .live import LIVE_SCRIPT_PATH, LIVE_SCRIPT_VERSION, attach_live
 from .settings import get_engine, get_settings
 
 log = logging.getLogger("opsdash.dashboard")
@@ -217,7 +217,7 @@ class Dashboard(pn.viewable.Viewer):
             )
             # Live state from heartbeats and automatic recovery (issue 17), from this server only.
             root = (pn.state.rel_path or ".").rstrip("/") or "."
-            self._template.config.js_files["opsdash_live"] = root + LIVE_SCRIPT_PATH
+            self._template.config.js_files["opsdash_live"] = f"{root}{LIVE_SCRIPT_PATH}?v={LIVE_SCRIPT_VERSION}"
         return self._template
 
     # -- served sessions ---------------------------------------------------------------

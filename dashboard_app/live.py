@@ -17,6 +17,7 @@ once the server answers again (issue 17).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import html
 import inspect
 import logging
@@ -37,6 +38,7 @@ from data.hub import Hub
 from data.simulator import Simulator
 from data.workers import SHORT
 
+from .compression import IMMUTABLE
 from .settings import get_engine, get_settings
 
 log = logging.getLogger("opsdash.live")
@@ -55,6 +57,8 @@ HEARTBEAT_S = 5.0
 LIVE_SCRIPT_PATH = "/opsdash-live.js"
 LIVE_SCRIPT = (Path(__file__).parent / "assets" / "live_status.js").read_text(encoding="utf-8").replace(
     "@HEARTBEAT_MS@", str(int(HEARTBEAT_S * 1000)))
+#: The page asks for ``LIVE_SCRIPT_PATH?v=LIVE_SCRIPT_VERSION``: cached for a year, a new release a new URL.
+LIVE_SCRIPT_VERSION = hashlib.sha256(LIVE_SCRIPT.encode()).hexdigest()[:12]
 
 _lock = threading.Lock()
 _hub: Hub | None = None
@@ -245,6 +249,8 @@ class LiveScriptHandler(tornado.web.RequestHandler):
 
     def get(self) -> None:
         self.set_header("Content-Type", "text/javascript; charset=utf-8")
-        # Revalidated each load (Tornado's ETag makes that a 304): a new release's script is never stale.
-        self.set_header("Cache-Control", "no-cache")
+        # The page's URL carries this script's version: nothing to ask again on a metered link.
+        # Any other URL revalidates (Tornado's ETag makes that a 304), so it is never stale.
+        versioned = self.get_query_argument("v", "") == LIVE_SCRIPT_VERSION
+        self.set_header("Cache-Control", IMMUTABLE if versioned else "no-cache")
         self.finish(LIVE_SCRIPT)

@@ -17,6 +17,8 @@ import pytest
 import redis
 from playwright.sync_api import Error as PlaywrightError
 
+from dashboard_app.compression import IMMUTABLE
+from dashboard_app.live import LIVE_SCRIPT_PATH, LIVE_SCRIPT_VERSION
 from dashboard_app.web_session import SESSION_CHECK_MS
 from data.events import channel_for
 from data.seed import seed
@@ -89,6 +91,9 @@ def test_network_drop_with_its_socket_killed_says_so_and_recovers_by_itself(worl
     tracking = f"NET-{uuid.uuid4().hex[:8]}"
     context = chromium_browser.new_context(viewport={"width": 1440, "height": 900})
     sockets = []
+    scripts: dict[str, dict[str, str]] = {}
+    context.on("response", lambda response: scripts.update(
+        {response.url: response.headers} if LIVE_SCRIPT_PATH in response.url else {}))
 
     def keep(ws) -> None:  # every websocket of the page passes through here, so the test can cut it
         ws.connect_to_server()
@@ -119,6 +124,11 @@ def test_network_drop_with_its_socket_killed_says_so_and_recovers_by_itself(worl
         assert page.evaluate("performance.timeOrigin") != page_loads
     finally:
         context.close()
+    # The script itself: from this server, compressed, cached for a year under its versioned URL.
+    assert scripts, "the page never asked for the live-state script"
+    for url, headers in scripts.items():
+        assert f"v={LIVE_SCRIPT_VERSION}" in url and headers["cache-control"] == IMMUTABLE, (url, headers)
+        assert headers.get("content-encoding") in ("gzip", "br"), (url, headers)
 
 
 def test_server_restart_on_the_same_port_recovers_by_itself_with_current_figures_and_feed(
@@ -134,6 +144,11 @@ def test_server_restart_on_the_same_port_recovers_by_itself_with_current_figures
         server.stop()
         wait_for_indicator(page, NOT_LIVE, 10, "with the server stopped")
         add_ticket(pg_engine, muni["id"], muni["wards"][0], tracking_number=tracking)
+        page.wait_for_timeout(3000)  # retries fail meanwhile: it must not claim Live
+        assert indicator(page) in NOT_LIVE, "Live while the socket is closed"
+        # Screen readers hear the change: a polite status region.
+        region = page.locator(".opsdash-live-indicator .opsdash-live")
+        assert (region.get_attribute("role"), region.get_attribute("aria-live")) == ("status", "polite")
         server.start()
         reachable = time.monotonic()
         assert answers(f"{server.url}/health")

@@ -90,9 +90,21 @@
     }
   }
 
-  function attach(doc) {
-    doc.on_change(beat);                       // any message from the server, the heartbeat included
-    doc.on_event("connection_lost", lost);     // BokehJS: the websocket closed
+  // Every BokehJS document of the page, not only the first: Panel makes documents of its own
+  // too, and which one is the session's depends on load order.
+  const attached = new WeakSet();
+  function attach_documents() {
+    const docs = (window.Bokeh && window.Bokeh.documents) || [];
+    for (const doc of docs) {
+      if (attached.has(doc)) continue;
+      attached.add(doc);
+      doc.on_change(beat);                     // any message from the server, the heartbeat included
+      doc.on_event("connection_lost", lost);   // BokehJS: the websocket closed
+    }
+    return docs.length > 0;
+  }
+
+  function start() {
     window.addEventListener("offline", lost);
     window.addEventListener("online", () => { if (state !== "live") { clearTimeout(timer); probe(); } });
     setInterval(() => { if (state === "live" && Date.now() - lastBeat > STALE_MS) lost(); }, 1000);
@@ -103,7 +115,10 @@
   }
 
   const wait = setInterval(() => {
-    const docs = window.Bokeh && window.Bokeh.documents;
-    if (docs && docs.length > 0) { clearInterval(wait); attach(docs[0]); }
+    if (attach_documents()) {
+      clearInterval(wait);
+      start();
+      setInterval(attach_documents, 1000);
+    }
   }, 200);
 })();
