@@ -108,6 +108,9 @@
     window.addEventListener("offline", lost);
     window.addEventListener("online", () => { if (state !== "live") { clearTimeout(timer); probe(); } });
     setInterval(() => { if (state === "live" && Date.now() - lastBeat > STALE_MS) lost(); }, 1000);
+    // A hidden or frozen tab (a phone's screen off) misses no beat it could have had: the socket,
+    // if it is still open, gets a fresh window before the page takes itself for cut off.
+    document.addEventListener("visibilitychange", () => { if (!document.hidden) lastBeat = Date.now(); });
     // A page that stays up a minute has recovered: the next loss starts the backoff afresh.
     setTimeout(() => { try { sessionStorage.removeItem(RECOVERY_KEY); } catch (_) {} }, 60000);
     lastBeat = Date.now();
