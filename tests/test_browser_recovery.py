@@ -146,6 +146,7 @@ def test_server_restart_on_the_same_port_recovers_by_itself_with_current_figures
         add_ticket(pg_engine, muni["id"], muni["wards"][0], tracking_number=tracking)
         page.wait_for_timeout(3000)  # retries fail meanwhile: it must not claim Live
         assert indicator(page) in NOT_LIVE, "Live while the socket is closed"
+        assert pane_texts(page, "opsdash-live-status")[0] in NOT_LIVE, "the feed says Live while the socket is closed"
         # Screen readers hear the change: a polite status region.
         region = page.locator(".opsdash-live-indicator .opsdash-live")
         assert (region.get_attribute("role"), region.get_attribute("aria-live")) == ("status", "polite")

@@ -26,19 +26,28 @@
     } catch (_) { return 0; }
   })();
 
-  function indicator() {
-    const host = document.querySelector(".opsdash-live-indicator");
-    return host ? (host.shadowRoot || host).querySelector(".opsdash-live") : null;
+  // The header's indicator and the live feed's status line: both show the server's word while
+  // it is heard, ours (Reconnecting / Offline) while it is not.
+  function status_elements() {
+    const found = [];
+    for (const host of document.querySelectorAll(".opsdash-live-indicator, .opsdash-live-status")) {
+      const root = host.shadowRoot || host;
+      const el = root.querySelector(".opsdash-live") || root.querySelector("pre");
+      if (el !== null) found.push(el);
+    }
+    return found;
   }
 
   function show(next) {
     state = next;
     document.documentElement.dataset.opsdashConnection = next;
-    const el = indicator();
-    if (el === null) return;
-    // While live the server's own text stands (it may say "Live off" or its bus is reconnecting).
-    const text = next === "live" ? el.dataset.server : TEXT[next];
-    if (text && el.textContent !== text) el.textContent = text;
+    for (const el of status_elements()) {
+      if (next !== "live" && el.dataset.server === undefined) el.dataset.server = el.textContent;
+      const text = next === "live" ? el.dataset.server : TEXT[next];
+      if (text !== undefined && el.textContent !== text) el.textContent = text;
+      // Our copy of the feed's line is stale once restored (the server's span carries its own).
+      if (next === "live" && !el.classList.contains("opsdash-live")) delete el.dataset.server;
+    }
   }
 
   function schedule() {
