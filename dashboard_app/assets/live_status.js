@@ -28,9 +28,18 @@
 
   // The header's indicator and the live feed's status line: both show the server's word while
   // it is heard, ours (Reconnecting / Offline) while it is not.
+  // Bokeh renders each layout into its own shadow root: the feed's line is some levels down.
+  function deep_query(selector, root) {
+    const found = [...root.querySelectorAll(selector)];
+    for (const el of root.querySelectorAll("*")) {
+      if (el.shadowRoot) found.push(...deep_query(selector, el.shadowRoot));
+    }
+    return found;
+  }
+
   function status_elements() {
     const found = [];
-    for (const host of document.querySelectorAll(".opsdash-live-indicator, .opsdash-live-status")) {
+    for (const host of deep_query(".opsdash-live-indicator, .opsdash-live-status", document)) {
       const root = host.shadowRoot || host;
       const el = root.querySelector(".opsdash-live") || root.querySelector("pre");
       if (el !== null) found.push(el);
@@ -116,7 +125,11 @@
   function start() {
     window.addEventListener("offline", lost);
     window.addEventListener("online", () => { if (state !== "live") { clearTimeout(timer); probe(); } });
-    setInterval(() => { if (state === "live" && Date.now() - lastBeat > STALE_MS) lost(); }, 1000);
+    setInterval(() => {
+      if (state === "live" && Date.now() - lastBeat > STALE_MS) lost();
+      // BokehJS re-renders a pane from its model (a resize, the toast appearing): say it again.
+      else if (state !== "live") show(state);
+    }, 1000);
     // A hidden or frozen tab (a phone's screen off) misses no beat it could have had: the socket,
     // if it is still open, gets a fresh window before the page takes itself for cut off.
     document.addEventListener("visibilitychange", () => { if (!document.hidden) lastBeat = Date.now(); });
