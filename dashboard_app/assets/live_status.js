@@ -26,8 +26,6 @@
     } catch (_) { return 0; }
   })();
 
-  // The header's indicator and the live feed's status line: both show the server's word while
-  // it is heard, ours (Reconnecting / Offline) while it is not.
   // Bokeh renders each layout into its own shadow root: the feed's line is some levels down.
   function deep_query(selector, root) {
     const found = [...root.querySelectorAll(selector)];
@@ -37,6 +35,8 @@
     return found;
   }
 
+  // The header's indicator and the live feed's status line: both show the server's word while
+  // it is heard, ours (Reconnecting / Offline) while it is not.
   function status_elements() {
     const found = [];
     for (const host of deep_query(".opsdash-live-indicator, .opsdash-live-status", document)) {
