@@ -8,9 +8,11 @@ from dashboard_app.pages import serve_page
 pn.extension(
     "tabulator",
     notifications=True,
-    # Shown when the server goes away under an open page (restart, network),
-    # instead of a page that silently stops updating.
-    disconnect_notification="Connection to the server was lost. Reload the page to reconnect.",
+    # Shown when the connection drops; the page recovers by itself (the header's indicator and
+    # dashboard_app/assets/live_status.js), so it must not ask for a reload. Never empty: Panel
+    # 1.9's handler then throws inside BokehJS's connection_lost dispatch, and the callbacks after
+    # it (the live-state script's) never run.
+    disconnect_notification="Connection to the server was lost. Reconnecting by itself\u2026",
     sizing_mode="stretch_width",
 )
 

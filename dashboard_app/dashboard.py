@@ -17,6 +17,7 @@ from urllib.parse import parse_qsl, urlencode
 
 import panel as pn
 import param
+from bokeh.models import Div
 from panel.io.location import Location
 from sqlalchemy import Engine
 
@@ -35,7 +36,7 @@ from data.models import Role
 from data.scope import Scope, scope_for_user
 
 from .export_route import export_link, token_secret
-from .live import attach_live
+from .live import LIVE_SCRIPT_PATH, LIVE_SCRIPT_VERSION, attach_live
 from .settings import get_engine, get_settings
 
 log = logging.getLogger("opsdash.dashboard")
@@ -48,8 +49,16 @@ PAGE_FONT = "system-ui, -apple-system, Segoe UI, Roboto, sans-serif"  # unquoted
 UPDATING_TEXT = "Updating\u2026"
 UPDATING_CSS = """.opsdash-updating-note { visibility: hidden; animation: opsdash-show 0s linear 0.4s forwards; }
 @keyframes opsdash-show { to { visibility: visible; } }"""
+#: The server's view of live updates (its hub); the browser's script (``assets/live_status.js``)
+#: overrides it with "Reconnecting…" / "Offline" whenever the server's heartbeats stop arriving.
 LIVE_TEXT = {"off": "\u25cb Live off", "connecting": "\u25cc Connecting", "live": "\u25cf Live",
              "paused": "\u25cc Reconnecting"}
+
+
+def live_markup(status: str) -> str:
+    """The indicator: a polite status region; ``data-server`` is what the script restores once beats return."""
+    shown = LIVE_TEXT.get(status, LIVE_TEXT["off"])
+    return f'<span class="opsdash-live" role="status" aria-live="polite" data-server="{shown}">{shown}</span>'
 
 
 def is_phone(user_agent: str | None) -> bool:
@@ -111,6 +120,9 @@ class Dashboard(pn.viewable.Viewer):
         self.store.param.watch(self._on_error, "error")
         self._on_error()  # a view may already have failed while being built
         self._template: pn.template.BaseTemplate | None = None
+        # The heartbeat the page's script listens for: a hidden Bokeh model changed every few
+        # seconds (a Bokeh Div set directly: a Panel pane would re-resolve its stylesheets each beat).
+        self._beat = Div(text="0", visible=False, css_classes=["opsdash-heartbeat"])
 
     @classmethod
     def for_user(cls, engine: Engine, username: str, **params: Any) -> "Dashboard":
@@ -143,9 +155,16 @@ class Dashboard(pn.viewable.Viewer):
                             styles={"color": color, "white-space": "nowrap", "font-style": "italic"})
 
     def live_indicator(self) -> pn.viewable.Viewable:
-        return pn.pane.HTML(pn.bind(LIVE_TEXT.get, self.store.param.live_status),
-                            css_classes=["opsdash-live-indicator"], styles={"color": "white", "white-space": "nowrap"},
-                            margin=(0, 8))
+        """Live / Reconnecting / Offline: the server's hub state, honest only while its heartbeats arrive."""
+        return pn.pane.HTML(pn.bind(live_markup, self.store.param.live_status), css_classes=["opsdash-live-indicator"],
+                            styles={"color": "white", "white-space": "nowrap"}, margin=(0, 8))
+
+    def heartbeat_view(self) -> pn.viewable.Viewable:
+        """Hidden; on the page only so that its changes reach the browser."""
+        return pn.pane.Bokeh(self._beat, visible=False, margin=0)
+
+    def heartbeat(self) -> None:
+        self._beat.text = str(int(self._beat.text) + 1)
 
     def _on_error(self, *_events) -> None:
         self._banner.object = self.store.error  # fixed text from components.store, never citizen data
@@ -181,7 +200,7 @@ class Dashboard(pn.viewable.Viewer):
             who = text(self.who(), css_classes=["opsdash-who"], margin=(0, 8), styles={
                 "color": "white", "white-space": "nowrap", "overflow": "hidden", "text-overflow": "ellipsis",
                 "max-width": "40vw"})
-            header = [self.live_indicator(),
+            header = [self.live_indicator(), self.heartbeat_view(),
                       pn.pane.HTML('<a href="./logout" style="color:white">Sign out</a>', margin=(0, 8))]
             main = self.main()
             if phone:  # the header has room for little on a phone: who/where opens the page instead
@@ -196,13 +215,16 @@ class Dashboard(pn.viewable.Viewer):
                 font=PAGE_FONT,
                 collapsed_sidebar=phone,  # filters open from the menu button instead of taking 300 px
             )
+            # Live state from heartbeats and automatic recovery (issue 17), from this server only.
+            root = (pn.state.rel_path or ".").rstrip("/") or "."
+            self._template.config.js_files["opsdash_live"] = f"{root}{LIVE_SCRIPT_PATH}?v={LIVE_SCRIPT_VERSION}"
         return self._template
 
     # -- served sessions ---------------------------------------------------------------
     def connect_session(self) -> None:
         """Per-session wiring when served: filters <-> URL (then live updates, issue 3)."""
         self.sync_url()
-        self.live_session = attach_live(self.store, self.live_feed)
+        self.live_session = attach_live(self.store, self.live_feed, heartbeat=self.heartbeat)
 
     def sync_url(self, location: Location | None = None) -> None:
         """The filter inputs <-> the URL query, by Panel's ``Location.sync``.

@@ -6,11 +6,18 @@ per-session wiring: it registers the session's Scope with the hub, drains
 its queue every ``OPSDASH_LIVE_INTERVAL_MS`` in a periodic async callback,
 feeds the LiveFeed, refreshes the store (debounced, or at once on resync),
 raises a notification per SLA breach, and removes everything it registered
-when the session is destroyed.
+when the session is destroyed. ``attach_live`` also starts the session's
+heartbeat: a change the page sees every ``HEARTBEAT_S``.
+
+The browser's side of the heartbeat is ``assets/live_status.js`` (served at
+``LIVE_SCRIPT_PATH``): the header says Live only while the server's messages
+arrive; a lost connection is retried with backoff and the page reloads itself
+once the server answers again (issue 17).
 """
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import html
 import inspect
 import logging
@@ -18,10 +25,12 @@ import threading
 import time
 import weakref
 from functools import partial
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable
 
 import panel as pn
 from panel.io import PeriodicCallback
+import tornado.web
 from tornado.ioloop import IOLoop
 
 from data.events import Event, bus_for
@@ -29,6 +38,7 @@ from data.hub import Hub
 from data.simulator import Simulator
 from data.workers import SHORT
 
+from .compression import IMMUTABLE
 from .settings import get_engine, get_settings
 
 log = logging.getLogger("opsdash.live")
@@ -40,6 +50,15 @@ DRAIN_BATCH = 2000
 REFRESH_DEBOUNCE_S = 2.0
 #: Demo simulator pace (changes a second) for `opsdash serve --demo`: a visibly moving feed.
 DEMO_RATE = 1.5
+#: A session's heartbeat: the page says Live only while messages reach it at least this often
+#: (three missed beats and it says Reconnecting). One small message per session each time.
+HEARTBEAT_S = 5.0
+#: The browser's half (served by ``LiveScriptHandler``; a route of ``dashboard_app/routes.py``).
+LIVE_SCRIPT_PATH = "/opsdash-live.js"
+LIVE_SCRIPT = (Path(__file__).parent / "assets" / "live_status.js").read_text(encoding="utf-8").replace(
+    "@HEARTBEAT_MS@", str(int(HEARTBEAT_S * 1000)))
+#: The page asks for ``LIVE_SCRIPT_PATH?v=LIVE_SCRIPT_VERSION``: cached for a year, a new release a new URL.
+LIVE_SCRIPT_VERSION = hashlib.sha256(LIVE_SCRIPT.encode()).hexdigest()[:12]
 
 _lock = threading.Lock()
 _hub: Hub | None = None
@@ -193,16 +212,45 @@ class LiveSession:
             notifications.warning(f"{len(breaches) - 3} more SLA breaches", duration=8000)
 
 
-def attach_live(store, feed) -> LiveSession | None:
-    """Wire live updates into the current session; None (and the feed says off) when impossible."""
+def attach_live(store, feed, heartbeat: Callable[[], None] | None = None) -> LiveSession | None:
+    """Wire live updates into the current session; None (and the feed says off) when impossible.
+
+    ``heartbeat`` changes something the page shows (``Dashboard.live_indicator``'s beat), so the
+    browser sees a message at least every ``HEARTBEAT_S``.
+    """
     doc = pn.state.curdoc
     if doc is None or doc.session_context is None:
         # Not a served session (a notebook): no periodic callbacks, no hub.
         store.live_status = "off"
         return None
+    if heartbeat is not None:
+        # Whether or not live updates start: a page without beats would take itself for cut off.
+        start_heartbeat(heartbeat)
     try:
         return LiveSession(store, feed, hub=process_hub()).start()
     except Exception:
         log.exception("live updates unavailable for this session")
         store.live_status = "off"
         return None
+
+
+def start_heartbeat(beat: Callable[[], None], period_s: float = HEARTBEAT_S) -> PeriodicCallback:
+    """Call ``beat`` every ``period_s`` for the current session's lifetime (the browser cannot
+    tell a quiet feed from a dead socket, so the server speaks even when nothing happens)."""
+    # In the background and unlogged, as LiveSession's tick (see there); Bokeh drops the
+    # callback with the session's document.
+    callback = PeriodicCallback(callback=beat, period=int(period_s * 1000), background=True, log=False)
+    callback.start()
+    return callback
+
+
+class LiveScriptHandler(tornado.web.RequestHandler):
+    """``LIVE_SCRIPT_PATH``: the page's live-state script, from this server (CSP: scripts from 'self')."""
+
+    def get(self) -> None:
+        self.set_header("Content-Type", "text/javascript; charset=utf-8")
+        # The page's URL carries this script's version: nothing to ask again on a metered link.
+        # Any other URL revalidates (Tornado's ETag makes that a 304), so it is never stale.
+        versioned = self.get_query_argument("v", "") == LIVE_SCRIPT_VERSION
+        self.set_header("Cache-Control", IMMUTABLE if versioned else "no-cache")
+        self.finish(LIVE_SCRIPT)

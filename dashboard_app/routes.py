@@ -9,11 +9,13 @@ from . import server
 from .logout_route import OpsDashLogoutHandler
 from .export_route import EXPORT_PATH, ExportDownloadHandler
 from .health_route import HealthHandler
+from .live import LIVE_SCRIPT_PATH, LiveScriptHandler
 
 ROUTES = [
     (r"/health", HealthHandler, {}),
     (r"/logout", OpsDashLogoutHandler, {}),
     (EXPORT_PATH, ExportDownloadHandler, {}),  # large exports, streamed
+    (LIVE_SCRIPT_PATH, LiveScriptHandler, {}),  # the page's live state and automatic recovery
 ]
 
 server.start()
