@@ -18,6 +18,7 @@ from urllib.parse import parse_qsl, urlencode
 import panel as pn
 import param
 from panel.io.location import Location
+from bokeh.models import CustomJS
 from sqlalchemy import Engine
 
 from components.charts import TicketCharts
@@ -27,6 +28,7 @@ from components.filters import FilterBar
 from components.hidden_categories import HiddenCategoriesNotice
 from components.kpis import KpiCards
 from components.live_feed import LiveFeed
+from components.panel_compat import TABULATOR_ARIA_JS, AccessibleFastListTemplate
 from components.store import DashboardStore
 from components.store_view import text
 from components.table import TicketTable
@@ -189,13 +191,16 @@ class Dashboard(pn.viewable.Viewer):
                 main[:0] = [who, self.updating_indicator(color="#555")]
             else:
                 header[:0] = [who, self.updating_indicator()]
-            self._template = pn.template.FastListTemplate(
+            self._template = AccessibleFastListTemplate(
                 title=self.title, sidebar=self.sidebar(), main=main, header=header,
                 accent=ACCENT, header_background=ACCENT, sidebar_width=300, main_layout=None,
                 meta_viewport=META_VIEWPORT, theme_toggle=False,  # charts and cards are styled for light only
                 font=PAGE_FONT,
                 collapsed_sidebar=phone,  # filters open from the menu button instead of taking 300 px
             )
+            doc = pn.state.curdoc
+            if doc is not None and doc.session_context is not None:
+                doc.js_on_event("document_ready", CustomJS(code=TABULATOR_ARIA_JS))  # screen readers: see its comment
         return self._template
 
     # -- served sessions ---------------------------------------------------------------

@@ -247,6 +247,18 @@ def test_table_pages_and_sorts_in_the_database(engine, make_seed):
     assert table.tabulator.total_rows == (frame.status == "open").sum()
 
 
+def test_severity_sorts_from_low_to_critical_not_alphabetically(engine, make_seed):
+    store = store_for(engine, make_seed(tickets=120, random_seed=34), "manager")
+    table = TicketTable(store=store, page_size=200)
+    order = ["low", "medium", "high", "critical"]  # written here, not read from the code
+    table.tabulator.sorters = [{"field": "severity", "dir": "asc"}]
+    shown = list(table.tabulator.value.severity)
+    assert set(shown) == set(order) and shown == sorted(shown, key=order.index)
+    table.tabulator.sorters = [{"field": "severity", "dir": "desc"}]
+    shown = list(table.tabulator.value.severity)
+    assert shown[0] == "critical" and shown == sorted(shown, key=order.index, reverse=True)
+
+
 def test_table_ignores_forged_sorters_instead_of_trusting_them(engine, make_seed):
     store = store_for(engine, make_seed(tickets=40, random_seed=32), "manager")
     table = TicketTable(store=store)
