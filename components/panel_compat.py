@@ -15,7 +15,7 @@ Widgets and pages:
    ``serve_pages_without_webgl``, ``serve_pages_without_google_fonts``,
    ``serve_pages_with_deferred_scripts``: lighter pages, no third-party host (issue 17).
 4. ``models_frozen``: add a page's roots to a document in one model walk.
-4a. ``AccessibleFastListTemplate`` and ``TABULATOR_ARIA_JS``: landmarks and ARIA roles
+4a. ``AccessibleFastListTemplate`` and ``PAGE_A11Y_JS``: landmarks and ARIA roles
     axe-core asks for that Panel's template and Tabulator's markup lack (issue 17).
 
 Sign-in (dashboard_app/auth.py, web_session.py):
@@ -272,13 +272,16 @@ class AccessibleFastListTemplate(FastListTemplate):
     _template = _TemplateText(accessible_template_text())
 
 
-#: Tabulator (6.4) makes its whole box ``role="grid"``, pagination buttons and the focusable
+#: Two repairs of markup made in the browser, applied to every view as it appears.
+#: (1) Tabulator (6.4) makes its whole box ``role="grid"``, pagination buttons and the focusable
 #: scroll box included (axe-core "aria-required-children", critical: a grid may own rows only).
 #: Its box becomes a named region holding two grids, the header row and the rows (each owns
 #: rows only); every ticket cell stays a gridcell under its grid. Tabulator has no option for
 #: roles, and a Panel view may be rebuilt (new page of rows): re-applied twice a second, idempotent,
 #: browser-side only (no message to the server).
-TABULATOR_ARIA_JS = """
+#: (2) Panel's FileDownload listens for clicks on the link inside its button, so Enter or Space on
+#: the focused button (and a click on its padding) did nothing: the button hands them to the link.
+PAGE_A11Y_JS = """
 function opsdashTabulatorRoles(root) {
   for (const el of root.querySelectorAll('*')) {
     if (el.shadowRoot) opsdashTabulatorRoles(el.shadowRoot);
@@ -293,10 +296,20 @@ function opsdashTabulatorRoles(root) {
     if (body) { body.setAttribute('role', 'grid'); body.setAttribute('aria-label', 'Tickets'); }
   }
 }
-opsdashTabulatorRoles(document);
-if (!window.opsdashTabulatorTimer) {
-  window.opsdashTabulatorTimer = setInterval(() => opsdashTabulatorRoles(document), 500);
+function opsdashDownloadKeys(root) {
+  for (const el of root.querySelectorAll('*')) {
+    if (el.shadowRoot) opsdashDownloadKeys(el.shadowRoot);
+  }
+  for (const button of root.querySelectorAll('button.bk-btn:not([data-opsdash-keys])')) {
+    const link = button.querySelector(':scope > a');
+    if (!link) continue;
+    button.setAttribute('data-opsdash-keys', '');
+    button.addEventListener('click', event => { if (event.target === button) link.click(); });
+  }
 }
+function opsdashA11y() { opsdashTabulatorRoles(document); opsdashDownloadKeys(document); }
+opsdashA11y();
+if (!window.opsdashA11yTimer) window.opsdashA11yTimer = setInterval(opsdashA11y, 500);
 """
 
 

@@ -28,7 +28,7 @@ from components.filters import FilterBar
 from components.hidden_categories import HiddenCategoriesNotice
 from components.kpis import KpiCards
 from components.live_feed import LiveFeed
-from components.panel_compat import TABULATOR_ARIA_JS, AccessibleFastListTemplate
+from components.panel_compat import PAGE_A11Y_JS, AccessibleFastListTemplate
 from components.store import DashboardStore
 from components.store_view import text
 from components.table import TicketTable
@@ -200,7 +200,7 @@ class Dashboard(pn.viewable.Viewer):
             )
             doc = pn.state.curdoc
             if doc is not None and doc.session_context is not None:
-                doc.js_on_event("document_ready", CustomJS(code=TABULATOR_ARIA_JS))  # screen readers: see its comment
+                doc.js_on_event("document_ready", CustomJS(code=PAGE_A11Y_JS))  # screen readers, keyboards: see its comment
         return self._template
 
     # -- served sessions ---------------------------------------------------------------
