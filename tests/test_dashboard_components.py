@@ -143,6 +143,12 @@ def test_kpi_cards_equal_figures_computed_from_the_scoped_rows(engine, make_seed
     assert cards["Created today"] == f"{(frame.created_at >= today).sum():,}"
     assert cards["Resolution rate"] == f"{resolved / len(frame):.0%}"
     assert cards["Median first response"] == format_duration(median_s)
+    # The SLA cards count resolved tickets too, and their titles say so.
+    deadline, answered = frame.sla_resolution_deadline, frame.resolved_at
+    late = deadline.notna() & ((answered.isna() & (deadline < now)) | (answered > deadline))
+    assert late[frame.status.isin(["resolved", "closed"])].any()  # the seed has some, or this proves nothing
+    assert cards["Resolution SLA missed (all tickets, resolved too)"] == f"{late.sum():,}"
+    assert "Response SLA missed (all tickets, resolved too)" in cards
     assert rendered_texts(kpis.render(kpis.load()), "opsdash-kpi-total") == [f"{len(frame):,} tickets match the filters"]
     assert matching_text(1) == "1 ticket matches the filters"
 
