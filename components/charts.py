@@ -97,7 +97,8 @@ def stacked_bars(long: pd.DataFrame, x: str, title: str) -> tuple[figure, Column
     # (every stack has all five), so each entry takes its colour from the right row whatever the data.
     fig.add_layout(Legend(items=[LegendItem(label=status.replace("_", " "), renderers=[bars], index=i)
                                  for i, status in enumerate(STATUSES)],
-                          location="top_left", orientation="horizontal", label_text_font_size="11px"), "above")
+                          location="top_left", orientation="horizontal", label_text_font_size="11px",
+                          ncols=3), "above")  # two rows: one row of five ran off a phone's screen
     fig.add_tools(HoverTool(renderers=[bars], tooltips=[(x.replace("_id", ""), f"@{{{x}}}"), ("status", "@status"),
                                                         ("tickets", "@tickets{0,0}")]))
     set_bars(fig, source, columns, x)
@@ -119,7 +120,7 @@ def set_lines(fig: figure, source: ColumnDataSource, columns: dict[str, list]) -
 def backlog_lines(by_day: pd.DataFrame) -> tuple[figure, ColumnDataSource]:
     columns = line_columns(by_day)
     source = ColumnDataSource(columns)
-    fig = _figure("Created, resolved and open backlog per day", x_axis_type="datetime",
+    fig = _figure("Created, resolved and open per day", x_axis_type="datetime",  # short: whole on a phone
                   x_range=Range1d())  # the days: set_lines
     for column, color in LINE_COLORS.items():
         fig.line("day", column, source=source, color=color, line_width=2, legend_label=column, name=column)

@@ -26,6 +26,7 @@ TYPE_LABELS = {
     "assignment_changed": "assigned",
 }
 FEED_CSS = """
+.opsdash-feed-scroll { max-height: 240px; overflow-y: auto; }
 .opsdash-feed-table { border-collapse: collapse; width: 100%; font-size: 0.9em; }
 .opsdash-feed-table th { text-align: left; color: #555; font-weight: 600; border-bottom: 1px solid #ccc; }
 .opsdash-feed-table th, .opsdash-feed-table td { padding: 2px 8px; white-space: nowrap; }
@@ -95,7 +96,7 @@ class LiveFeed(pn.viewable.Viewer):
         # design and stylesheets each time (measured at 200 sessions a process: over a
         # third of the event loop). The text is our own markup with every cell escaped.
         self._div = Div(text=self._html(), sizing_mode="stretch_width", disable_math=True,
-                        css_classes=["opsdash-live-feed"], styles={"max-height": "420px", "overflow-y": "auto"})
+                        css_classes=["opsdash-live-feed"])
         # The styles go on the pane: Panel's design replaces a wrapped Bokeh model's own stylesheets
         # with the design's plus the pane's (panel/theme/base.py), so the Div's were never applied.
         self._table = pn.pane.Bokeh(self._div, sizing_mode="stretch_width", stylesheets=[FEED_CSS])
@@ -123,7 +124,10 @@ class LiveFeed(pn.viewable.Viewer):
         """
         head = "".join(f"<th>{escape(c)}</th>" for c in COLUMNS)
         body = "".join(self._html_rows) or f'<tr><td class="opsdash-feed-empty" colspan="{len(COLUMNS)}">{WAITING_TEXT}</td></tr>'
-        return f'<table class="opsdash-feed-table"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+        # The scroll box can take the keyboard focus (axe-core "scrollable-region-focusable"); about
+        # eight lines high, so the ticket table follows it on screen.
+        return ('<div class="opsdash-feed-scroll" tabindex="0" role="region" aria-label="Live activity">'
+                f'<table class="opsdash-feed-table"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>')
 
     def add(self, events: Iterable[Event]) -> None:
         """Show ``events`` (oldest first, as drained) on top of the feed, in one update."""
