@@ -17,8 +17,8 @@ from urllib.parse import parse_qsl, urlencode
 
 import panel as pn
 import param
-from panel.io.location import Location
 from bokeh.models import CustomJS
+from panel.io.location import Location
 from sqlalchemy import Engine
 
 from components.charts import TicketCharts
@@ -176,10 +176,12 @@ class Dashboard(pn.viewable.Viewer):
         top = pn.Column(pn.Row(self._banner, self._retry, sizing_mode="stretch_width"),
                         *([self.hidden_categories] if self.scope.role is Role.ADMIN else []),
                         self.kpis, sizing_mode="stretch_width", margin=0)
-        live = (pn.Card(self.live_area, title="Live activity", collapsed=True, sizing_mode="stretch_width",
-                        css_classes=["opsdash-live-card"]) if phone else self.live_area)
-        return [top, live, self.charts, pn.pane.Markdown("### Tickets", margin=(10, 10, 0, 10)), self.table] \
-            if phone else [top, self.charts, live, pn.pane.Markdown("### Tickets", margin=(10, 10, 0, 10)), self.table]
+        tickets = [pn.pane.Markdown("### Tickets", margin=(10, 10, 0, 10)), self.table]
+        if phone:
+            live = pn.Card(self.live_area, title="Live activity", collapsed=True, sizing_mode="stretch_width",
+                           css_classes=["opsdash-live-card"])
+            return [top, live, self.charts, *tickets]
+        return [top, self.charts, self.live_area, *tickets]
 
     def __panel__(self) -> pn.viewable.Viewable:
         """The notebook view: header line, sidebar column, main column."""
