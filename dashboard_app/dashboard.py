@@ -169,8 +169,8 @@ class Dashboard(pn.viewable.Viewer):
     def main(self, phone: bool = False) -> list[pn.viewable.Viewable]:
         """The figures, the live feed and the tickets.
 
-        The feed comes before the 25-row table (below it, it was out of view); on a phone it
-        waits folded under the figures, one tap to open. The first parts are one column: the
+        The feed comes under the cards, in view when the page opens (below the 25-row table it
+        was out of view; at most ~8 lines high); on a phone it waits folded there, one tap to open. The first parts are one column: the
         template puts a margin around each part (a ~130 px gap above the cards on a phone).
         """
         top = pn.Column(pn.Row(self._banner, self._retry, sizing_mode="stretch_width"),
@@ -181,7 +181,7 @@ class Dashboard(pn.viewable.Viewer):
             live = pn.Card(self.live_area, title="Live activity", collapsed=True, sizing_mode="stretch_width",
                            css_classes=["opsdash-live-card"])
             return [top, live, self.charts, *tickets]
-        return [top, self.charts, self.live_area, *tickets]
+        return [top, self.live_area, self.charts, *tickets]
 
     def __panel__(self) -> pn.viewable.Viewable:
         """The notebook view: header line, sidebar column, main column."""
