@@ -21,7 +21,7 @@ from data.filters import STATUSES
 from data.aggregates import pair_counts
 
 from .store import TREND_DAYS
-from .store_view import NO_TICKETS, StoreView, notice
+from .store_view import StoreView
 
 #: One colour per status in every chart, so a glance across charts agrees.
 STATUS_COLORS = {"open": "#e0a030", "in_progress": "#1f77b4", "escalated": "#b3261e",
@@ -97,7 +97,8 @@ def stacked_bars(long: pd.DataFrame, x: str, title: str) -> tuple[figure, Column
     # (every stack has all five), so each entry takes its colour from the right row whatever the data.
     fig.add_layout(Legend(items=[LegendItem(label=status.replace("_", " "), renderers=[bars], index=i)
                                  for i, status in enumerate(STATUSES)],
-                          location="top_left", orientation="horizontal", label_text_font_size="11px"), "above")
+                          location="top_left", orientation="horizontal", label_text_font_size="11px",
+                          ncols=3), "above")  # two rows: one row of five ran off a phone's screen
     fig.add_tools(HoverTool(renderers=[bars], tooltips=[(x.replace("_id", ""), f"@{{{x}}}"), ("status", "@status"),
                                                         ("tickets", "@tickets{0,0}")]))
     set_bars(fig, source, columns, x)
@@ -119,7 +120,7 @@ def set_lines(fig: figure, source: ColumnDataSource, columns: dict[str, list]) -
 def backlog_lines(by_day: pd.DataFrame) -> tuple[figure, ColumnDataSource]:
     columns = line_columns(by_day)
     source = ColumnDataSource(columns)
-    fig = _figure("Created, resolved and open backlog per day", x_axis_type="datetime",
+    fig = _figure("Created, resolved and open per day", x_axis_type="datetime",  # short: whole on a phone
                   x_range=Range1d())  # the days: set_lines
     for column, color in LINE_COLORS.items():
         fig.line("day", column, source=source, color=color, line_width=2, legend_label=column, name=column)
@@ -158,20 +159,17 @@ class TicketCharts(StoreView):
         panes: list = []
         self._drawn: dict[str, tuple[figure, ColumnDataSource]] = {}
         self._drawn_shape = self._shape(data)
-        if data.by_category_status.empty:
-            panes.append(notice(NO_TICKETS))
-        else:
+        # An empty bar chart is left out rather than saying so: the table says "No tickets match
+        # the filters." once for the page (three notices said it three times).
+        if not data.by_category_status.empty:
             self._drawn["category"] = stacked_bars(data.by_category_status, "category",
                                                    "Tickets by category and status")
             panes.append(self._drawn["category"][0])
         self._drawn["day"] = backlog_lines(data.by_day)
         panes.append(self._drawn["day"][0])
-        if data.by_ward_status is not None:
-            if data.by_ward_status.empty:
-                panes.append(notice(NO_TICKETS))
-            else:
-                self._drawn["ward_id"] = stacked_bars(data.by_ward_status, "ward_id", "Tickets per ward")
-                panes.append(self._drawn["ward_id"][0])
+        if data.by_ward_status is not None and not data.by_ward_status.empty:
+            self._drawn["ward_id"] = stacked_bars(data.by_ward_status, "ward_id", "Tickets per ward")
+            panes.append(self._drawn["ward_id"][0])
         return pn.FlexBox(*[pn.Column(p, min_width=300, sizing_mode="stretch_width", styles={"flex": "1 1 420px"})
                             for p in panes], gap="10px", sizing_mode="stretch_width")
 

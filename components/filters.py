@@ -22,6 +22,7 @@ from data.models import VISIBLE_CATEGORIES
 from data.named_tickets import known_categories
 from data.tickets import visible_ward_ids
 
+from .filter_state import UrlDate
 from .store import DashboardStore
 
 log = logging.getLogger("opsdash.filters")
@@ -29,6 +30,58 @@ log = logging.getLogger("opsdash.filters")
 
 def _label(value: str) -> str:
     return value.replace("_", " ").capitalize()
+
+
+#: How a date is written in the inputs and everywhere on the page: as South Africans write it.
+DATE_PLACEHOLDER = "yyyy-mm-dd, e.g. 2026-11-30"
+
+
+class DateText(pn.viewable.Viewer):
+    """A date typed as ``2026-11-30`` for one date parameter of the store's filter state.
+
+    Rather than Panel's DatePicker: on a phone its calendar hands over to the
+    browser's own date field, which shows the phone's locale (mm/dd/yyyy), has
+    no label for screen readers and a tabindex out of page order. Text that is
+    no date is not applied, and neither is anything else until it is corrected
+    (``store.rejected``): the page never shows results the inputs do not say.
+    """
+
+    store = param.ClassSelector(class_=DashboardStore)
+    field = param.Selector(objects=["created_from", "created_to"], doc="The TicketFilterState date parameter it shows.")
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        state = self.store.state
+        self.label = state.param[self.field].label
+        self.input = pn.widgets.TextInput(label=self.label, placeholder=DATE_PLACEHOLDER, max_length=40,
+                                          value=UrlDate.serialize(getattr(state, self.field)),
+                                          sizing_mode="stretch_width")
+        self.input.param.watch(self._typed, "value")
+        state.param.watch(self._shown, self.field)
+        self.store.param.watch(self._shown, "rejected")
+
+    def _typed(self, *_events: Any) -> None:
+        store, text = self.store, self.input.value
+        try:
+            value = UrlDate.deserialize(text.strip())
+        except ValueError:
+            store.rejected = {**store.rejected, self.field: f"{self.label.lower()} must be a date like 2026-11-30, "
+                                                           f"got {text[:40]!r}"}
+            return
+        with param.parameterized.batch_call_watchers(store.state):  # the state's change and the un-rejection: one apply
+            setattr(store.state, self.field, value)
+            if self.field in store.rejected:
+                store.rejected = {k: v for k, v in store.rejected.items() if k != self.field}
+
+    def _shown(self, *_events: Any) -> None:
+        """The state's date in the box (the URL, "Clear filters"), unless the box holds text being corrected."""
+        if self.field not in self.store.rejected:
+            text = UrlDate.serialize(getattr(self.store.state, self.field))
+            if self.input.value.strip() != text:
+                self.input.value = text
+
+    def __panel__(self) -> pn.viewable.Viewable:
+        return self.input
 
 
 class FilterBar(pn.viewable.Viewer):
@@ -55,12 +108,14 @@ class FilterBar(pn.viewable.Viewer):
         wide = dict(sizing_mode="stretch_width")
         self.status = pn.widgets.MultiChoice.from_param(state.param.statuses, options={_label(s): s for s in STATUSES}, **wide)
         self.category = pn.widgets.MultiChoice.from_param(state.param.categories, options={_label(c): c for c in categories}, **wide)
-        # A councillor's: their ward, disabled (the parameter is constant).
-        self.ward = pn.widgets.MultiChoice.from_param(
-            state.param.wards, name="Ward" if wards is not None else "Ward (yours)", **wide)
-        # Two pickers rather than a range picker: an open range ("since 1 May") is common.
-        self.created_from = pn.widgets.DatePicker.from_param(state.param.created_from, **wide)
-        self.created_to = pn.widgets.DatePicker.from_param(state.param.created_to, **wide)
+        if wards is not None:
+            self.ward = pn.widgets.MultiChoice.from_param(state.param.wards, name="Ward", **wide)
+        else:  # A councillor's ward is fixed (the parameter is constant): said, not a chip with a "×" that does nothing.
+            self.ward = pn.pane.HTML(f"<strong>Ward:</strong> {html.escape(store.scope.ward_id or '')} (yours)",
+                                     css_classes=["opsdash-fixed-ward"], **wide)
+        # Two dates rather than a range: an open range ("since 1 May") is common.
+        self.created_from = DateText(store=store, field="created_from")
+        self.created_to = DateText(store=store, field="created_to")
         self.search = pn.widgets.TextInput.from_param(state.param.search, placeholder="tracking number, description or address",
                                                       max_length=MAX_SEARCH_LENGTH, **wide)
         self.clear = pn.widgets.Button(label="Clear filters", color="light", **wide)

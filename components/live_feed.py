@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 
 import panel as pn
 import param
-from bokeh.models import Div, InlineStyleSheet
+from bokeh.models import Div
 
 from data.events import Event
 
@@ -26,11 +26,20 @@ TYPE_LABELS = {
     "assignment_changed": "assigned",
 }
 FEED_CSS = """
+.opsdash-feed-scroll { max-height: 240px; overflow-y: auto; }
 .opsdash-feed-table { border-collapse: collapse; width: 100%; font-size: 0.9em; }
 .opsdash-feed-table th { text-align: left; color: #555; font-weight: 600; border-bottom: 1px solid #ccc; }
 .opsdash-feed-table th, .opsdash-feed-table td { padding: 2px 8px; white-space: nowrap; }
 .opsdash-feed-table tbody tr:nth-child(even) { background: #f6f6f6; }
+.opsdash-feed-table .opsdash-feed-empty { color: #555; font-style: italic; padding: 6px 8px; }
+/* A phone: six columns fit 390 px only if cells may wrap (the Status column was cut off). */
+@media (max-width: 600px) {
+  .opsdash-feed-table { font-size: 0.8em; }
+  .opsdash-feed-table th, .opsdash-feed-table td { white-space: normal; padding: 2px 4px; }
+}
 """
+#: What an empty feed says (rather than a bare header row).
+WAITING_TEXT = "Waiting for activity\u2026 New and changed tickets appear here as they happen."
 STATUS_TEXT = {
     "off": "Live updates off",
     "connecting": "Connecting to live updates...",
@@ -87,9 +96,10 @@ class LiveFeed(pn.viewable.Viewer):
         # design and stylesheets each time (measured at 200 sessions a process: over a
         # third of the event loop). The text is our own markup with every cell escaped.
         self._div = Div(text=self._html(), sizing_mode="stretch_width", disable_math=True,
-                        css_classes=["opsdash-live-feed"], stylesheets=[InlineStyleSheet(css=FEED_CSS)],
-                        styles={"max-height": "420px", "overflow-y": "auto"})
-        self._table = pn.pane.Bokeh(self._div, sizing_mode="stretch_width")
+                        css_classes=["opsdash-live-feed"])
+        # The styles go on the pane: Panel's design replaces a wrapped Bokeh model's own stylesheets
+        # with the design's plus the pane's (panel/theme/base.py), so the Div's were never applied.
+        self._table = pn.pane.Bokeh(self._div, sizing_mode="stretch_width", stylesheets=[FEED_CSS])
         self._status = pn.pane.Str(self._status_text(), css_classes=["opsdash-live-status"])
         if self.store is not None:
             self.store.param.watch(self._on_status, "live_status")
@@ -113,7 +123,11 @@ class LiveFeed(pn.viewable.Viewer):
         once: a busy municipality re-renders every session's feed twice a second.
         """
         head = "".join(f"<th>{escape(c)}</th>" for c in COLUMNS)
-        return f'<table class="opsdash-feed-table"><thead><tr>{head}</tr></thead><tbody>{"".join(self._html_rows)}</tbody></table>'
+        body = "".join(self._html_rows) or f'<tr><td class="opsdash-feed-empty" colspan="{len(COLUMNS)}">{WAITING_TEXT}</td></tr>'
+        # The scroll box can take the keyboard focus (axe-core "scrollable-region-focusable"); about
+        # eight lines high, so the ticket table follows it on screen.
+        return ('<div class="opsdash-feed-scroll" tabindex="0" role="region" aria-label="Live activity">'
+                f'<table class="opsdash-feed-table"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>')
 
     def add(self, events: Iterable[Event]) -> None:
         """Show ``events`` (oldest first, as drained) on top of the feed, in one update."""

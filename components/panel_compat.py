@@ -15,6 +15,8 @@ Widgets and pages:
    ``serve_pages_without_webgl``, ``serve_pages_without_google_fonts``,
    ``serve_pages_with_deferred_scripts``: lighter pages, no third-party host (issue 17).
 4. ``models_frozen``: add a page's roots to a document in one model walk.
+4a. ``AccessibleFastListTemplate`` and ``PAGE_A11Y_JS``: landmarks and ARIA roles
+    axe-core asks for that Panel's template and Tabulator's markup lack (issue 17).
 
 Sign-in (dashboard_app/auth.py, web_session.py):
 5. ``validate_next_url``, ``login_endpoint``, ``encode_id_token`` / ``decode_id_token``.
@@ -48,6 +50,7 @@ from panel.io import resources as panel_resources
 from panel.io.application import Application
 from panel.io.server import ComponentResourceHandler
 from panel.io.state import state
+from panel.template import FastListTemplate
 from panel.theme.fast import Fast
 from panel.util import base64url_encode, decode_token
 from tornado.web import HTTPError, RequestHandler, StaticFileHandler
@@ -215,6 +218,99 @@ def models_frozen(doc: Document) -> Iterator[None]:
     """
     with doc.models.freeze():
         yield
+
+
+# ---- 4a. accessible page structure (issue 17) ----------------------------------------------------
+
+#: Panel's FastListTemplate markup -> ours. The sidebar's ``<ul>`` holds ``<div>``s, not ``<li>``s
+#: (axe-core "list", serious: a screen reader announces a list of nothing); the page has no main
+#: landmark nor any named region, so a screen-reader user cannot jump to the filters or the figures.
+TEMPLATE_FIXES = {
+    '<ul class="nav flex-column">': '<ul class="nav flex-column" role="none">',
+    '<div class="sidenav {{\'hidden\' if collapsed_sidebar else \'\'}}" id="sidebar">':
+        '<div class="sidenav {{\'hidden\' if collapsed_sidebar else \'\'}}" id="sidebar" role="region" aria-label="Filters">',
+    '<div class="main" id="main">': '<div class="main" id="main" role="main">',
+    # The page's name as its one top-level heading (the header looks the same).
+    '<a class="title" href="" >{{ app_title }}</a>':
+        '<h1 style="display:inline;font-size:inherit;font-weight:inherit;margin:0">'
+        '<a class="title" href="" >{{ app_title }}</a></h1>',
+}
+
+
+class _TemplateText:
+    """What ``BasicTemplate.__init__`` reads of ``_template``: the text, and a path outside Panel's
+    templates (``relative_to`` fails), so Panel parses the text itself; ``{% extends %}`` still
+    resolves through Panel's own template loader."""
+
+    def __init__(self, text: str) -> None:
+        self._text = text
+
+    def read_text(self, encoding: str = "utf-8") -> str:
+        return self._text
+
+    def relative_to(self, *_: Any) -> Any:
+        raise ValueError("not a file under panel/template")
+
+
+def accessible_template_text() -> str:
+    """Panel's fast_list_template.html with TEMPLATE_FIXES applied; ValueError when one no longer matches."""
+    text = FastListTemplate._template.read_text(encoding="utf-8")
+    for old, new in TEMPLATE_FIXES.items():
+        if old not in text:
+            raise ValueError(f"Panel's FastListTemplate markup changed: {old!r} not found")
+        text = text.replace(old, new)
+    return text
+
+
+class AccessibleFastListTemplate(FastListTemplate):
+    """FastListTemplate with a main landmark, a named filters region and no empty list.
+
+    Relies on ``BasicTemplate._template`` (the Jinja file a template class renders) and
+    its markup; Panel has no public way to add landmarks. Checked by tests/test_panel_compat.py.
+    """
+
+    _template = _TemplateText(accessible_template_text())
+
+
+#: Two repairs of markup made in the browser, applied to every view as it appears.
+#: (1) Tabulator (6.4) makes its whole box ``role="grid"``, pagination buttons and the focusable
+#: scroll box included (axe-core "aria-required-children", critical: a grid may own rows only).
+#: Its box becomes a named region holding two grids, the header row and the rows (each owns
+#: rows only); every ticket cell stays a gridcell under its grid. Tabulator has no option for
+#: roles, and a Panel view may be rebuilt (new page of rows): re-applied twice a second, idempotent,
+#: browser-side only (no message to the server).
+#: (2) Panel's FileDownload listens for clicks on the link inside its button, so Enter or Space on
+#: the focused button (and a click on its padding) did nothing: the button hands them to the link.
+PAGE_A11Y_JS = """
+function opsdashTabulatorRoles(root) {
+  for (const el of root.querySelectorAll('*')) {
+    if (el.shadowRoot) opsdashTabulatorRoles(el.shadowRoot);
+  }
+  for (const table of root.querySelectorAll('.tabulator[role=grid]')) {
+    table.setAttribute('role', 'region');
+    table.setAttribute('aria-label', 'Tickets table');
+    table.removeAttribute('aria-owns');
+    const header = table.querySelector(':scope > .tabulator-header');
+    if (header) { header.setAttribute('role', 'grid'); header.setAttribute('aria-label', 'Column headings'); }
+    const body = table.querySelector(':scope > .tabulator-tableholder');
+    if (body) { body.setAttribute('role', 'grid'); body.setAttribute('aria-label', 'Tickets'); }
+  }
+}
+function opsdashDownloadKeys(root) {
+  for (const el of root.querySelectorAll('*')) {
+    if (el.shadowRoot) opsdashDownloadKeys(el.shadowRoot);
+  }
+  for (const button of root.querySelectorAll('button.bk-btn:not([data-opsdash-keys])')) {
+    const link = button.querySelector(':scope > a');
+    if (!link) continue;
+    button.setAttribute('data-opsdash-keys', '');
+    button.addEventListener('click', event => { if (event.target === button) link.click(); });
+  }
+}
+function opsdashA11y() { opsdashTabulatorRoles(document); opsdashDownloadKeys(document); }
+opsdashA11y();
+if (!window.opsdashA11yTimer) window.opsdashA11yTimer = setInterval(opsdashA11y, 500);
+"""
 
 
 # ---- 5. sign-in ----------------------------------------------------------------------------------

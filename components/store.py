@@ -58,6 +58,9 @@ class DashboardStore(param.Parameterized):
         "The filters every view and export applies: ``state`` validated and scoped (derived; see _apply_state)."))
     filter_error = param.String(default="", doc=(
         "Why the inputs in ``state`` are not applied ('' when ``filters`` is what they say)."))
+    rejected = param.Dict(default={}, doc=(
+        "Inputs whose text is no value at all (a typed date that is not one): name -> why. While any "
+        "is, nothing the inputs say is applied (see _apply_state); the inputs write and clear it."))
     data_version = param.Integer(default=0, doc="Bumped by refresh(); views re-query when it changes.")
     live_status = param.Selector(default="off", objects=["off", "connecting", "live", "paused"])
     error = param.String(default="", doc="Why data could not be loaded (shown as a banner); '' when fine.")
@@ -103,10 +106,12 @@ class DashboardStore(param.Parameterized):
         except (TypeError, ValueError) as exc:  # a value outside the state's choices (an unknown ward)
             raise InvalidFilter(str(exc)) from None
 
-    @param.depends(*(f"state.{name}" for name in FILTER_NAMES), watch=True)
+    @param.depends(*(f"state.{name}" for name in FILTER_NAMES), "rejected", watch=True)
     def _apply_state(self) -> None:
         """The inputs into ``filters`` (one change, so one load per view), or into ``filter_error``."""
         try:
+            if self.rejected:  # an input shows text that is no value: applying the others would not be what it says
+                raise InvalidFilter("; ".join(self.rejected.values()))
             new = self._scoped(self.state.to_filters())
         except InvalidFilter as exc:
             # The views and the downloads stay on the last valid filters; say so beside the inputs.
@@ -119,7 +124,8 @@ class DashboardStore(param.Parameterized):
 
     def clear_filters(self) -> None:
         """Every filter input back to its default: one update, so one load per view."""
-        self.state.param.update(**self.state.defaults())
+        self.state.param.update(**self.state.defaults())  # (while an input is rejected, this applies nothing)
+        self.rejected = {}
 
     def refresh(self) -> None:
         """Make every data view re-query (live events, resync, retry after an error)."""

@@ -17,7 +17,7 @@ from urllib.parse import parse_qsl, urlencode
 
 import panel as pn
 import param
-from bokeh.models import Div
+from bokeh.models import CustomJS, Div
 from panel.io.location import Location
 from sqlalchemy import Engine
 
@@ -28,6 +28,7 @@ from components.filters import FilterBar
 from components.hidden_categories import HiddenCategoriesNotice
 from components.kpis import KpiCards
 from components.live_feed import LiveFeed
+from components.panel_compat import PAGE_A11Y_JS, AccessibleFastListTemplate
 from components.store import DashboardStore
 from components.store_view import text
 from components.table import TicketTable
@@ -49,6 +50,16 @@ PAGE_FONT = "system-ui, -apple-system, Segoe UI, Roboto, sans-serif"  # unquoted
 UPDATING_TEXT = "Updating\u2026"
 UPDATING_CSS = """.opsdash-updating-note { visibility: hidden; animation: opsdash-show 0s linear 0.4s forwards; }
 @keyframes opsdash-show { to { visibility: visible; } }"""
+#: A phone (narrower than the 300 px filters plus a readable page): the opened menu lies over the
+#: page instead of squeezing it into a 90 px column; the header's text may take two lines.
+PHONE_CSS = """
+@media (max-width: 700px) {
+  #content { position: relative; }
+  #sidebar:not(.hidden) { position: absolute; z-index: 20; top: 0; left: 0; bottom: 0; height: auto;
+                          background-color: white; box-shadow: 2px 0 12px rgba(0, 0, 0, 0.35); }
+  #main { padding: 0 6px; }
+}
+"""
 #: The server's view of live updates (its hub); the browser's script (``assets/live_status.js``)
 #: overrides it with "Reconnecting…" / "Offline" whenever the server's heartbeats stop arriving.
 LIVE_TEXT = {"off": "\u25cb Live off", "connecting": "\u25cc Connecting", "live": "\u25cf Live",
@@ -173,16 +184,22 @@ class Dashboard(pn.viewable.Viewer):
     def sidebar(self) -> list[pn.viewable.Viewable]:
         return [pn.pane.Markdown("### Filters"), self.filter_bar, self.export_area]
 
-    def main(self) -> list[pn.viewable.Viewable]:
-        return [
-            pn.Row(self._banner, self._retry, sizing_mode="stretch_width"),
-            *([self.hidden_categories] if self.scope.role is Role.ADMIN else []),
-            self.kpis,
-            self.charts,
-            pn.pane.Markdown("### Tickets", margin=(10, 10, 0, 10)),
-            self.table,
-            self.live_area,
-        ]
+    def main(self, phone: bool = False) -> list[pn.viewable.Viewable]:
+        """The figures, the live feed and the tickets.
+
+        The feed comes under the cards, in view when the page opens (below the 25-row table it
+        was out of view; at most ~8 lines high); on a phone it waits folded there, one tap to open. The first parts are one column: the
+        template puts a margin around each part (a ~130 px gap above the cards on a phone).
+        """
+        top = pn.Column(pn.Row(self._banner, self._retry, sizing_mode="stretch_width"),
+                        *([self.hidden_categories] if self.scope.role is Role.ADMIN else []),
+                        self.kpis, sizing_mode="stretch_width", margin=0)
+        tickets = [pn.pane.Markdown("### Tickets", margin=(10, 10, 0, 10)), self.table]
+        if phone:
+            live = pn.Card(self.live_area, title="Live activity", collapsed=True, sizing_mode="stretch_width",
+                           css_classes=["opsdash-live-card"])
+            return [top, live, self.charts, *tickets]
+        return [top, self.live_area, self.charts, *tickets]
 
     def __panel__(self) -> pn.viewable.Viewable:
         """The notebook view: header line, sidebar column, main column."""
@@ -197,18 +214,19 @@ class Dashboard(pn.viewable.Viewer):
         """The served page (built once per session)."""
         if self._template is None:
             phone = is_phone((pn.state.headers or {}).get("User-Agent"))
+            # Two lines rather than cut off: who, where and which ward matter (a councillor's ward above all).
             who = text(self.who(), css_classes=["opsdash-who"], margin=(0, 8), styles={
-                "color": "white", "white-space": "nowrap", "overflow": "hidden", "text-overflow": "ellipsis",
-                "max-width": "40vw"})
+                "color": "white", "white-space": "normal", "font-size": "0.85em", "line-height": "1.25",
+                "max-width": "45vw"})
             header = [self.live_indicator(), self.heartbeat_view(),
                       pn.pane.HTML('<a href="./logout" style="color:white">Sign out</a>', margin=(0, 8))]
-            main = self.main()
+            main = self.main(phone=phone)
             if phone:  # the header has room for little on a phone: who/where opens the page instead
                 who.styles = {"font-weight": "600", "white-space": "normal"}
-                main[:0] = [who, self.updating_indicator(color="#555")]
+                main[0].objects[:0] = [who, self.updating_indicator(color="#555")]
             else:
                 header[:0] = [who, self.updating_indicator()]
-            self._template = pn.template.FastListTemplate(
+            self._template = AccessibleFastListTemplate(
                 title=self.title, sidebar=self.sidebar(), main=main, header=header,
                 accent=ACCENT, header_background=ACCENT, sidebar_width=300, main_layout=None,
                 meta_viewport=META_VIEWPORT, theme_toggle=False,  # charts and cards are styled for light only
@@ -218,6 +236,10 @@ class Dashboard(pn.viewable.Viewer):
             # Live state from heartbeats and automatic recovery (issue 17), from this server only.
             root = (pn.state.rel_path or ".").rstrip("/") or "."
             self._template.config.js_files["opsdash_live"] = f"{root}{LIVE_SCRIPT_PATH}?v={LIVE_SCRIPT_VERSION}"
+            self._template.config.raw_css.append(PHONE_CSS)
+            doc = pn.state.curdoc
+            if doc is not None and doc.session_context is not None:
+                doc.js_on_event("document_ready", CustomJS(code=PAGE_A11Y_JS))  # screen readers, keyboards: see its comment
         return self._template
 
     # -- served sessions ---------------------------------------------------------------

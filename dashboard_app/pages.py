@@ -5,7 +5,7 @@ import logging
 
 import panel as pn
 
-from components.panel_compat import models_frozen
+from components.panel_compat import AccessibleFastListTemplate, models_frozen
 from components.store_view import text
 from data.errors import NotAuthorized, OpsDashError
 
@@ -29,7 +29,7 @@ def message_page(title: str, message: str) -> pn.template.BaseTemplate:
         pn.pane.HTML('<p><a href="./">Reload</a> &middot; <a href="./logout">Sign out</a></p>'),
         sizing_mode="stretch_width", css_classes=["opsdash-message-page"],
     )
-    return pn.template.FastListTemplate(title="OpsDash", main=[body], accent=ACCENT, header_background=ACCENT,
+    return AccessibleFastListTemplate(title="OpsDash", main=[body], accent=ACCENT, header_background=ACCENT,
                                         meta_viewport=META_VIEWPORT, theme_toggle=False, font=PAGE_FONT)
 
 

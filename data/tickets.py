@@ -13,11 +13,11 @@ from datetime import date, datetime, time, timedelta, timezone
 from typing import Callable, Iterator, Literal, Sequence
 
 import pandas as pd
-from sqlalchemy import ColumnElement, Engine, Select, and_, false, func, literal, or_, select
+from sqlalchemy import ColumnElement, Engine, Select, and_, case, false, func, literal, or_, select
 
 from .errors import InvalidFilter
 from .filters import TicketFilters, applied_filters
-from .models import KnownCategory, Ticket
+from .models import KnownCategory, Severity, Ticket
 from .scope import Scope
 from .sensitivity import DEFAULT_CATEGORIES
 
@@ -85,6 +85,18 @@ def visible_ticket() -> ColumnElement[bool]:
         or_(Ticket.category_key.in_(DEFAULT_CATEGORIES),
             Ticket.category_key.in_(select(KnownCategory.key).scalar_subquery())),
     )
+
+
+#: Severity sorts by how severe, not by spelling (alphabetically: critical, high, low, medium).
+#: A value outside the enum sorts above critical: it stands out rather than hiding among the low.
+SEVERITY_RANK = {severity.value: rank for rank, severity in enumerate(Severity)}
+
+
+def sort_column(name: str) -> ColumnElement:
+    """The SQL a ticket column is sorted by: severity by its rank, anything else as read."""
+    if name == "severity":
+        return case(SEVERITY_RANK, value=Ticket.severity, else_=len(SEVERITY_RANK))
+    return ticket_column(name)
 
 
 def ticket_column(name: str) -> ColumnElement:
@@ -157,7 +169,7 @@ def _order_by(sort: SortSpec) -> list:
             raise InvalidFilter(f"cannot sort by {str(column)[:40]!r}")
         if direction not in ("asc", "desc"):
             raise InvalidFilter(f"sort direction must be 'asc' or 'desc', got {str(direction)[:10]!r}")
-        col = ticket_column(column)
+        col = sort_column(column)
         ordered = col.desc() if direction == "desc" else col.asc()
         # Missing values last either way. Only where a column can be NULL: an
         # explicit NULLS LAST on a NOT NULL column stops PostgreSQL from reading

@@ -170,6 +170,35 @@ def test_the_fast_design_still_names_its_google_font_where_the_font_hook_drops_i
     assert "googleapis" not in repr(Fast._resources)
 
 
+def test_the_fast_list_template_still_has_the_markup_the_accessible_template_fixes():
+    hook = "AccessibleFastListTemplate"
+    original = pn.template.FastListTemplate._template
+    assert isinstance(original, Path), UPGRADE.format(what="FastListTemplate._template (a Path)", hook=hook)
+    text = original.read_text(encoding="utf-8")
+    for old in panel_compat.TEMPLATE_FIXES:
+        assert old in text, UPGRADE.format(what=f"fast_list_template.html ({old})", hook=hook)
+    page = panel_compat.AccessibleFastListTemplate(title="OpsDash", main=[pn.pane.Markdown("figures")],
+                                                   sidebar=[pn.pane.Markdown("filters")])
+    served = page._template.read_text()  # what Panel builds the page from
+    assert all(new in served for new in panel_compat.TEMPLATE_FIXES.values())
+    assert '{% extends "base/base.html" %}' in served  # still Panel's page around it
+
+
+def test_tabulator_still_marks_its_box_a_grid_where_the_roles_script_changes_it():
+    hook = "PAGE_A11Y_JS"
+    bundles = list(Path(pn.__file__).parent.glob("dist/bundled/datatabulator/tabulator-tables@*/dist/js/tabulator.min.js"))
+    assert len(bundles) == 1, UPGRADE.format(what="Panel's bundled Tabulator", hook=hook)
+    source = bundles[0].read_text(encoding="utf-8")
+    for needle in ('t.setAttribute("role","grid")', '"tabulator-tableholder"', 'classList.add("tabulator-header")'):
+        assert needle in source, UPGRADE.format(what=f"Tabulator's markup ({needle})", hook=hook)
+
+
+def test_file_download_still_listens_on_the_link_the_keyboard_repair_forwards_to():
+    source = (Path(pn.__file__).parent / "models" / "file_download.ts").read_text(encoding="utf-8")
+    assert 'this.anchor_el.addEventListener("click"' in source, UPGRADE.format(
+        what="FileDownload's click handling (panel/models/file_download.ts)", hook="PAGE_A11Y_JS")
+
+
 def test_models_frozen_adds_roots_in_one_walk():
     doc = Document()
     roots = [pn.pane.Markdown(f"{n}").get_root(doc) for n in range(3)]
