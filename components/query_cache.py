@@ -8,17 +8,18 @@ running is awaited rather than started again.
 Freshness (docs/architecture.md: the database is the source of truth; events only
 trigger reloads): a result is reused
 
-- for ``ttl_s`` (5 s) whatever happens, so a busy municipality recomputes
-  at most that often per process; and
-- beyond that, up to ``max_age_s`` (60 s), only while its *change mark* is
-  unchanged. The mark comes from the process's live hub (``Hub.change_mark``):
-  it moves with every live event of the municipality and with every
-  reconnect, and is None while live updates are down, so then only the
-  short ``ttl_s`` applies. A change that published no event shows within
-  ``max_age_s``.
+- while live updates are up, up to ``max_age_s`` (60 s) as long as its
+  *change mark* is unchanged, and never once it moved. The mark comes from
+  the process's live hub (``Hub.change_mark``): it moves with every live
+  event of the municipality and with every reconnect. A change that
+  published no event shows within ``max_age_s``;
+- while live updates are down (no mark), for ``ttl_s`` (5 s).
 
-After an event a dashboard therefore converges within the refresh debounce
-plus ``ttl_s``, and an idle municipality's dashboards load from the cache.
+After an event a dashboard therefore shows it at its next refresh (the
+debounce), and an idle municipality's dashboards load from the cache. (Until
+issue 17 a result was also shared for ``ttl_s`` across a change: a refresh
+within those seconds, or a page reopened after a lost connection, then kept
+the old figures until the next event.)
 
 A caller finding the same query running waits for it at most ``WAIT_S``
 (as long as a dashboard load may wait for a worker: ``data.workers.DASHBOARD``),
@@ -82,7 +83,13 @@ def _fresh(entry: _Entry | None, mark: Hashable | None, ttl_s: float, max_age_s:
     if entry is None:
         return False
     age = _clock() - entry.computed_at
-    return age < ttl_s or (mark is not None and entry.mark == mark and age < max_age_s)
+    if mark is not None:
+        # Live updates up: the mark decides. A result from before a change (or of unknown age
+        # relative to it: no mark) is never shared, not even within ttl_s: the refresh the change
+        # caused (or a page opened after it, which gets no refresh for it at all) would otherwise
+        # show the old figures until the next event.
+        return entry.mark == mark and age < max_age_s
+    return age < ttl_s
 
 
 class CacheMiss(LookupError):

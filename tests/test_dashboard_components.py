@@ -440,7 +440,7 @@ def test_cached_results_last_while_the_change_mark_stands_and_expire_when_it_mov
     add_ticket(engine, scope.municipality_id, result.municipalities[0]["wards"][0])
     now[0] += 2
     mark[0] = (1, 9)
-    assert total(store) == before + 1  # within the short TTL results are shared whatever happened
+    assert total(store) == before + 2  # a moved mark: never the old result, not even within the short TTL
     now[0] += 4
     assert total(store) == before + 2
     add_ticket(engine, scope.municipality_id, result.municipalities[0]["wards"][0])
