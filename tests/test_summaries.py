@@ -1,0 +1,200 @@
+"""The summary tables (migration 0009) against the scans they replace, on PostgreSQL.
+
+Random tickets go in, then random changes written straight to ``tickets`` as
+the ticketing system would (status, resolution, first response, sensitivity,
+category, ward, deadlines, deletes, multi-row updates, a category made known
+and forgotten); then, for random scopes, filters, periods and clocks (clocks
+on deadlines to the microsecond and on hour and day boundaries too), every
+figure the dashboard reads from the summaries equals the one a scan of the
+tickets gives (``ticket_breakdown``, ``created_and_resolved_by_day``: the scans
+tests/test_properties.py holds to a plain-Python oracle), the table's total
+equals the rows, and the median equals the median of the rows' response times.
+"""
+from __future__ import annotations
+
+import random
+import statistics
+import threading
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import Engine, delete, insert, select, text, update
+
+from data import TicketFilters
+from data.aggregates import (
+    MEASURES,
+    created_and_resolved_by_day,
+    median_first_response_s,
+    summary_figures,
+    ticket_breakdown,
+    ticket_figures,
+)
+from data.filters import STATUSES
+from data.models import KnownCategory, Municipality, Ticket
+from data.scope import Scope
+from data.tickets import count_tickets, scoped_tickets
+
+from .helpers.databases import add_tickets, ticket_record
+
+pytestmark = pytest.mark.postgres
+
+NOW = datetime(2026, 11, 20, 9, 30, tzinfo=timezone.utc)
+WARDS = ("W1", "W2", "W3")
+TIMEZONES = ("Africa/Johannesburg", "UTC", "Pacific/Kiritimati", "America/St_Johns", "Asia/Kathmandu")
+RAW_CATEGORIES = ("water", "Water", " roads\u200b", "electricity", "parks", "gbv", "GBV ", "unknown-thing")
+DIMS = ("category", "status", "ward_id")
+SETTINGS = settings(max_examples=60, deadline=None,
+                    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+
+
+def moment(draw) -> datetime:
+    return NOW + timedelta(seconds=draw(st.integers(-25 * 86400, 5 * 86400)))
+
+
+@st.composite
+def ticket_values(draw, extra_category: str) -> dict:
+    created = moment(draw)
+
+    def maybe_after() -> datetime | None:
+        return None if draw(st.booleans()) else created + timedelta(seconds=draw(st.integers(-600, 12 * 86400)))
+
+    def deadline() -> datetime | None:
+        return None if draw(st.integers(0, 4)) == 0 else created + timedelta(seconds=draw(st.integers(0, 9 * 86400)))
+
+    return {
+        "ward_id": draw(st.sampled_from((*WARDS, None))),
+        "category": draw(st.sampled_from((*RAW_CATEGORIES, extra_category))),
+        "status": draw(st.sampled_from((*STATUSES, "reopened"))),
+        "is_sensitive": draw(st.sampled_from((False, False, False, True))),
+        "created_at": created,
+        "sla_response_deadline": deadline(),
+        "sla_resolution_deadline": deadline(),
+        "first_responded_at": maybe_after(),
+        "resolved_at": maybe_after(),
+    }
+
+
+@st.composite
+def changes(draw, extra_category: str) -> list[tuple[str, object]]:
+    """Statements as the ticketing system would run them: (kind, what) pairs."""
+    kinds = st.sampled_from(("set", "set", "set", "delete", "insert", "ward_wide", "known", "forget"))
+    out = []
+    for _ in range(draw(st.integers(0, 12))):
+        kind = draw(kinds)
+        if kind == "set":
+            column = draw(st.sampled_from(("status", "resolved_at", "first_responded_at", "is_sensitive", "category",
+                                           "ward_id", "sla_response_deadline", "sla_resolution_deadline", "created_at")))
+            value = draw(ticket_values(extra_category))[column]
+            out.append((kind, (draw(st.integers(0, 10**6)), column, value)))
+        elif kind == "delete":
+            out.append((kind, draw(st.integers(0, 10**6))))
+        elif kind == "insert":
+            out.append((kind, draw(st.lists(ticket_values(extra_category), min_size=1, max_size=3))))
+        elif kind == "ward_wide":
+            out.append((kind, (draw(st.sampled_from((*WARDS, None))), draw(st.sampled_from(STATUSES)),
+                               moment(draw) if draw(st.booleans()) else None)))
+        else:
+            out.append((kind, None))
+    return out
+
+
+def apply_changes(engine: Engine, tenant: uuid.UUID, ids: list[uuid.UUID], extra_category: str, steps) -> None:
+    """Run ``steps`` one transaction each; ``ids``: the tenant's tickets in insertion order (kept up to date)."""
+    for kind, what in steps:
+        with engine.begin() as conn:
+            if kind == "set" and ids:
+                index, column, value = what
+                conn.execute(update(Ticket).where(Ticket.id == ids[index % len(ids)]).values({column: value}))
+            elif kind == "delete" and ids:
+                conn.execute(delete(Ticket).where(Ticket.id == ids.pop(what % len(ids))))
+            elif kind == "insert":
+                records = [ticket_record(tenant, **values) for values in what]
+                conn.execute(insert(Ticket), records)
+                ids.extend(r["id"] for r in records)
+            elif kind == "ward_wide":  # one statement over many rows, as a bulk close would be
+                ward, status, resolved = what
+                conn.execute(update(Ticket).where(Ticket.tenant_id == tenant, Ticket.ward_id.is_not_distinct_from(ward))
+                             .values(status=status, resolved_at=resolved))
+            elif kind == "known":
+                conn.execute(text("INSERT INTO ticket_categories (key, added_at) VALUES (:k, now()) "
+                                  "ON CONFLICT (key) DO NOTHING"), {"k": extra_category})
+            elif kind == "forget":
+                conn.execute(delete(KnownCategory).where(KnownCategory.key == extra_category))
+
+
+def cells(frame, dims=DIMS) -> dict:
+    return {tuple(r[:len(dims)]): tuple(r[len(dims):]) for r in frame[[*dims, *MEASURES]].itertuples(index=False)}
+
+
+def assert_summaries_equal_scans(engine: Engine, scope: Scope, filters: TicketFilters, now: datetime,
+                                 days: int, dims=DIMS) -> None:
+    summarised = summary_figures(engine, scope, filters, dims, days=days, now=now)
+    assert summarised is not None, "the summaries did not answer"
+    scanned = ticket_breakdown(engine, scope, filters, dims, now=now)
+    assert cells(summarised.breakdown, dims) == cells(scanned, dims), (scope, filters, now)
+    assert len(summarised.breakdown) == len(scanned) and list(summarised.breakdown.columns) == list(scanned.columns)
+    trend = created_and_resolved_by_day(engine, scope, filters, days=days, now=now)
+    assert summarised.by_day.equals(trend), (scope, filters, now, summarised.by_day, trend)
+    assert ticket_figures(engine, scope, filters, dims, days=days, now=now).by_day.equals(trend)
+
+
+def assert_total_and_median(engine: Engine, scope: Scope, filters: TicketFilters) -> None:
+    frame = scoped_tickets(engine, scope, filters, columns=("id", "created_at", "first_responded_at"), sort=None)
+    assert count_tickets(engine, scope, filters) == len(frame)
+    waits = [(r - c).total_seconds() for c, r in zip(frame["created_at"], frame["first_responded_at"]) if r is not None
+             and r == r]  # NaT is not equal to itself
+    median = median_first_response_s(engine, scope, filters)
+    if waits:
+        assert median == pytest.approx(statistics.median(waits), abs=1e-3)
+    else:
+        assert median is None
+
+
+@st.composite
+def readers(draw):
+    """(role, ward, filters, clock, days); a clock may be ("due", k, offset): the k-th resolution deadline + offset."""
+    role = draw(st.sampled_from(("manager", "admin", "ward_councillor")))
+    ward = draw(st.sampled_from(WARDS)) if role == "ward_councillor" else None
+    filters = TicketFilters(
+        statuses=tuple(draw(st.sets(st.sampled_from(STATUSES), max_size=2))),
+        categories=tuple(draw(st.sets(st.sampled_from(("water", "roads", "electricity", "parks")), max_size=2))),
+        wards=tuple(draw(st.sets(st.sampled_from(WARDS), max_size=2))),
+    )
+    clock = draw(st.one_of(
+        st.just(NOW), st.integers(-30 * 86400, 10 * 86400).map(lambda s: NOW + timedelta(seconds=s)),
+        # Exactly on a deadline (not yet breached), a microsecond either side, and on hour boundaries.
+        st.tuples(st.just("due"), st.integers(0, 100), st.sampled_from((0, 1, -1))),
+        st.integers(-30 * 24, 10 * 24).map(lambda h: NOW.replace(minute=0) + timedelta(hours=h)),
+    ))
+    return role, ward, filters, clock, draw(st.integers(1, 40))
+
+
+@SETTINGS
+@given(data=st.data(), zone=st.sampled_from(TIMEZONES))
+def test_every_summary_figure_equals_the_scan_after_random_direct_writes(pg_engine, data, zone):
+    tenant, other = uuid.uuid4(), uuid.uuid4()
+    extra = f"cat_{uuid.uuid4().hex[:10]}"  # a category of this example alone: others' tests never see it
+    with pg_engine.begin() as conn:
+        conn.execute(insert(Municipality).values(id=tenant, name="M", slug=f"m-{tenant.hex}", timezone=zone))
+    rows = [ticket_record(t, **data.draw(ticket_values(extra), label="ticket"))
+            for t in [tenant] * data.draw(st.integers(0, 25), label="ours") + [other] * 3]
+    add_tickets(pg_engine, rows)
+    ids = [r["id"] for r in rows if r["tenant_id"] == tenant]
+    apply_changes(pg_engine, tenant, ids, extra, data.draw(changes(extra), label="changes"))
+    with pg_engine.connect() as conn:
+        due = [d for (d,) in conn.execute(select(Ticket.sla_resolution_deadline).where(
+            Ticket.tenant_id == tenant, Ticket.sla_resolution_deadline.is_not(None)).order_by(Ticket.sla_resolution_deadline))]
+    for _ in range(3):
+        role, ward, filters, clock, days = data.draw(readers(), label="reader")
+        if isinstance(clock, tuple):
+            _, k, offset = clock
+            clock = due[k % len(due)] + timedelta(microseconds=offset) if due else NOW
+        scope = Scope(municipality_id=tenant, role=role, ward_id=ward, timezone=zone)
+        assert_summaries_equal_scans(pg_engine, scope, filters, clock, days)
+        assert_summaries_equal_scans(pg_engine, scope, filters, clock, days, dims=())
+        assert_total_and_median(pg_engine, scope, filters)
+    with pg_engine.begin() as conn:  # the example's category must not outlive it
+        conn.execute(delete(KnownCategory).where(KnownCategory.key == extra))
