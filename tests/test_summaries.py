@@ -198,3 +198,152 @@ def test_every_summary_figure_equals_the_scan_after_random_direct_writes(pg_engi
         assert_total_and_median(pg_engine, scope, filters)
     with pg_engine.begin() as conn:  # the example's category must not outlive it
         conn.execute(delete(KnownCategory).where(KnownCategory.key == extra))
+
+
+# ---- the invariants one at a time -------------------------------------------------------------------
+def summary_total(engine: Engine, tenant: uuid.UUID) -> int:
+    """Every ticket the summary cells count for ``tenant``, visible or not (the rule is applied when reading)."""
+    with engine.connect() as conn:
+        return int(conn.execute(text("SELECT coalesce(sum(tickets), 0) FROM ticket_summary_cells "
+                                     "WHERE tenant_id = :t"), {"t": tenant}).scalar_one())
+
+
+def manager(tenant: uuid.UUID, zone: str = "Africa/Johannesburg") -> Scope:
+    return Scope(municipality_id=tenant, role="manager", timezone=zone)
+
+
+def test_a_ticket_flagged_sensitive_leaves_every_summary_in_the_same_statement(pg_engine):
+    tenant = uuid.uuid4()
+    ticket = ticket_record(tenant, created_at=NOW - timedelta(hours=30), first_responded_at=NOW - timedelta(hours=29),
+                           sla_resolution_deadline=NOW - timedelta(hours=1))
+    add_tickets(pg_engine, [ticket])
+    add_tickets(pg_engine, [ticket_record(tenant, created_at=NOW - timedelta(hours=2))])
+    figures = summary_figures(pg_engine, manager(tenant), dims=DIMS, now=NOW)
+    assert int(figures.breakdown["tickets"].sum()) == 2 and int(figures.breakdown["resolution_breaches"].sum()) == 1
+    with pg_engine.begin() as conn:  # the ticketing system's own statement, no OpsDash code involved
+        conn.execute(text("UPDATE tickets SET is_sensitive = true WHERE id = :id"), {"id": ticket["id"]})
+        # Inside the writer's own transaction already: no moment where a reader could count it.
+        assert conn.execute(text("SELECT sum(tickets) FROM ticket_summary_cells WHERE tenant_id = :t"),
+                            {"t": tenant}).scalar_one() == 1
+    assert summary_total(pg_engine, tenant) == 1
+    with pg_engine.connect() as conn:  # nothing of it anywhere: only the other ticket's day is left
+        left = conn.execute(text(
+            "SELECT (SELECT sum(created) FROM ticket_summary_days WHERE tenant_id = :t), "
+            "(SELECT count(*) FROM ticket_summary_deadlines WHERE tenant_id = :t), "
+            "(SELECT count(*) FROM ticket_summary_responses WHERE tenant_id = :t AND responded <> 0)"),
+            {"t": tenant}).one()
+    assert tuple(left) == (1, 0, 0)
+    assert_summaries_equal_scans(pg_engine, manager(tenant), TicketFilters(), NOW, 30)
+    assert count_tickets(pg_engine, manager(tenant)) == 1 and median_first_response_s(pg_engine, manager(tenant)) is None
+
+
+def test_a_category_an_admin_adds_is_counted_at_once_and_forgetting_it_hides_it_again(pg_engine):
+    from data.categories import add_known_category
+
+    tenant, key = uuid.uuid4(), f"cat_{uuid.uuid4().hex[:10]}"
+    add_tickets(pg_engine, [ticket_record(tenant, category=f" {key.upper()}\u200b"),
+                            ticket_record(tenant, category="gbv"), ticket_record(tenant)])
+    assert count_tickets(pg_engine, manager(tenant)) == 1
+    try:
+        add_known_category(pg_engine, key)
+        assert count_tickets(pg_engine, manager(tenant)) == 2
+        figures = summary_figures(pg_engine, manager(tenant), dims=("category",), now=NOW)
+        assert dict(zip(figures.breakdown["category"], figures.breakdown["tickets"])) == {"water": 1, key: 1}
+    finally:
+        with pg_engine.begin() as conn:
+            conn.execute(delete(KnownCategory).where(KnownCategory.key == key))
+    assert count_tickets(pg_engine, manager(tenant)) == 1
+    assert summary_total(pg_engine, tenant) == 2  # gbv is never in a summary; an unknown key waits there, hidden
+
+
+def test_a_scope_in_another_time_zone_scans_and_a_municipalitys_new_zone_recounts_its_days(pg_engine):
+    tenant = uuid.uuid4()
+    with pg_engine.begin() as conn:
+        conn.execute(insert(Municipality).values(id=tenant, name="Z", slug=f"z-{tenant.hex}", timezone="UTC"))
+    # Created and resolved close to midnight: their local day differs between the two zones.
+    add_tickets(pg_engine, [ticket_record(tenant, created_at=NOW.replace(hour=23, minute=50) - timedelta(days=d),
+                                          resolved_at=NOW.replace(hour=0, minute=10) - timedelta(days=d - 1))
+                            for d in range(1, 6)])
+    kathmandu = manager(tenant, "Asia/Kathmandu")
+    assert summary_figures(pg_engine, kathmandu, now=NOW) is None  # days counted in UTC: scan
+    assert ticket_figures(pg_engine, kathmandu, now=NOW).by_day.equals(
+        created_and_resolved_by_day(pg_engine, kathmandu, now=NOW))
+    with pg_engine.begin() as conn:
+        conn.execute(update(Municipality).where(Municipality.id == tenant).values(timezone="Asia/Kathmandu"))
+    assert_summaries_equal_scans(pg_engine, kathmandu, TicketFilters(), NOW, 10)
+    assert summary_figures(pg_engine, manager(tenant, "UTC"), now=NOW) is None
+
+
+def test_writers_at_once_on_the_same_cells_leave_the_summaries_exact(pg_engine, random_seed):
+    """Four connections update, insert and delete tickets of one ward and category at the same time."""
+    tenant = uuid.uuid4()
+    rng = random.Random(random_seed)
+    start = [ticket_record(tenant, ward_id=rng.choice(WARDS[:2]), created_at=NOW - timedelta(hours=rng.randint(1, 300)),
+                           sla_response_deadline=NOW + timedelta(minutes=rng.randint(-600, 600)))
+             for _ in range(200)]
+    add_tickets(pg_engine, start)
+    ids = [r["id"] for r in start]
+    errors: list[BaseException] = []
+
+    def writer(seed: int) -> None:
+        own = random.Random(seed)
+        try:
+            for _ in range(40):
+                with pg_engine.begin() as conn:
+                    choice = own.random()
+                    if choice < 0.6:
+                        conn.execute(text("UPDATE tickets SET status = :s, first_responded_at = :r WHERE id = :id"),
+                                     {"s": own.choice(STATUSES), "id": own.choice(ids),
+                                      "r": None if own.random() < 0.5 else NOW - timedelta(minutes=own.randint(0, 900))})
+                    elif choice < 0.8:
+                        add = ticket_record(tenant, ward_id=own.choice(WARDS[:2]), created_at=NOW - timedelta(hours=1))
+                        conn.execute(insert(Ticket), [add])
+                    else:
+                        conn.execute(text("UPDATE tickets SET ward_id = :w, is_sensitive = :f WHERE id = :id"),
+                                     {"w": own.choice(WARDS), "f": own.random() < 0.2, "id": own.choice(ids)})
+        except BaseException as exc:  # reported by the test thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(rng.randrange(10**9),)) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    for clock in (NOW, NOW + timedelta(minutes=rng.randint(-600, 600))):
+        assert_summaries_equal_scans(pg_engine, manager(tenant), TicketFilters(), clock, 15)
+    assert_total_and_median(pg_engine, manager(tenant), TicketFilters())
+
+
+def test_the_migration_builds_the_summaries_of_existing_tickets_and_truncate_empties_them():
+    from alembic import command
+
+    from data.db import _alembic_config, make_engine, migrate
+    from data.seed import seed
+
+    from .helpers.databases import empty_pg_database, scope_of
+
+    with empty_pg_database() as url:
+        engine = make_engine(url)
+        try:
+            migrate(engine, "0008")
+            result = seed(engine, tickets=3000, wards=4, municipalities=2, random_seed=20)
+            migrate(engine)
+            for role, ward_index in (("manager", 0), ("ward_councillor", 1)):
+                scope = scope_of(engine, result, role, ward_index=ward_index)
+                assert_summaries_equal_scans(engine, scope, TicketFilters(), datetime.now(timezone.utc), 30)
+                assert_total_and_median(engine, scope, TicketFilters())
+            with engine.begin() as conn:
+                conn.execute(text("TRUNCATE tickets"))
+            scope = scope_of(engine, result, "manager")
+            assert count_tickets(engine, scope) == 0 and summary_total(engine, scope.municipality_id) == 0
+            config = _alembic_config(engine)
+            with engine.begin() as connection:
+                config.attributes["connection"] = connection
+                command.downgrade(config, "0008")
+            with engine.connect() as conn:
+                left = conn.execute(text("SELECT count(*) FROM pg_class WHERE relname LIKE 'ticket_summary%' "
+                                         "OR relname LIKE 'ix_tickets_%_due'")).scalar_one()
+            assert left == 0
+        finally:
+            engine.dispose()
