@@ -347,3 +347,24 @@ def test_the_migration_builds_the_summaries_of_existing_tickets_and_truncate_emp
             assert left == 0
         finally:
             engine.dispose()
+
+
+def test_a_bulk_load_into_an_empty_table_counts_the_summaries_once_and_the_trigger_is_back(monkeypatch):
+    import data.seed
+    from data.db import make_engine, migrate
+
+    from .helpers.databases import empty_pg_database, scope_of
+
+    monkeypatch.setattr(data.seed, "BULK_LOAD_ROWS", 100)
+    with empty_pg_database() as url:
+        engine = make_engine(url)
+        try:
+            migrate(engine)
+            result = data.seed.seed(engine, tickets=600, wards=3, municipalities=1, random_seed=7)
+            scope = scope_of(engine, result, "manager")
+            assert_summaries_equal_scans(engine, scope, TicketFilters(), datetime.now(timezone.utc), 30)
+            before = count_tickets(engine, scope)
+            add_tickets(engine, [ticket_record(scope.municipality_id, ward_id=result.municipalities[0]["wards"][0])])
+            assert count_tickets(engine, scope) == before + 1
+        finally:
+            engine.dispose()

@@ -301,6 +301,28 @@ BEGIN
 END
 $fn$"""
 
+def build_function_sql(schema: str) -> str:
+    """``opsdash_summaries_build()``: every summary counted again from the tickets.
+
+    The migration's build, and a bulk load's (data.seed.insert_tickets into an empty
+    table: the insert trigger off during the COPY, then this, in the same transaction).
+    """
+    body = ";\n".join([zones_sql("tickets"), *apply_sql(changes_sql([(1, "tickets")]))])
+    return f"""\
+CREATE FUNCTION opsdash_summaries_build() RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, {schema}, pg_temp
+AS $fn$
+BEGIN
+    -- Writers wait until the caller commits (readers do not): no ticket may change
+    -- between this read and the triggers taking over.
+    LOCK TABLE tickets IN SHARE ROW EXCLUSIVE MODE;
+    TRUNCATE ticket_summary_cells, ticket_summary_days, ticket_summary_deadlines, ticket_summary_responses;
+{body};
+END
+$fn$"""
+
+
 TRIGGERS_SQL = (
     *(f"CREATE TRIGGER opsdash_summarise_{event} AFTER {event.upper()} ON tickets {REFERENCING[event]} "
       f"FOR EACH STATEMENT EXECUTE FUNCTION opsdash_summarise_{event}()" for event in TRIGGER_SOURCES),
@@ -310,7 +332,8 @@ TRIGGERS_SQL = (
     "FOR EACH ROW EXECUTE FUNCTION opsdash_summary_zone_changed()",
 )
 FUNCTIONS = ("opsdash_summarise_insert()", "opsdash_summarise_update()", "opsdash_summarise_delete()",
-             "opsdash_summarise_truncate()", "opsdash_summary_zone_changed()", "opsdash_summary_zone(uuid)")
+             "opsdash_summarise_truncate()", "opsdash_summary_zone_changed()", "opsdash_summaries_build()",
+             "opsdash_summary_zone(uuid)")
 
 
 def upgrade() -> None:
@@ -325,18 +348,16 @@ def upgrade() -> None:
         op.execute(trigger_function_sql(event, schema))
     op.execute(TRUNCATE_FUNCTION_SQL.format(schema=schema))
     op.execute(ZONE_CHANGED_FUNCTION_SQL.format(schema=schema, rebuild=rebuild_days_sql()))
+    op.execute(build_function_sql(schema))
     for function in FUNCTIONS:
         op.execute(f"REVOKE ALL ON FUNCTION {function} FROM PUBLIC")
-    # Writers wait from here to the commit (readers do not): no ticket may change between
-    # the build's read and the triggers taking over.
+    # Writers wait from here to the commit (readers do not): see opsdash_summaries_build.
     op.execute("LOCK TABLE tickets IN SHARE ROW EXCLUSIVE MODE")
     for name, definition in DUE_INDEXES.items():
         op.execute(f"CREATE INDEX {name} ON {definition}")
     for statement in TRIGGERS_SQL:
         op.execute(statement)
-    op.execute(zones_sql("tickets"))
-    for statement in apply_sql(changes_sql([(1, "tickets")])):
-        op.execute(statement)
+    op.execute("SELECT opsdash_summaries_build()")
     op.execute(f"ANALYZE {', '.join(TABLES)}")
 
 
