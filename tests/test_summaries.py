@@ -368,3 +368,31 @@ def test_a_bulk_load_into_an_empty_table_counts_the_summaries_once_and_the_trigg
             assert count_tickets(engine, scope) == before + 1
         finally:
             engine.dispose()
+
+
+def test_a_ticket_written_while_the_summary_figures_load_is_in_none_of_their_queries(pg_engine):
+    """The summaries' queries (and the tickets of the current hour) share one snapshot: a ticket committed
+    after the first of them ran is in neither the counts nor the trend, then in both."""
+    from sqlalchemy import event
+
+    tenant = uuid.uuid4()
+    now = datetime.now(timezone.utc)
+    add_tickets(pg_engine, [ticket_record(tenant, created_at=now - timedelta(hours=h)) for h in (1, 2, 30)])
+    written: list[str] = []
+
+    def write_after_the_first_query(conn, cursor, statement, *_args):
+        if "ticket_summary_zones" in statement and not written:
+            add_tickets(pg_engine, [ticket_record(tenant, created_at=now - timedelta(minutes=5))])  # own connection
+            written.append(statement)
+
+    def figures():
+        result = summary_figures(pg_engine, manager(tenant), None, DIMS, days=7, now=now)
+        return int(result.breakdown["tickets"].sum()), int(result.by_day["created"].sum())
+
+    event.listen(pg_engine, "after_cursor_execute", write_after_the_first_query)
+    try:
+        during = figures()
+    finally:
+        event.remove(pg_engine, "after_cursor_execute", write_after_the_first_query)
+    assert written and during == (3, 3)
+    assert figures() == (4, 4)
