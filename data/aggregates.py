@@ -311,6 +311,10 @@ class Figures:
     by_day: pd.DataFrame  #: as ``created_and_resolved_by_day``
 
 
+#: The dimensions of a summary cell, in the order ``summaries.SummaryCounts.cells`` holds them.
+_CELL_DIMS = ("category", "status", "ward_id")
+
+
 def summary_figures(
     engine: Engine, scope: Scope, filters: TicketFilters | None = None, dims: Sequence[Dimension] = (),
     *, days: int = 30, now: datetime | None = None,
@@ -318,21 +322,23 @@ def summary_figures(
     """``ticket_figures`` from the summary tables PostgreSQL keeps (``data.summaries``); None where they
     cannot answer (SQLite, a date or search filter, a dimension they do not hold, another time zone)."""
     dims = _dimensions(dims)
-    if not set(dims) <= summaries.SUMMARY_DIMENSIONS or not summaries.answers(engine, scope, filters):
+    if not set(dims) <= set(_CELL_DIMS) or not summaries.answers(engine, scope, filters):
         return None
     now = now or datetime.now(timezone.utc)
     period = _Days.ending(now, days, scope)
     counts = summaries.read_counts(engine, scope, filters, now, period.first)
     if counts is None:
         return None
-    position = {"category": 0, "status": 1, "ward_id": 2}
+    trend = period.counts_frame([counts.created.get(d, 0) for d in period.dates()],
+                                [counts.resolved.get(d, 0) for d in period.dates()], counts.backlog_start)
+    if dims == _CELL_DIMS:  # the dashboard's breakdown: the cells as they are
+        return Figures(_breakdown_frame(counts.cells, dims), trend)
+    position = {d: i for i, d in enumerate(_CELL_DIMS)}
     sums: dict[tuple, list[int]] = {} if dims else {(): [0] * len(MEASURES)}  # no dims: one row, zeros when none
     for cell in counts.cells:
         total = sums.setdefault(tuple(cell[position[d]] for d in dims), [0] * len(MEASURES))
         for i, value in enumerate(cell[3:]):
             total[i] += value
-    trend = period.counts_frame([counts.created.get(d, 0) for d in period.dates()],
-                                [counts.resolved.get(d, 0) for d in period.dates()], counts.backlog_start)
     return Figures(_breakdown_frame([(*key, *values) for key, values in sums.items()], dims), trend)
 
 

@@ -31,7 +31,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 
-from sqlalchemy import ColumnElement, Connection, Engine, func, or_, select
+from sqlalchemy import ColumnElement, Connection, Engine, and_, case, func, literal_column, or_, select
 
 from . import summary_tables
 from .filters import TicketFilters, applied_filters
@@ -40,10 +40,7 @@ from .scope import Scope
 from .summary_tables import RESOLUTION_SLA, RESPONSE_BUCKET_S, RESPONSE_SLA, cells, days, deadlines, responses, zones
 from .tickets import filter_conditions, scope_conditions, summarisable, summary_conditions
 
-#: The breakdown dimensions a summary cell knows.
-SUMMARY_DIMENSIONS = frozenset({"category", "status", "ward_id"})
 _DONE = (Status.RESOLVED.value, Status.CLOSED.value)
-_CELL = (cells.c.category_key, cells.c.status, cells.c.ward_id)
 
 
 @dataclass(frozen=True)
@@ -72,75 +69,88 @@ def read_counts(engine: Engine, scope: Scope, filters: TicketFilters | None, now
     """The counts at clock ``now``, with day counts from ``first_day`` (local) on; None: scan instead."""
     if not answers(engine, scope, filters):
         return None
-    utc = now.astimezone(timezone.utc)
-    next_hour = utc.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
-    next_day = datetime.combine(utc.date() + timedelta(days=1), time.min, tzinfo=timezone.utc)
-    today = now.astimezone(scope.tzinfo).date()
     with _snapshot(engine) as conn:
         zone = conn.execute(select(zones.c.timezone).where(zones.c.tenant_id == scope.municipality_id)).scalar()
         if zone is not None and zone != scope.timezone:
             return None  # local days counted in another zone (none recorded: no ticket yet, all zeros)
-        totals = conn.execute(select(*_CELL, *(cells.c[n] for n in (
-            "tickets", "resolved", "response_late", "response_pending", "resolution_late", "resolution_pending")))
-            .where(*summary_conditions(cells, scope, filters), cells.c.tickets > 0)).all()
-        created_today = {(c, s, w): int(n) for c, s, w, n in conn.execute(
-            select(*_cell_of(days), func.sum(days.c.created))
-            .where(*summary_conditions(days, scope, filters), days.c.day >= today).group_by(*_cell_of(days)))}
-        ahead = _pending_ahead(conn, scope, filters, now, next_hour, next_day)
+        rows = conn.execute(_cells_statement(scope, filters, now)).all()
         trend = conn.execute(
             select(days.c.day, func.sum(days.c.created), func.sum(days.c.resolved), func.sum(days.c.closed))
             .where(*summary_conditions(days, scope, filters), days.c.day >= first_day).group_by(days.c.day)).all()
-    rows = []
-    for category, status, ward, tickets, resolved, response_late, response_pending, resolution_late, \
-            resolution_pending in totals:
-        key = (category, status, ward)
-        rows.append((*key, tickets, tickets if status in OPEN_STATUSES else 0, tickets if status in _DONE else 0,
-                     created_today.get(key, 0),
-                     response_late + response_pending - ahead.get((*key, RESPONSE_SLA), 0),
-                     resolution_late + resolution_pending - ahead.get((*key, RESOLUTION_SLA), 0)))
     # Open when the period starts = created before it, minus those whose later of created and
     # resolved lies before it; each "before" is everything minus the days from the period on.
-    backlog_start = (sum(r[3] for r in rows) - sum(t[4] for t in totals)
+    backlog_start = (sum(int(r[3]) for r in rows) - sum(int(r[-1]) for r in rows)
                      - sum(int(created) - int(closed) for _, created, _, closed in trend))
     return SummaryCounts(
-        cells=rows,
+        cells=[(c, s, w, *map(int, measures)) for c, s, w, *measures, _ in rows],
         created={day: int(n) for day, n, _, _ in trend if n},
         resolved={day: int(n) for day, _, n, _ in trend if n},
-        backlog_start=int(backlog_start),
+        backlog_start=backlog_start,
     )
 
 
-def _cell_of(table) -> tuple[ColumnElement, ...]:
-    return table.c.category_key, table.c.status, table.c.ward_id
+def _key(category: ColumnElement, status: ColumnElement, ward: ColumnElement) -> list[ColumnElement]:
+    """A cell's key as the summaries' unique indexes hold it (a NULL ward is a value of its own)."""
+    return [category.label("category_key"), status.label("status"), func.coalesce(ward, literal_column("''")).label("ward_key"),
+            ward.is_(None).label("no_ward")]
 
 
-def _pending_ahead(conn: Connection, scope: Scope, filters: TicketFilters | None, now: datetime,
-                   next_hour: datetime, next_day: datetime) -> dict[tuple, int]:
-    """Pending tickets per (cell, SLA) whose deadline is at or after ``now``: not (yet) breached."""
-    ahead: dict[tuple, int] = {}
-    bucketed = conn.execute(
-        select(*_cell_of(deadlines), deadlines.c.kind, func.sum(deadlines.c.pending))
-        .where(*summary_conditions(deadlines, scope, filters),
-               or_(deadlines.c.hourly.is_(True) & (deadlines.c.bucket >= next_hour) & (deadlines.c.bucket < next_day),
-                   deadlines.c.hourly.is_(False) & (deadlines.c.bucket >= next_day)))
-        .group_by(*_cell_of(deadlines), deadlines.c.kind))
-    for category, status, ward, kind, n in bucketed:
-        ahead[(category, status, ward, kind)] = int(n)
-    # The rest of the current hour, from the tickets: their deadlines decide to the microsecond.
+def _cells_statement(scope: Scope, filters: TicketFilters | None, now: datetime):
+    """Per cell with tickets: category, status, ward, MEASURES, and the tickets resolved (for the backlog).
+
+    One statement, joined in the database: a cell's created-today and not-yet-breached
+    counts come from the day and deadline rows and the current hour's tickets.
+    """
+    utc = now.astimezone(timezone.utc)
+    next_hour = utc.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+    next_day = datetime.combine(utc.date() + timedelta(days=1), time.min, tzinfo=timezone.utc)
+    today = now.astimezone(scope.tzinfo).date()
+    created_today = (select(*_key(*_cell_of(days)), func.sum(days.c.created).label("n"))
+                     .where(*summary_conditions(days, scope, filters), days.c.day >= today)
+                     .group_by(*_key(*_cell_of(days))).cte("created_today"))
+    # Pending tickets whose deadline is at or after ``now`` (not breached): from the next UTC
+    # day on by day buckets, to it by hour buckets, and the rest of this hour from the tickets.
+    d = deadlines.c
+    ahead = (select(*_key(*_cell_of(deadlines)),
+                    func.sum(d.pending).filter(d.kind == RESPONSE_SLA).label("response"),
+                    func.sum(d.pending).filter(d.kind == RESOLUTION_SLA).label("resolution"))
+             .where(*summary_conditions(deadlines, scope, filters),
+                    or_(d.hourly.is_(True) & (d.bucket >= next_hour) & (d.bucket < next_day),
+                        d.hourly.is_(False) & (d.bucket >= next_day)))
+             .group_by(*_key(*_cell_of(deadlines))).cte("ahead"))
     response = (Ticket.first_responded_at.is_(None) & (Ticket.sla_response_deadline >= now)
                 & (Ticket.sla_response_deadline < next_hour))
     resolution = (Ticket.resolved_at.is_(None) & (Ticket.sla_resolution_deadline >= now)
                   & (Ticket.sla_resolution_deadline < next_hour))
-    current = conn.execute(
-        select(Ticket.category_key, Ticket.status, Ticket.ward_id,
-               func.count().filter(response), func.count().filter(resolution))
-        .where(*scope_conditions(scope), *filter_conditions(scope, filters), or_(response, resolution))
-        .group_by(Ticket.category_key, Ticket.status, Ticket.ward_id))
-    for category, status, ward, responses_due, resolutions_due in current:
-        for kind, n in ((RESPONSE_SLA, responses_due), (RESOLUTION_SLA, resolutions_due)):
-            if n:
-                ahead[(category, status, ward, kind)] = ahead.get((category, status, ward, kind), 0) + int(n)
-    return ahead
+    ticket_key = _key(Ticket.category_key, Ticket.status, Ticket.ward_id)
+    this_hour = (select(*ticket_key, func.count().filter(response).label("response"),
+                        func.count().filter(resolution).label("resolution"))
+                 .where(*scope_conditions(scope), *filter_conditions(scope, filters), or_(response, resolution))
+                 .group_by(*ticket_key).cte("this_hour"))
+    c = cells.c
+    cell_key = _key(*_cell_of(cells))
+
+    def joined(other):
+        return and_(*(other.c[k.name] == k for k in cell_key))
+
+    def zero(column):
+        return func.coalesce(column, 0)
+
+    return (select(c.category_key, c.status, c.ward_id, c.tickets,
+                   case((c.status.in_(OPEN_STATUSES), c.tickets), else_=0),
+                   case((c.status.in_(_DONE), c.tickets), else_=0),
+                   zero(created_today.c.n),
+                   c.response_late + c.response_pending - zero(ahead.c.response) - zero(this_hour.c.response),
+                   c.resolution_late + c.resolution_pending - zero(ahead.c.resolution)
+                   - zero(this_hour.c.resolution),
+                   c.resolved)
+            .select_from(cells.outerjoin(created_today, joined(created_today)).outerjoin(ahead, joined(ahead))
+                         .outerjoin(this_hour, joined(this_hour)))
+            .where(*summary_conditions(cells, scope, filters), c.tickets > 0))
+
+
+def _cell_of(table) -> tuple[ColumnElement, ...]:
+    return table.c.category_key, table.c.status, table.c.ward_id
 
 
 def median_answers(engine: Engine, scope: Scope, filters: TicketFilters | None) -> bool:
@@ -182,4 +192,4 @@ def median_response_s(engine: Engine, scope: Scope, filters: TicketFilters | Non
     return float(sum(middle) / len(middle))
 
 
-__all__ = ["SUMMARY_DIMENSIONS", "SummaryCounts", "answers", "median_answers", "median_response_s", "read_counts"]
+__all__ = ["SummaryCounts", "answers", "median_answers", "median_response_s", "read_counts"]

@@ -13,7 +13,7 @@ from datetime import date, datetime, time, timedelta, timezone
 from typing import Callable, Iterator, Literal, Sequence
 
 import pandas as pd
-from sqlalchemy import ColumnElement, Engine, Select, Table, and_, false, func, literal, or_, select
+from sqlalchemy import ColumnElement, Engine, Select, Table, and_, false, func, literal, literal_column, or_, select
 
 from .errors import InvalidFilter
 from .filters import TicketFilters, applied_filters
@@ -133,7 +133,7 @@ def summary_conditions(table: Table, scope: Scope, filters: TicketFilters | None
             raise InvalidFilter(f"{table.name} cannot apply a ward")
         # The summaries' unique indexes key the ward as coalesce(ward_id, ''): the same expression
         # here lets a ward's rows be found by index; ``ward IN ...`` keeps NULL wards out.
-        conditions += [func.coalesce(ward, "").in_(wards), ward.in_(wards)]
+        conditions += [func.coalesce(ward, literal_column("''")).in_(wards), ward.in_(wards)]
     if filters.statuses:
         conditions.append(table.c.status.in_(filters.statuses))
     if filters.categories:
