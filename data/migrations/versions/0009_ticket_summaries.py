@@ -165,40 +165,35 @@ SELECT {CELL}, {", ".join(_CELL_MEASURES.values())} FROM changes
 GROUP BY {CELL} HAVING {_nonzero(_CELL_MEASURES.values())}
 ORDER BY {CELL_ORDER}
 ON CONFLICT ({CELL_CONFLICT}) DO UPDATE SET {_add(measures)}"""
-    local = "AT TIME ZONE z.timezone)::date"
+    # One pass over the changes: each row gives its created day, its resolved day and the day of
+    # the later of the two (LATERAL VALUES; a UNION would read a materialised copy three times).
     days = f"""\
-WITH changes AS ({changes}),
-dated AS (
-    SELECT c.*, (c.created_at {local} AS day, c.sign AS created, 0 AS resolved, 0 AS closed
-    FROM changes AS c JOIN ticket_summary_zones AS z USING (tenant_id)
-    UNION ALL
-    SELECT c.*, (c.resolved_at {local}, 0, c.sign, 0
-    FROM changes AS c JOIN ticket_summary_zones AS z USING (tenant_id) WHERE c.resolved_at IS NOT NULL
-    UNION ALL
-    SELECT c.*, (greatest(c.created_at, c.resolved_at) {local}, 0, 0, c.sign
-    FROM changes AS c JOIN ticket_summary_zones AS z USING (tenant_id) WHERE c.resolved_at IS NOT NULL)
+WITH changes AS ({changes})
 INSERT INTO ticket_summary_days AS s ({CELL}, day, created, resolved, closed)
-SELECT {CELL}, day, sum(created), sum(resolved), sum(closed) FROM dated
-GROUP BY {CELL}, day HAVING {_nonzero(("sum(created)", "sum(resolved)", "sum(closed)"))}
-ORDER BY {CELL_ORDER}, day
+SELECT {CELL}, v.day, sum(v.created), sum(v.resolved), sum(v.closed)
+FROM changes AS c JOIN ticket_summary_zones AS z USING (tenant_id),
+LATERAL (VALUES ((c.created_at AT TIME ZONE z.timezone)::date, c.sign, 0, 0),
+                ((c.resolved_at AT TIME ZONE z.timezone)::date, 0, c.sign, 0),
+                ((greatest(c.created_at, c.resolved_at) AT TIME ZONE z.timezone)::date, 0, 0,
+                 CASE WHEN c.resolved_at IS NOT NULL THEN c.sign ELSE 0 END)) AS v (day, created, resolved, closed)
+WHERE v.day IS NOT NULL
+GROUP BY {CELL}, v.day HAVING {_nonzero(("sum(v.created)", "sum(v.resolved)", "sum(v.closed)"))}
+ORDER BY {CELL_ORDER}, v.day
 ON CONFLICT ({CELL_CONFLICT}, day) DO UPDATE SET {_add(("created", "resolved", "closed"))}"""
+    # Each pending deadline counts in its UTC hour and in its UTC day.
     deadlines = f"""\
-WITH changes AS ({changes}),
-due AS (
-    SELECT sign, {CELL}, 1 AS kind, sla_response_deadline AS deadline FROM changes
-    WHERE {_pending("sla_response_deadline", "first_responded_at")}
-    UNION ALL
-    SELECT sign, {CELL}, 2, sla_resolution_deadline FROM changes
-    WHERE {_pending("sla_resolution_deadline", "resolved_at")}),
-bucketed AS (
-    SELECT sign, {CELL}, kind, true AS hourly,
-           date_trunc('hour', deadline AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS bucket FROM due
-    UNION ALL
-    SELECT sign, {CELL}, kind, false, date_trunc('day', deadline AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' FROM due)
+WITH changes AS ({changes})
 INSERT INTO ticket_summary_deadlines AS s ({CELL}, kind, hourly, bucket, pending)
-SELECT {CELL}, kind, hourly, bucket, sum(sign) FROM bucketed
-GROUP BY {CELL}, kind, hourly, bucket HAVING sum(sign) <> 0
-ORDER BY {CELL_ORDER}, kind, hourly, bucket
+SELECT {CELL}, v.kind, v.hourly, v.bucket, sum(sign)
+FROM changes AS c,
+LATERAL (VALUES (1, c.sla_response_deadline, c.first_responded_at),
+                (2, c.sla_resolution_deadline, c.resolved_at)) AS d (kind, deadline, done),
+LATERAL (VALUES (d.kind, true, date_trunc('hour', d.deadline AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'),
+                (d.kind, false, date_trunc('day', d.deadline AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'))
+        AS v (kind, hourly, bucket)
+WHERE {_pending("d.deadline", "d.done")}
+GROUP BY {CELL}, v.kind, v.hourly, v.bucket HAVING sum(sign) <> 0
+ORDER BY {CELL_ORDER}, v.kind, v.hourly, v.bucket
 ON CONFLICT ({CELL_CONFLICT}, kind, hourly, bucket) DO UPDATE SET pending = s.pending + excluded.pending"""
     # The same expression as data.aggregates.response_seconds (and index ix_tickets_first_response).
     bucket = f"floor(date_part('epoch', first_responded_at - created_at) / {RESPONSE_BUCKET_S})::bigint"
