@@ -53,7 +53,10 @@ RESPONSE_BUCKET_S = 300
 #: A cell's key; ``ward_id`` may be NULL, so the unique indexes key it as two expressions.
 CELL = "tenant_id, ward_id, category_key, status"
 CELL_CONFLICT = "tenant_id, (coalesce(ward_id, '')), (ward_id IS NULL), category_key, status"
-CELL_ORDER = "tenant_id, coalesce(ward_id, ''), ward_id IS NULL, category_key, status"
+# The order writers lock summary rows in (the same in every transaction: no deadlocks). Byte order:
+# the database's collation would cost a strcoll() per comparison (a third of the build's time).
+CELL_ORDER = ("tenant_id, coalesce(ward_id, '') COLLATE \"C\", ward_id IS NULL, category_key COLLATE \"C\", "
+              "status COLLATE \"C\"")
 #: What the triggers read of a ticket.
 COLUMNS = ("tenant_id, ward_id, category_key, status, created_at, resolved_at, first_responded_at, "
            "sla_response_deadline, sla_resolution_deadline")
@@ -203,7 +206,7 @@ INSERT INTO ticket_summary_responses AS s (tenant_id, category_key, status, buck
 SELECT tenant_id, category_key, status, {bucket}, sum(sign) FROM changes
 WHERE first_responded_at IS NOT NULL
 GROUP BY 1, 2, 3, 4 HAVING sum(sign) <> 0
-ORDER BY 1, 2, 3, 4
+ORDER BY tenant_id, category_key COLLATE "C", status COLLATE "C", 4
 ON CONFLICT (tenant_id, category_key, status, bucket) DO UPDATE SET responded = s.responded + excluded.responded"""
     return [cells, days, deadlines, responses]
 
@@ -312,6 +315,9 @@ BEGIN
     -- Writers wait until the caller commits (readers do not): no ticket may change
     -- between this read and the triggers taking over.
     LOCK TABLE tickets IN SHARE ROW EXCLUSIVE MODE;
+    -- Room to group every ticket in memory (this transaction only): at 1M tickets the default
+    -- 4 MB spilled the groups and their sort to disk.
+    PERFORM pg_catalog.set_config('work_mem', '256MB', true);
     TRUNCATE ticket_summary_cells, ticket_summary_days, ticket_summary_deadlines, ticket_summary_responses;
 {body};
 END
