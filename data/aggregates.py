@@ -350,9 +350,8 @@ def ticket_figures(
 
     On PostgreSQL, unless a date or search filter applies, from the summary tables
     (``summary_figures``): their cost does not grow with the tickets' history.
-    Otherwise one or two scans:
-
-    On PostgreSQL, for a filtered set or a ward, in one scan: a GROUPING
+    Otherwise the tickets are scanned. On PostgreSQL, for a filtered set or a
+    ward, in one scan: a GROUPING
     SETS query groups each visible ticket once by ``dims`` and once by its
     (day created, day resolved) pair. The filters (a free-text search above
     all) and the scan are then the bulk of the cost, and the median's sort

@@ -15,11 +15,11 @@ from typing import Callable, Iterator, Literal, Sequence
 import pandas as pd
 from sqlalchemy import ColumnElement, Engine, Select, Table, and_, false, func, literal, literal_column, or_, select
 
+from . import summary_tables
 from .errors import InvalidFilter
 from .filters import TicketFilters, applied_filters
 from .models import KnownCategory, Ticket
 from .scope import Scope
-from . import summary_tables
 from .sensitivity import DEFAULT_CATEGORIES
 
 #: The ticket columns a staff member may see, in display order.

@@ -24,6 +24,7 @@ from sqlalchemy.pool import NullPool
 
 from data.models import User
 from data.scope import scope_for_user
+from data.tickets import count_tickets, scoped_tickets
 from data.users import create_user
 
 from .helpers.db_roles import connect_as, grant, revoke, role_exists, role_ids, scoped_ids
@@ -339,8 +340,6 @@ def test_security_doc_quotes_the_sql_the_migration_runs():
 def test_a_ticketing_system_role_keeps_the_summaries_without_any_right_on_them(rls_world):
     """The ticketing system writes with a role of its own (BYPASSRLS, docs/security.md): the summaries'
     triggers run as their owner, so its writes keep them right, and it still cannot read them."""
-    from data.tickets import count_tickets, scoped_tickets
-
     writer = rls_world.new_role_name("writer")
     admin = create_engine(rls_world.database.admin_url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
     with admin.connect() as conn:

@@ -19,10 +19,12 @@ import uuid
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from alembic import command
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import Engine, delete, insert, select, text, update
+from sqlalchemy import Engine, delete, event, insert, select, text, update
 
+import data.seed as seeding
 from data import TicketFilters
 from data.aggregates import (
     MEASURES,
@@ -32,12 +34,14 @@ from data.aggregates import (
     ticket_breakdown,
     ticket_figures,
 )
+from data.categories import add_known_category
+from data.db import _alembic_config, make_engine, migrate
 from data.filters import STATUSES
 from data.models import KnownCategory, Municipality, Ticket
 from data.scope import Scope
 from data.tickets import count_tickets, scoped_tickets
 
-from .helpers.databases import add_tickets, ticket_record
+from .helpers.databases import add_tickets, empty_pg_database, scope_of, ticket_record
 
 pytestmark = pytest.mark.postgres
 
@@ -238,8 +242,6 @@ def test_a_ticket_flagged_sensitive_leaves_every_summary_in_the_same_statement(p
 
 
 def test_a_category_an_admin_adds_is_counted_at_once_and_forgetting_it_hides_it_again(pg_engine):
-    from data.categories import add_known_category
-
     tenant, key = uuid.uuid4(), f"cat_{uuid.uuid4().hex[:10]}"
     add_tickets(pg_engine, [ticket_record(tenant, category=f" {key.upper()}\u200b"),
                             ticket_record(tenant, category="gbv"), ticket_record(tenant)])
@@ -316,18 +318,11 @@ def test_writers_at_once_on_the_same_cells_leave_the_summaries_exact(pg_engine, 
 
 
 def test_the_migration_builds_the_summaries_of_existing_tickets_and_truncate_empties_them():
-    from alembic import command
-
-    from data.db import _alembic_config, make_engine, migrate
-    from data.seed import seed
-
-    from .helpers.databases import empty_pg_database, scope_of
-
     with empty_pg_database() as url:
         engine = make_engine(url)
         try:
             migrate(engine, "0008")
-            result = seed(engine, tickets=3000, wards=4, municipalities=2, random_seed=20)
+            result = seeding.seed(engine, tickets=3000, wards=4, municipalities=2, random_seed=20)
             migrate(engine)
             for role, ward_index in (("manager", 0), ("ward_councillor", 1)):
                 scope = scope_of(engine, result, role, ward_index=ward_index)
@@ -350,17 +345,12 @@ def test_the_migration_builds_the_summaries_of_existing_tickets_and_truncate_emp
 
 
 def test_a_bulk_load_into_an_empty_table_counts_the_summaries_once_and_the_trigger_is_back(monkeypatch):
-    import data.seed
-    from data.db import make_engine, migrate
-
-    from .helpers.databases import empty_pg_database, scope_of
-
-    monkeypatch.setattr(data.seed, "BULK_LOAD_ROWS", 100)
+    monkeypatch.setattr(seeding, "BULK_LOAD_ROWS", 100)
     with empty_pg_database() as url:
         engine = make_engine(url)
         try:
             migrate(engine)
-            result = data.seed.seed(engine, tickets=600, wards=3, municipalities=1, random_seed=7)
+            result = seeding.seed(engine, tickets=600, wards=3, municipalities=1, random_seed=7)
             scope = scope_of(engine, result, "manager")
             assert_summaries_equal_scans(engine, scope, TicketFilters(), datetime.now(timezone.utc), 30)
             before = count_tickets(engine, scope)
@@ -373,8 +363,6 @@ def test_a_bulk_load_into_an_empty_table_counts_the_summaries_once_and_the_trigg
 def test_a_ticket_written_while_the_summary_figures_load_is_in_none_of_their_queries(pg_engine):
     """The summaries' queries (and the tickets of the current hour) share one snapshot: a ticket committed
     after the first of them ran is in neither the counts nor the trend, then in both."""
-    from sqlalchemy import event
-
     tenant = uuid.uuid4()
     now = datetime.now(timezone.utc)
     add_tickets(pg_engine, [ticket_record(tenant, created_at=now - timedelta(hours=h)) for h in (1, 2, 30)])
