@@ -31,6 +31,7 @@ from data.errors import OpsDashError
 from data.export import export_tickets
 from data.filters import TicketFilters
 
+from .panel_compat import OptionalFileDownload
 from .store import DashboardStore
 from .store_view import guarded_load, set_text, text
 
@@ -39,18 +40,6 @@ log = logging.getLogger("opsdash.export")
 LABELS = {"csv": "Download CSV", "xlsx": "Download Excel"}
 #: (format, filters) -> URL of the streaming download for the signed-in user.
 DownloadLink = Callable[[str, TicketFilters], str]
-
-
-class _ExportDownload(pn.widgets.FileDownload):
-    """A FileDownload whose callback may return None (export refused or failed: nothing to send).
-
-    Panel's own ``_async_sync_data`` would raise on None and log a traceback.
-    """
-
-    async def _async_sync_data(self) -> None:
-        fileobj = await self.callback()
-        if fileobj is not None:
-            self._sync_data(fileobj)
 
 
 class BrowserDownload(JSComponent):
@@ -88,11 +77,11 @@ class ExportButtons(pn.viewable.Viewer):
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
-        self._files = {fmt: _ExportDownload(label=label, filename=f"tickets.{fmt}", callback=self._callback(fmt),
-                                            # No icon: Panel's icons come from a CDN (cdn.jsdelivr.net,
-                                            # @latest), which the page's CSP does not allow (issue 15).
-                                            color="primary", auto=True, embed=False,
-                                            css_classes=[f"opsdash-export-{fmt}"], sizing_mode="stretch_width")
+        self._files = {fmt: OptionalFileDownload(label=label, filename=f"tickets.{fmt}", callback=self._callback(fmt),
+                                                  # No icon: Panel's icons come from a CDN (cdn.jsdelivr.net,
+                                                  # @latest), which the page's CSP does not allow (issue 15).
+                                                  color="primary", auto=True, embed=False,
+                                                  css_classes=[f"opsdash-export-{fmt}"], sizing_mode="stretch_width")
                        for fmt, label in LABELS.items()}
         self._browser = BrowserDownload(height=0, width=0, margin=0)
         self._progress = pn.indicators.Progress(value=0, max=100, visible=False, sizing_mode="stretch_width",

@@ -5,7 +5,8 @@ on the server and pages it there, which at 1,000,000 tickets costs seconds
 and hundreds of MB per session. ``PagedTabulator`` keeps only the current
 page: the browser's page and sort requests (``page``, ``sorters``) become
 ``data.tickets.ticket_page`` calls (LIMIT/OFFSET + ORDER BY on the scoped
-SELECT), and the page count comes from the SQL count.
+SELECT), and the page count comes from the SQL count. (``PagedTabulator``
+reaches into Tabulator's internals, so it lives in ``panel_compat``.)
 
 Citizen text (description, address) uses Tabulator's ``plaintext``
 formatter, which escapes markup; no HTML formatter touches it.
@@ -20,6 +21,7 @@ import param
 
 from data.tickets import SORTABLE_COLUMNS, TicketPage, ticket_page
 
+from .panel_compat import PagedTabulator
 from .store import DashboardStore
 from .store_view import NO_TICKETS, LatestLoad, guarded_load, notice, set_text
 
@@ -70,27 +72,6 @@ def display_frame(frame: pd.DataFrame) -> pd.DataFrame:
         out[column] = out[column].astype(object).where(out[column].notna(), "")
     out["status"] = out["status"].str.replace("_", " ")
     return out.reset_index(drop=True)
-
-
-class PagedTabulator(pn.widgets.Tabulator):
-    """A Tabulator whose ``value`` is only the current page of ``total_rows``."""
-
-    total_rows = param.Integer(default=0, bounds=(0, None), doc="Rows over all pages (from SQL).")
-
-    _rename = {**pn.widgets.Tabulator._rename, "total_rows": None}  # server-side only
-
-    @property
-    def _length(self) -> int:
-        return max(self.total_rows, 0 if self.value is None else len(self.value))
-
-    def _get_data(self):
-        if self.pagination != "remote" or self.value is None:
-            return super()._get_data()
-        # ``value`` is already the requested page in the requested order.
-        return self._process_df_and_convert_to_cds(self.value)
-
-    def _sort_df(self, df: pd.DataFrame) -> pd.DataFrame:
-        return df  # sorted by the database, across all pages
 
 
 class TicketTable(pn.viewable.Viewer):

@@ -2,11 +2,12 @@
 
 Registered under the ``panel.auth`` entry-point group, so
 ``panel serve ... --oauth-provider opsdash --cookie-secret ...`` uses it.
-Panel's BasicLoginHandler compares plaintext passwords; we override
-``_validate`` to verify argon2 hashes and throttle guessing.
+Panel's BasicLoginHandler compares plaintext passwords; our ``post``
+verifies argon2 hashes instead and throttles guessing.
 
-Keep module-level imports light: Panel imports this module while
-``panel.auth`` itself is still being imported.
+Panel imports this module while ``panel.auth`` itself is still being
+imported (the entry point loop at its end): import ``panel.auth`` before
+this module, never this module first.
 """
 from __future__ import annotations
 
@@ -15,12 +16,21 @@ import logging
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import jinja2
+import panel as pn
 import tornado.escape
 import tornado.web
 from panel.auth import BasicLoginHandler
 
+from components.panel_compat import encode_id_token, login_endpoint, validate_next_url
+from data.users import authenticate
+from data.web_sessions import start_session
+
 from . import panel_fence
+from .session import prefetch_dashboard
+from .settings import get_engine, get_settings
 from .throttle import get_throttle
+from .web_session import SESSION_COOKIE, session_lifetime
 
 # Panel imports this module (its auth entry point) before `panel serve` reads Bokeh's settings:
 # the one moment at which Bokeh can still be told to sign its session tokens.
@@ -40,8 +50,6 @@ ACCENT = "#0b6e4f"
 
 def login_page(login_endpoint: str, error: str, xsrf_token: str = "") -> str:
     """The styled sign-in page (fields ``username``, ``password`` and the CSRF ``_xsrf``), escaped by Jinja."""
-    import jinja2
-
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATE_DIR), autoescape=True)
     shown = "" if not error else (error if error in KNOWN_ERRORS else GENERIC_ERROR)
     return env.get_template("login.html").render(login_endpoint=login_endpoint, errormessage=shown, accent=ACCENT,
@@ -71,16 +79,13 @@ class OpsDashLoginHandler(BasicLoginHandler):
     """``/login``: checks the users table's argon2 hashes, throttled."""
 
     def get(self) -> None:
-        from panel.auth import _validate_next_url
-        from panel.io.state import state
-
-        next_url = _validate_next_url(self.get_argument("next", _landing_url(state.base_url)))
+        next_url = validate_next_url(self.get_argument("next", _landing_url(pn.state.base_url)))
         if next_url:
             self.set_cookie("next_url", next_url, httponly=True)
         self.set_header("Cache-Control", "no-store")
         self.set_header("X-Frame-Options", "DENY")  # no clickjacking of the sign-in form
         token = self.xsrf_token.decode("ascii")  # also sets the _xsrf cookie the POST is checked against
-        self.write(login_page(self._login_endpoint, self.get_argument("error", ""), token))
+        self.write(login_page(login_endpoint(self), self.get_argument("error", ""), token))
 
     def check_xsrf_cookie(self) -> None:
         """Tornado calls this before POST only when the whole server has xsrf_cookies on; ``post`` calls
@@ -88,8 +93,6 @@ class OpsDashLoginHandler(BasicLoginHandler):
 
     def _refuse_cross_site(self) -> bool:
         """Login CSRF: refuse a POST that is not from our own form (Origin/Referer, then the form's token)."""
-        from .settings import get_settings
-
         allowed = get_settings().allowed_origins
         origin = self.request.headers.get("Origin") or self.request.headers.get("Referer") or ""
         reason = None
@@ -109,11 +112,8 @@ class OpsDashLoginHandler(BasicLoginHandler):
         self.finish(CROSS_SITE_ERROR + "\n")
         return True
 
-    def _validate(self, username: str, password: str) -> bool:
-        from data.users import authenticate
-
-        from .settings import get_engine
-
+    def _check_password(self, username: str, password: str) -> bool:
+        """Panel's BasicLoginHandler compares plaintext (its ``_validate``): argon2 here, throttled, off the loop."""
         address = self.request.remote_ip or "unknown"
         throttle = get_throttle()
         if not throttle.reserve(username, address):  # the slot is taken atomically, before the check
@@ -135,37 +135,19 @@ class OpsDashLoginHandler(BasicLoginHandler):
         return True
 
     def _start_session(self, username: str) -> str:
-        from data.web_sessions import start_session
-
-        from .settings import get_engine
-        from .web_session import session_lifetime
-
         return start_session(get_engine(), username, session_lifetime())
 
     def set_session_cookies(self, username: str, session_id: str) -> None:
         """The signed sign-in cookies; they expire with the session (HttpOnly, SameSite: web_headers)."""
-        import json
-
-        from panel.config import config
-        from panel.io.state import state
-        from panel.util import base64url_encode
-
-        from .web_session import SESSION_COOKIE, session_lifetime
-
         days = session_lifetime().total_seconds() / 86400
-        options = dict(expires_days=days, httponly=True, path=config.cookie_path, samesite="Lax")
+        options = dict(expires_days=days, httponly=True, path=pn.config.cookie_path, samesite="Lax")
         self.clear_cookie("is_guest")
         self.set_secure_cookie("user", username, **options)
         self.set_secure_cookie(SESSION_COOKIE, session_id, **options)
-        id_token = base64url_encode(json.dumps({"user": username}))  # as Panel's own basic sign-in sets it
-        if state.encryption:
-            id_token = state.encryption.encrypt(id_token.encode("utf-8"))
-        self.set_secure_cookie("id_token", id_token, **options)
+        # As Panel's own basic sign-in sets it (pn.state.user_info reads it).
+        self.set_secure_cookie("id_token", encode_id_token({"user": username}), **options)
 
     def _prefetch(self, username: str) -> None:
-        from .session import prefetch_dashboard
-        from .settings import get_engine
-
         try:
             prefetch_dashboard(get_engine(), username)
         except Exception:  # only a head start: the page loads its figures anyway
@@ -180,7 +162,7 @@ class OpsDashLoginHandler(BasicLoginHandler):
         # In a worker thread: an argon2 verification takes ~60 ms of CPU by design, during which
         # the event loop keeps serving every open dashboard (and other sign-ins) instead of stalling.
         loop = asyncio.get_running_loop()
-        valid = await loop.run_in_executor(None, self._validate, username, password)
+        valid = await loop.run_in_executor(None, self._check_password, username, password)
         session_id = None
         if valid:
             try:
@@ -190,14 +172,11 @@ class OpsDashLoginHandler(BasicLoginHandler):
                 self._error, valid = UNAVAILABLE_ERROR, False
         if valid and session_id:
             self.set_session_cookies(username, session_id)
-            from panel.auth import _validate_next_url
-            from panel.io.state import state
-
-            landing = _landing_url(state.base_url)
-            target = _validate_next_url(self.get_cookie("next_url", landing)) or landing
+            landing = _landing_url(pn.state.base_url)
+            target = validate_next_url(self.get_cookie("next_url", landing)) or landing
             if "?" not in target:  # the plain dashboard (a link's filters would make other queries)
                 self._prefetch(username)
             self.redirect(target)
             return
         # Relative, like the landing page: the form is at <prefix>/login whatever the prefix.
-        self.redirect("./" + self._login_endpoint.lstrip("/") + "?error=" + tornado.escape.url_escape(self._error))
+        self.redirect("./" + login_endpoint(self).lstrip("/") + "?error=" + tornado.escape.url_escape(self._error))

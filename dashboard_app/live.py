@@ -21,6 +21,7 @@ from functools import partial
 from typing import Any
 
 import panel as pn
+from panel.io import PeriodicCallback
 from tornado.ioloop import IOLoop
 
 from data.events import Event, bus_for
@@ -114,12 +115,12 @@ class LiveSession:
         self._set_status(self.hub.status)
         # Results stay shared while the hub has seen no change of this municipality.
         self.store.change_mark = partial(self.hub.change_mark, self.store.scope.municipality_id)
-        self.callback = pn.state.add_periodic_callback(self.tick, period=self.interval_ms, start=False)
         # A background callback: Panel would otherwise flag the whole server "busy" (spinner,
         # a process-wide busy list rewritten per call) twice a second per session, and log
-        # each run. Panel's own PeriodicCallback(background=True) sets this same attribute.
-        self.callback._background = True
-        self.callback.log = False
+        # each run. ``pn.state.add_periodic_callback`` takes no ``background`` (Panel 1.9, 1.10),
+        # so the callback is made directly; it stops with the session (``close`` below, and
+        # Bokeh drops a destroyed document's callbacks).
+        self.callback = PeriodicCallback(callback=self.tick, period=self.interval_ms, background=True, log=False)
         self.callback.start()
         # Bokeh stops the callback only when it expires the session; unregister
         # here too so a closed tab leaves nothing behind in the hub.

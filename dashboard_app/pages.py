@@ -4,8 +4,8 @@ from __future__ import annotations
 import logging
 
 import panel as pn
-from panel.io import resources
 
+from components.panel_compat import models_frozen
 from components.store_view import text
 from data.errors import NotAuthorized, OpsDashError
 
@@ -15,29 +15,6 @@ from .session import current_username
 from .web_session import watch_session
 
 log = logging.getLogger("opsdash.pages")
-
-
-def serve_pages_without_mathjax() -> bool:
-    """Leave Bokeh's MathJax bundle out of served pages; False when this Panel cannot.
-
-    Panel adds it (1.8 MB of JavaScript, the page's largest file, 28 % of its
-    scripts) to every page holding an HTML or Markdown pane, in case one holds
-    LaTeX. Ours never do: fixed headings, and citizen text escaped into HTML
-    panes that render no math. Without it a councillor's phone downloads 4.6
-    MB instead of 6.4 MB, and every first visit has that much less to parse:
-    paired sign-ins, 6 rounds, 1.45 s -> 1.32 s median, faster in all 6
-    (docs/performance.md, "Dashboard server and page"). Panel has no setting
-    for this, so its helper that decides is replaced; a Panel without it
-    keeps MathJax, and the served-page test says so.
-    """
-    if not callable(getattr(resources, "_panel_use_mathjax", None)):
-        log.warning("this Panel decides about MathJax differently: served pages keep its 1.8 MB bundle")
-        return False
-    resources._panel_use_mathjax = lambda roots: False
-    return True
-
-
-serve_pages_without_mathjax()  # once per process: the server imports this module at start
 
 NO_ACCESS = "No access"
 UNAVAILABLE_TITLE = "Dashboard unavailable"
@@ -102,5 +79,5 @@ def serve_page(title: str = "OpsDash") -> None:
     if doc is None or doc.session_context is None:
         page.servable(title=title)
         return
-    with doc.models.freeze():
+    with models_frozen(doc):
         page.servable(title=title)

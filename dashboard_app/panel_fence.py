@@ -1,9 +1,9 @@
-"""The one module that changes Panel's and Bokeh's server from the inside (private API, fenced).
+"""What OpsDash changes in Panel's and Bokeh's server, and why (issue 15); applied by ``install()`` at start.
 
 Panel has no setting for any of these, and each closes a hole an outside
-attacker used (issue 15). ``tests/test_panel_fence.py`` fails when an
-upgrade moves what a hook relies on; ``install()`` refuses to start the
-server rather than serve without one.
+attacker used. The hooks themselves (the private API they touch) live in
+``components/panel_compat.py``, checked by ``tests/test_panel_compat.py``;
+this module only says what they enforce, through public functions.
 
 1. ``/components/<module>/...`` (Panel's ``ComponentResourceHandler``)
    imported the module named in the URL before any check: a URL could end
@@ -32,7 +32,13 @@ import logging
 import os
 import secrets
 import sys
-from typing import Any
+
+from bokeh.document import Document
+
+from components import panel_compat
+
+from .web_headers import SecurityHeaders
+from .web_session import confirm_user, page_claims
 
 log = logging.getLogger("opsdash.fence")
 _installed = False
@@ -50,145 +56,34 @@ def sign_bokeh_sessions() -> None:
     os.environ.setdefault("BOKEH_SECRET_KEY", secrets.token_urlsafe(48))
     # `import panel` already asked Bokeh for its key (a default argument of BokehTornado), and Bokeh
     # keeps the first answer (None then): forget it, so `bokeh serve` reads the variable now set.
-    from bokeh.settings import settings
-
-    settings.__dict__.pop("_secret_key_bytes", None)
+    panel_compat.forget_bokeh_secret_key()
 
 
 def install() -> None:
-    """Apply hooks 1-4 (idempotent). Called at server start (``server.start``, when Panel loads ``routes.py``)."""
+    """Apply hooks 1-4 and leave MathJax out of served pages (idempotent). Called at server start (``server.start``)."""
     global _installed
     if _installed:
         return
-    _restrict_component_resources()
-    _static_paths_without_nul()
-    _token_payload_without_cookies()
-    _confirm_every_authenticated_request()
-    _harden_every_response()
+    panel_compat.restrict_component_resources(component_module_allowed)  # 1
+    panel_compat.refuse_nul_in_static_paths()  # 1
+    panel_compat.add_page_token_claims(page_claims)  # 2
+    panel_compat.confirm_authenticated_users(confirm_user)  # 3
+    panel_compat.add_response_transform(SecurityHeaders, log_routes)  # 4
+    if not panel_compat.serve_pages_without_mathjax():
+        log.warning("this Panel decides about MathJax differently: served pages keep its 1.8 MB bundle")
     _installed = True
 
 
-# ---- 1. /components/: nothing imported from a URL ----------------------------------------------
-
 def component_module_allowed(name: str) -> bool:
-    """Only Panel's own modules, and only those this process has already imported."""
+    """1. Only Panel's own modules, and only those this process has already imported."""
     return (name == "panel" or name.startswith("panel.")) and name in sys.modules and "__main__" not in name
 
 
-def _restrict_component_resources() -> None:
-    from panel.io.server import ComponentResourceHandler
-    from tornado.web import HTTPError
-
-    original = ComponentResourceHandler.parse_url_path
-
-    def parse_url_path(self, path: str) -> str:
-        if not isinstance(path, str) or not component_module_allowed(path.split("/", 1)[0]):
-            raise HTTPError(404)
-        try:
-            return original(self, path)
-        except HTTPError:
-            raise
-        except Exception:  # a malformed path (e.g. missing parts): not found, never a 500
-            raise HTTPError(404) from None
-
-    ComponentResourceHandler.parse_url_path = parse_url_path
+def log_routes(patterns: list[str]) -> None:
+    """4. What the server exposes, for operators and the hostile-route sweep (tests/test_web_routes.py)."""
+    log.info("serving routes: %s", " ".join(patterns))
 
 
-def _static_paths_without_nul() -> None:
-    """A NUL in a static path (``/static/%00``) raised ValueError deep in ``os``: a 500 and a traceback.
-
-    Every static route (Bokeh's, Panel's, the component route) is a Tornado StaticFileHandler.
-    """
-    from tornado.web import HTTPError, StaticFileHandler
-
-    original = StaticFileHandler.parse_url_path
-
-    def parse_url_path(self, url_path: str) -> str:
-        if "\x00" in url_path:
-            raise HTTPError(400)
-        return original(self, url_path)
-
-    StaticFileHandler.parse_url_path = parse_url_path
-
-
-# ---- 2. the page's token carries no cookie -------------------------------------------------------
-
-def _token_payload_without_cookies() -> None:
-    from panel.io.application import Application
-
-    from .web_session import page_claims
-
-    original = Application.process_request
-
-    def process_request(self, request) -> dict[str, Any]:
-        data = original(self, request)
-        data.update(page_claims(request))
-        return data
-
-    Application.process_request = process_request
-    # Bokeh 3.10 / Panel 1.10 build the page's token through an async twin, which calls Bokeh's
-    # own (unpatched) process_request: without this the token carried the cookies again.
-    original_async = getattr(Application, "process_request_async", None)
-    if original_async is not None:
-        async def process_request_async(self, request) -> dict[str, Any]:
-            data = await original_async(self, request)
-            data.update(page_claims(request))
-            return data
-
-        Application.process_request_async = process_request_async
-
-
-# ---- 3. every authenticated request checks the session -------------------------------------------
-
-def _confirm_every_authenticated_request() -> None:
-    from panel.auth import OAuthProvider
-
-    from .web_session import confirm_user
-
-    original = OAuthProvider.get_user_async
-
-    def get_user_async(self):
-        inner = original.fget(self)
-        if inner is None:
-            return None
-
-        async def get_user(handler):
-            user = await inner(handler)
-            return None if user is None else await confirm_user(handler, user)
-
-        return get_user
-
-    OAuthProvider.get_user_async = property(get_user_async)
-
-
-# ---- 4. headers and cookie attributes on every response ------------------------------------------
-
-def _harden_every_response() -> None:
-    from bokeh.server.tornado import BokehTornado
-
-    from .web_headers import SecurityHeaders
-
-    original = BokehTornado.__init__
-
-    def __init__(self, *args, **kwargs) -> None:
-        original(self, *args, **kwargs)
-        self.transforms.append(SecurityHeaders)
-        routes = [rule.matcher.regex.pattern for rule in self.wildcard_router.rules]
-        log.info("serving routes: %s", " ".join(routes))
-
-    BokehTornado.__init__ = __init__
-
-
-# ---- 5. close a revoked session's websockets -----------------------------------------------------
-
-def end_session_connections(doc) -> int:
-    """Close every websocket of the session ``doc`` belongs to; how many were closed."""
-    context = doc.session_context
-    session = getattr(context, "session", None) if context is not None else None
-    closed = 0
-    for connection in list(getattr(session, "_subscribed_connections", ())):
-        socket = getattr(connection, "_socket", None)
-        if socket is not None:
-            socket.close(code=4001, reason="signed out")  # 4001: ours, "the sign-in ended"
-            closed += 1
-    return closed
+def end_session_connections(doc: Document) -> int:
+    """5. Close every websocket of the session ``doc`` belongs to; how many were closed."""
+    return panel_compat.close_session_connections(doc, code=4001, reason="signed out")  # 4001: "the sign-in ended"

@@ -21,6 +21,10 @@ import logging
 import threading
 import time
 
+import redis
+
+from .settings import get_settings
+
 log = logging.getLogger("opsdash.auth")
 ACCOUNT_FACTOR = 10
 #: Increment every key, set its expiry on the first increment, return the counts: one atomic step.
@@ -54,8 +58,6 @@ class LoginThrottle:
         self._lock = threading.Lock()
         self._redis = None
         if redis_url:
-            import redis
-
             self._redis = redis.Redis.from_url(redis_url, socket_connect_timeout=2, socket_timeout=2)
 
     def _limits(self) -> tuple[int, int]:
@@ -107,8 +109,6 @@ _throttle: LoginThrottle | None = None
 def get_throttle() -> LoginThrottle:
     global _throttle
     if _throttle is None:
-        from .settings import get_settings
-
         s = get_settings()
         _throttle = LoginThrottle(s.login_max_attempts, s.login_window_s, s.redis_url)
     return _throttle

@@ -11,8 +11,9 @@
 - The websocket is accepted only when its token is signed by this server and
   names the same user and session as the websocket's own cookies.
 
-The hooks into Panel's server that call these functions live in
-``panel_fence.py``; nothing here uses Panel's private API.
+The hooks into Panel's server that call these functions are wired in
+``panel_fence.py``; nothing here uses Panel's private API (what touches it,
+Panel's ``id_token`` cookie format among it, is in ``components/panel_compat.py``).
 """
 from __future__ import annotations
 
@@ -21,6 +22,12 @@ import logging
 from datetime import timedelta
 from typing import Any, Callable
 
+import panel as pn
+from bokeh.util.token import check_token_signature, get_token_payload
+from tornado.web import decode_signed_value
+from tornado.websocket import WebSocketHandler
+
+from components.panel_compat import decode_id_token
 from data.web_sessions import session_key, valid_session
 
 from .settings import get_engine, get_settings
@@ -50,31 +57,17 @@ def signed_cookie(get_secure_cookie: Callable[..., bytes | None], name: str) -> 
 
 def signed_user_info(get_secure_cookie: Callable[..., bytes | None]) -> dict | None:
     """The OAuth/OIDC claims Panel keeps in its signed ``id_token`` cookie (decrypted when Panel encrypts)."""
-    from panel.io.state import state
-    from panel.util import decode_token
-
     raw = get_secure_cookie("id_token", max_age_days=_cookie_days())
-    if not raw:
-        return None
-    try:
-        if state.encryption is not None:
-            raw = state.encryption.decrypt(raw)
-        info = decode_token(raw.decode("utf-8"))
-    except Exception:  # unreadable: the external provider's mapping then refuses
-        return None
-    return info if isinstance(info, dict) else None
+    return decode_id_token(raw) if raw else None
 
 
 def _request_cookie_reader(request) -> Callable[..., bytes | None]:
     """``get_secure_cookie`` for a bare tornado request (Bokeh hands ``process_request`` no handler)."""
-    from panel.config import config
-    from tornado.web import decode_signed_value
-
     def read(name: str, max_age_days: float = 31) -> bytes | None:
         morsel = request.cookies.get(name)
-        if morsel is None or not config.cookie_secret:
+        if morsel is None or not pn.config.cookie_secret:
             return None
-        return decode_signed_value(config.cookie_secret, name, morsel.value, max_age_days=max_age_days)
+        return decode_signed_value(pn.config.cookie_secret, name, morsel.value, max_age_days=max_age_days)
 
     return read
 
@@ -91,8 +84,6 @@ def page_claims(request) -> dict[str, Any]:
 
 def session_claims() -> dict[str, Any]:
     """The claims of the served session being built (empty outside a server session, e.g. a notebook)."""
-    import panel as pn
-
     context = pn.state.curdoc.session_context if pn.state.curdoc else None
     if context is None:
         return {}
@@ -117,11 +108,8 @@ async def confirm_user(handler, user: str) -> str | None:
     a websocket also needs a token this server signed, for this user and
     this session (a token cut from another page cannot carry another user in).
     """
-    from panel.config import config
-    from tornado.websocket import WebSocketHandler
-
     key = None
-    if config.oauth_provider in OWN_PROVIDERS:
+    if pn.config.oauth_provider in OWN_PROVIDERS:
         session_id = signed_cookie(handler.get_secure_cookie, SESSION_COOKIE)
         try:
             record = await asyncio.to_thread(valid_session, get_engine(), session_id=session_id)
@@ -138,8 +126,6 @@ async def confirm_user(handler, user: str) -> str | None:
 
 
 def _token_matches(handler, user: str, key: str | None) -> bool:
-    from bokeh.util.token import check_token_signature, get_token_payload
-
     token = websocket_token(handler.request)
     app = handler.application
     if not token or not app.sign_sessions:  # unsigned tokens can be made by anyone: refuse them all
@@ -155,8 +141,6 @@ def _token_matches(handler, user: str, key: str | None) -> bool:
 
 def watch_session(on_end: Callable[[], None]) -> None:
     """While this served session is open, end it (``on_end``) soon after its sign-in is revoked or expires."""
-    import panel as pn
-
     key = session_claims().get("session")
     doc = pn.state.curdoc
     if not key or doc is None:

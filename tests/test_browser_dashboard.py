@@ -92,8 +92,8 @@ def test_manager_sees_the_municipality_kpis_table_and_charts(site, browser_page,
     assert site.result.municipalities[0]["name"] in pane_texts(page, "opsdash-who")[0]
     page.wait_for_selector(".bk-Canvas, canvas", timeout=30_000)  # the charts drew
     save_screenshot(page, "manager-desktop")
-    # Without Bokeh's MathJax bundle (dashboard_app.pages), and nothing missed it: the Markdown
-    # headings are there and the page logged no error.
+    # Without Bokeh's MathJax bundle (components.panel_compat, installed at server start), and nothing
+    # missed it: the Markdown headings are there and the page logged no error.
     scripts = page.evaluate("[...document.scripts].map(s => s.src)")
     assert any("bokeh.min.js" in src for src in scripts) and not any("mathjax" in src for src in scripts)
     for heading in ("Filters", "Export", "Tickets", "Live activity"):

@@ -167,10 +167,6 @@ def test_a_leaky_function_in_the_roles_query_never_sees_a_hidden_row(rls_world, 
         query = "SELECT id FROM tickets WHERE pg_temp.peek(id, description)"
         assert role_ids(conn, query) == visible
         assert leaked and set(leaked) <= visible and not set(leaked) & rls_world.hidden_ids
-        plan = "\n".join(row[0] for row in conn.execute("EXPLAIN (VERBOSE, COSTS OFF) " + query))
-        # The policy's conditions are checked first; the function only after them.
-        first = min(plan.find("tenant_id ="), plan.find("is_sensitive"))
-        assert 0 <= first < plan.find("peek(")
         leaked.clear()
         # A division by zero only for a hidden ticket would betray it: it never happens.
         assert conn.execute("SELECT count(*) FROM tickets WHERE 1 / (CASE WHEN is_sensitive OR "

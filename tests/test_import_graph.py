@@ -158,3 +158,51 @@ def test_the_import_graph_sees_imports_inside_functions_and_relative_imports():
                for e in edges)
     assert any(e.importer.startswith("dashboard_app") and not e.module_level for e in edges)
     assert any(e.importer == "components.store" and e.imported.startswith("data") for e in edges)
+
+
+#: Packages whose functions may import only with a reason, and the comments that give one
+#: (on the import's line or in the comment block right above it).
+REASONED_PACKAGES = ("components", "dashboard_app")
+REASONS = ("import cost:", "import cycle:")
+
+
+def unexplained_function_imports(source: str, filename: str) -> list[str]:
+    """Imports inside a function with no ``# import cost: <measured figure>`` / ``# import cycle: <which>`` comment."""
+    lines = source.splitlines()
+    found = []
+    for function in ast.walk(ast.parse(source, filename=filename)):
+        if not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        for node in ast.walk(function):
+            if not isinstance(node, (ast.Import, ast.ImportFrom)):
+                continue
+            said = [lines[node.lineno - 1]]
+            above = node.lineno - 2
+            while above >= 0 and lines[above].strip().startswith("#"):
+                said.append(lines[above])
+                above -= 1
+            if not any(reason in line for line in said for reason in REASONS):
+                found.append(f"{filename}:{node.lineno} {lines[node.lineno - 1].strip()}")
+    return sorted(set(found))
+
+
+def test_functions_import_only_where_a_comment_gives_the_measured_cost_or_the_cycle():
+    """Imports belong at the top of a module; inside a function only for a measured import cost or an import cycle."""
+    found = [use for package in REASONED_PACKAGES for path in sorted((ROOT / package).rglob("*.py"))
+             for use in unexplained_function_imports(path.read_text(encoding="utf-8"),
+                                                     str(path.relative_to(ROOT)))]
+    assert not found, ("imports inside functions without '# import cost: <measured>' or '# import cycle: <which>' "
+                       "(move them to the top of the module):\n" + "\n".join(found))
+
+
+def test_the_function_import_check_sees_an_unexplained_import_and_accepts_a_reasoned_one():
+    source = '''
+def handler():
+    import json
+    # import cost: ~0.2 s (argon2), python -X importtime
+    from data.users import authenticate
+    from data.seed import seed  # import cost: ~0.35 s
+    async def inner():
+        from panel import auth
+'''
+    assert unexplained_function_imports(source, "x.py") == ["x.py:3 import json", "x.py:8 from panel import auth"]

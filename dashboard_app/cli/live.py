@@ -78,7 +78,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    # Imported here: ~0.36 s (argon2 and the seed's word lists) on every other `opsdash` start otherwise.
+    # import cost: ~0.36 s (argon2 and the seed's word lists) on every other `opsdash` start otherwise.
     from data.simulator import Simulator
 
     url = _redis_url(required=False)

@@ -26,7 +26,8 @@ UNUSED_SESSION_LIFETIME_MS, CHECK_UNUSED_SESSIONS_MS = 15_000, 5_000
 
 def _demo_environment() -> list[dict]:
     """SQLite by default, schema migrated, seeded when empty. Returns the demo logins."""
-    from data.seed import seed  # ~0.37 s (argon2, the seed's word lists): only when serving, not on every start
+    # import cost: ~0.37 s (argon2, the seed's word lists): only when serving, not on every start.
+    from data.seed import seed
 
     demo_file = opsdash_home() / "var" / "demo-logins.json"  # beside the default demo database
     engine = open_engine()
@@ -62,8 +63,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     else:
         open_engine()
         users = []
-    # Panel (~1.15 s to import, python -X importtime) only for the command that serves: every other
-    # command, `opsdash --help` included, starts without it.
+    # import cost: Panel (~1.15 s to import, python -X importtime) only for the command that serves:
+    # every other command, `opsdash --help` included, starts without it.
     from ..panel_fence import sign_bokeh_sessions
 
     # The cookie secret stays in this process's environment (OPSDASH_COOKIE_SECRET, read by the
@@ -77,7 +78,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print(f"OpsDash on http://{'localhost' if args.address in ('0.0.0.0', '127.0.0.1') else args.address}:{args.port}/",
           flush=True)
     print_logins(users)
-    from panel.command import main as panel_main
+    from panel.command import main as panel_main  # import cost: Panel's, see above
 
     sys.argv = argv
     panel_main()

@@ -10,7 +10,7 @@ from sqlalchemy import Engine, text
 
 from data.db import make_engine
 from data.scope import Scope, scope_for_user
-from data.seed import SeedResult
+from data.seed import TICKET_COLUMNS, SeedResult
 
 from .services import PG_ADMIN_URL, require_postgres
 
@@ -59,6 +59,11 @@ def ticket_record(tenant_id: uuid.UUID, **values) -> dict:
     }
     row.update(values)
     return row
+
+
+def copy_row(record: dict) -> tuple:
+    """A ``ticket_record`` as the row ``data.seed.insert_tickets`` loads (its TICKET_COLUMNS, in order)."""
+    return tuple(record.get(column) for column in TICKET_COLUMNS)
 
 
 def add_tickets(engine: Engine, rows: list[dict]) -> None:

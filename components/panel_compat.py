@@ -1,0 +1,311 @@
+"""Every use OpsDash makes of Panel's, Bokeh's and Tornado's internals, in this one module (issue 16).
+
+Each hook names what it relies on and the public alternative that is
+missing. ``tests/test_panel_compat.py`` checks every one against the
+installed Panel/Bokeh (it fails with what to look at when an upgrade moves
+one) and walks the product code with ``ast``: a private name of theirs used
+anywhere else fails it. Run with panel 1.9.4 + bokeh 3.9.2; every name was
+also read in panel 1.10's source (it pairs with bokeh 3.10). pyproject.toml
+pins those pairs.
+
+Widgets and pages:
+1. ``PagedTabulator``: a Tabulator holding one page of rows paged in SQL.
+2. ``OptionalFileDownload``: a FileDownload whose callback may send nothing.
+3. ``serve_pages_without_mathjax``: no MathJax bundle in served pages.
+4. ``models_frozen``: add a page's roots to a document in one model walk.
+
+Sign-in (dashboard_app/auth.py, web_session.py):
+5. ``validate_next_url``, ``login_endpoint``, ``encode_id_token`` / ``decode_id_token``.
+
+The server (issue 15's security hooks; dashboard_app/panel_fence.py says why each one and wires them):
+6. ``forget_bokeh_secret_key``, ``restrict_component_resources``,
+   ``refuse_nul_in_static_paths``, ``add_page_token_claims``,
+   ``confirm_authenticated_users``, ``add_response_transform``,
+   ``close_session_connections``.
+
+Public API is used instead where it exists: ``PeriodicCallback(background=True)``
+(dashboard_app/live.py), Bokeh's ``Application.process_request`` contract,
+Tornado's ``OutputTransform``.
+"""
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+from typing import Any, Awaitable, Callable, Iterator
+
+import pandas as pd
+import panel as pn
+import param
+from bokeh.document import Document
+from bokeh.server.tornado import BokehTornado
+from bokeh.settings import settings as bokeh_settings
+from panel.io import resources as panel_resources
+from panel.io.application import Application
+from panel.io.server import ComponentResourceHandler
+from panel.io.state import state
+from panel.util import base64url_encode, decode_token
+from tornado.web import HTTPError, RequestHandler, StaticFileHandler
+
+
+# ---- 1. a Tabulator paged in SQL -------------------------------------------------------------------
+
+class PagedTabulator(pn.widgets.Tabulator):
+    """A Tabulator whose ``value`` is only the current page of ``total_rows`` (paged and sorted elsewhere).
+
+    With ``pagination='remote'`` Panel's Tabulator holds the whole frame and pages it on
+    the server. Here the owner answers the browser's ``page`` and ``sorters`` with one
+    page (SQL LIMIT/OFFSET + ORDER BY) and sets ``total_rows``, so the browser's pager
+    still shows every page. Private: ``Tabulator._rename`` (which parameters reach the
+    browser), ``_length`` (rows for the page count), ``_get_data`` /
+    ``_process_df_and_convert_to_cds`` (the rows sent) and ``_sort_df`` (Panel's own
+    sort). Public alternative missing: Tabulator has no documented data-source hook;
+    ``pagination='remote'`` always slices a complete ``value``.
+    """
+
+    total_rows = param.Integer(default=0, bounds=(0, None), doc="Rows over all pages (from SQL).")
+
+    _rename = {**pn.widgets.Tabulator._rename, "total_rows": None}  # server-side only
+
+    @property
+    def _length(self) -> int:
+        return max(self.total_rows, 0 if self.value is None else len(self.value))
+
+    def _get_data(self):
+        if self.pagination != "remote" or self.value is None:
+            return super()._get_data()
+        # ``value`` is already the requested page in the requested order.
+        return self._process_df_and_convert_to_cds(self.value)
+
+    def _sort_df(self, df: pd.DataFrame) -> pd.DataFrame:
+        return df  # sorted by the database, across all pages
+
+
+# ---- 2. a FileDownload that may send nothing ---------------------------------------------------------
+
+class OptionalFileDownload(pn.widgets.FileDownload):
+    """A FileDownload whose ``callback`` may return None: nothing is sent (the export was refused or failed).
+
+    Private: ``FileDownload._sync_data(fileobj)``, which Panel's click handling calls with
+    the callback's result (for a coroutine callback too). Public alternative missing: the
+    documented ``callback`` must return a file; None raises ValueError and logs a traceback.
+    """
+
+    def _sync_data(self, fileobj: Any) -> None:
+        if fileobj is not None:
+            super()._sync_data(fileobj)
+
+
+# ---- 3. served pages without MathJax --------------------------------------------------------------
+
+def serve_pages_without_mathjax() -> bool:
+    """Leave Bokeh's MathJax bundle out of every page this process serves; False when this Panel cannot.
+
+    Panel adds it (1.8 MB of JavaScript, the page's largest file, 28 % of its scripts)
+    to every page holding an HTML or Markdown pane, in case one holds LaTeX. Ours never
+    do: fixed headings, and citizen text escaped into HTML panes that render no math.
+    Without it a first visit downloads 4.6 MB instead of 6.4 MB: paired sign-ins, 6
+    rounds, 1.45 s -> 1.32 s median, faster in all 6 (docs/performance.md). Private:
+    ``panel.io.resources._panel_use_mathjax(roots)``, replaced process-wide (call it at
+    server start only). Public alternative missing: ``bundle_resources(enable_mathjax=)``
+    exists, but Panel's server always calls it with ``'auto'``.
+    """
+    if not callable(getattr(panel_resources, "_panel_use_mathjax", None)):
+        return False
+    panel_resources._panel_use_mathjax = lambda roots: False
+    return True
+
+
+# ---- 4. one model walk per page ---------------------------------------------------------------------
+
+@contextmanager
+def models_frozen(doc: Document) -> Iterator[None]:
+    """Bokeh re-walks every model of ``doc`` after each root added; inside this, once at the end.
+
+    Relies on ``Document.models.freeze()`` (Bokeh's DocumentModelManager). Public in name,
+    but Bokeh documents no way to batch adding roots and Panel's ``servable`` has none.
+    """
+    with doc.models.freeze():
+        yield
+
+
+# ---- 5. sign-in ----------------------------------------------------------------------------------
+
+def validate_next_url(next_url: str | None) -> str | None:
+    """The sign-in's ``?next=`` target, checked as Panel's own sign-in checks it (HTTPError 400 when off-site).
+
+    Private: ``panel.auth._validate_next_url``. Public alternative missing: Panel's login
+    handlers use it inline; nothing public validates a redirect target.
+    """
+    # import cycle: panel.auth loads dashboard_app.auth (its `panel.auth` entry point) while it is
+    # imported, and that imports this module. At the top here, importing any component would load
+    # the app through that entry point, and a circle would fail whichever module came first.
+    from panel import auth
+
+    return auth._validate_next_url(next_url)
+
+
+def login_endpoint(handler: RequestHandler) -> str:
+    """The sign-in path (``panel serve --login-endpoint``, default ``/login``) Panel gave our login handler.
+
+    Private: the ``_login_endpoint`` class attribute Panel's OAuthProvider sets on the
+    handler class. Public alternative missing: the path is kept nowhere else.
+    """
+    return handler._login_endpoint
+
+
+def encode_id_token(claims: dict[str, Any]) -> str | bytes:
+    """The ``id_token`` cookie value Panel's basic sign-in writes for ``claims`` (before Tornado signs it).
+
+    Panel's cookie format (base64url JSON, encrypted with ``state.encryption`` when Panel
+    encrypts cookies): public names, undocumented format. ``pn.state.user_info`` reads it
+    back in a session; our streaming export route has no session, so ``decode_id_token``.
+    """
+    token = base64url_encode(json.dumps(claims))
+    return state.encryption.encrypt(token.encode("utf-8")) if state.encryption else token
+
+
+def decode_id_token(raw: bytes) -> dict[str, Any] | None:
+    """Claims of a verified ``id_token`` cookie value (ours or an OAuth provider's JWT); None when unreadable."""
+    try:
+        if state.encryption is not None:
+            raw = state.encryption.decrypt(raw)
+        info = decode_token(raw.decode("utf-8"))
+    except Exception:  # unreadable: the external provider's mapping then refuses
+        return None
+    return info if isinstance(info, dict) else None
+
+
+# ---- 6. the server ----------------------------------------------------------------------------------
+# Monkeypatches of Panel's, Bokeh's and Tornado's server classes: none has a setting or a hook
+# for these. Each wraps the original and is applied once (dashboard_app/panel_fence.install).
+
+def forget_bokeh_secret_key() -> None:
+    """Make Bokeh read ``BOKEH_SECRET_KEY`` again (``import panel`` already asked, and Bokeh caches the first answer).
+
+    Private: the ``_secret_key_bytes`` cache of ``bokeh.settings.settings.secret_key_bytes()``.
+    Public alternative missing: Bokeh offers no way to reset it.
+    """
+    bokeh_settings.__dict__.pop("_secret_key_bytes", None)
+
+
+def restrict_component_resources(allowed: Callable[[str], bool]) -> None:
+    """``/components/<module>/...`` serves only modules ``allowed(module)``; every failure is a 404, never a 500.
+
+    Replaces ``panel.io.server.ComponentResourceHandler.parse_url_path``, which imports the
+    module named in the URL. Public alternative missing: the route cannot be turned off.
+    """
+    original = ComponentResourceHandler.parse_url_path
+
+    def parse_url_path(self, path: str) -> str:
+        if not isinstance(path, str) or not allowed(path.split("/", 1)[0]):
+            raise HTTPError(404)
+        try:
+            return original(self, path)
+        except HTTPError:
+            raise
+        except Exception:  # a malformed path (e.g. missing parts): not found, never a 500
+            raise HTTPError(404) from None
+
+    ComponentResourceHandler.parse_url_path = parse_url_path
+
+
+def refuse_nul_in_static_paths() -> None:
+    """A NUL in a static path (``/static/%00``) is a 400 (it raised ValueError deep in ``os``: a 500).
+
+    Every static route (Bokeh's, Panel's, the component route) is a Tornado
+    ``StaticFileHandler``; its ``parse_url_path`` is an override point Tornado documents,
+    but only for subclasses, and Bokeh and Panel make their own.
+    """
+    original = StaticFileHandler.parse_url_path
+
+    def parse_url_path(self, url_path: str) -> str:
+        if "\x00" in url_path:
+            raise HTTPError(400)
+        return original(self, url_path)
+
+    StaticFileHandler.parse_url_path = parse_url_path
+
+
+def add_page_token_claims(claims: Callable[[Any], dict[str, Any]]) -> None:
+    """Every page's session token carries ``claims(request)`` over what Bokeh put there (its cookies, its headers).
+
+    ``Application.process_request`` is Bokeh's public hook, but Panel's ``panel serve`` makes
+    its own Application instances: the class method is replaced, and (Bokeh 3.10 / Panel
+    1.10) its async twin ``process_request_async``, which calls Bokeh's unpatched one.
+    """
+    original = Application.process_request
+
+    def process_request(self, request) -> dict[str, Any]:
+        data = original(self, request)
+        data.update(claims(request))
+        return data
+
+    Application.process_request = process_request
+    original_async = getattr(Application, "process_request_async", None)
+    if original_async is not None:
+        async def process_request_async(self, request) -> dict[str, Any]:
+            data = await original_async(self, request)
+            data.update(claims(request))
+            return data
+
+        Application.process_request_async = process_request_async
+
+
+def confirm_authenticated_users(confirm: Callable[[RequestHandler, str], Awaitable[str | None]]) -> None:
+    """Each request Panel's auth provider accepts (page, websocket) must also pass ``confirm(handler, user)``.
+
+    Replaces the ``panel.auth.OAuthProvider.get_user_async`` property (it accepts any
+    validly signed ``user`` cookie). Public alternative missing: no per-request check.
+    """
+    # import cycle: see validate_next_url (panel.auth imports dashboard_app.auth, which imports this module).
+    from panel.auth import OAuthProvider
+
+    original = OAuthProvider.get_user_async
+
+    def get_user_async(self):
+        inner = original.fget(self)
+        if inner is None:
+            return None
+
+        async def get_user(handler):
+            user = await inner(handler)
+            return None if user is None else await confirm(handler, user)
+
+        return get_user
+
+    OAuthProvider.get_user_async = property(get_user_async)
+
+
+def add_response_transform(transform: type, on_start: Callable[[list[str]], None]) -> None:
+    """Every response of Bokeh's Tornado application goes through ``transform``; ``on_start(route patterns)`` once built.
+
+    Tornado's ``OutputTransform`` is public, but Bokeh builds its Application itself:
+    ``BokehTornado.__init__`` is wrapped to append to ``transforms`` and read
+    ``wildcard_router.rules``. Public alternative missing: no Bokeh/Panel option adds one.
+    """
+    original = BokehTornado.__init__
+
+    def __init__(self, *args, **kwargs) -> None:
+        original(self, *args, **kwargs)
+        self.transforms.append(transform)
+        on_start([rule.matcher.regex.pattern for rule in self.wildcard_router.rules])
+
+    BokehTornado.__init__ = __init__
+
+
+def close_session_connections(doc: Document, code: int, reason: str) -> int:
+    """Close every websocket of the session ``doc`` belongs to; how many were closed.
+
+    Private: ``ServerSession._subscribed_connections`` and ``ServerConnection._socket``.
+    Public alternative missing: Bokeh closes a session's websockets only when it
+    expires the session (after the browser's tab is gone).
+    """
+    context = doc.session_context
+    session = getattr(context, "session", None) if context is not None else None
+    closed = 0
+    for connection in list(getattr(session, "_subscribed_connections", ())):
+        socket = getattr(connection, "_socket", None)
+        if socket is not None:
+            socket.close(code=code, reason=reason)
+            closed += 1
+    return closed
