@@ -14,7 +14,7 @@ In throwaway databases:
 - writers at once: 4 connections updating tickets of one ward and category
   (the same summary rows), statements per second, triggers on and off.
 
-    python bench/bench_summaries.py [--tickets N] [--pg-url postgresql+psycopg://postgres@127.0.0.1:5432/test]
+    python bench/bench_summaries.py [--quick] [--tickets N] [--statements N] [--pg-url postgresql+psycopg://postgres@127.0.0.1:5432/test]
 """
 from __future__ import annotations
 
@@ -118,11 +118,14 @@ def writers_at_once(engine: Engine, ids: list, seconds: float = 10.0, threads: i
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="20,000 tickets, 50 statements of each kind")
     parser.add_argument("--tickets", type=int, default=1_000_000)
     parser.add_argument("--statements", type=int, default=500, help="single-row statements of each kind")
     parser.add_argument("--pg-url", default=DEFAULT_PG_URL)
     args = parser.parse_args()
-    n = args.tickets
+    n = 20_000 if args.quick else args.tickets
+    if args.quick:
+        args.statements = 50
     print(f"cores: {os.cpu_count()}, load average before: {os.getloadavg()[0]:.1f}", flush=True)
     with throwaway_database(args.pg_url, revision="0008") as engine:
         started = time.perf_counter()
