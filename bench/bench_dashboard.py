@@ -1,4 +1,4 @@
-"""Dashboard speed and memory with 1,000,000 tickets in PostgreSQL (issue 4).
+"""Dashboard speed and memory with 1,000,000 (or 10,000,000) tickets in PostgreSQL (issues 4, 20).
 
 A dedicated database ``opsdash_bench`` (``--quick``: ``opsdash_bench_quick``,
 20,000 tickets) is seeded once with ``data.seed.seed`` (COPY) and reused.
@@ -25,13 +25,20 @@ Figures:
   sessions, divided by N;
 - the SQL behind one dashboard load, timed in-process.
 
-    python bench/bench_dashboard.py [--quick] [--sessions N] [--pg-url ...]
+    python bench/bench_dashboard.py [--quick] [--tickets N [N ...]] [--wards W] [--sessions N] [--pg-url ...]
+
+``--tickets 1000000 10000000 --wards 110`` measures both sizes in one run (one
+kept database each, ``opsdash_bench_<tickets>_<wards>w``) and ends with a table
+of both columns. A new database is seeded at the schema before the summary
+tables and then migrated: its seed and the summaries' build are timed apart.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -41,11 +48,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import psutil  # noqa: E402
+from alembic.script import ScriptDirectory  # noqa: E402
 from sqlalchemy import func, select, text  # noqa: E402
 
 from components.kpis import matching_text  # noqa: E402
 from dashboard_app.cli import CHECK_UNUSED_SESSIONS_MS, UNUSED_SESSION_LIFETIME_MS  # noqa: E402
-from data.db import make_engine  # noqa: E402
+from data.db import MIGRATIONS_DIR, make_engine, migrate, schema_revision  # noqa: E402
 from data.filters import TicketFilters  # noqa: E402
 from data.models import Municipality, Ticket, User  # noqa: E402
 from data.scope import scope_for_user  # noqa: E402
@@ -58,11 +66,14 @@ from data.aggregates import (  # noqa: E402
 )
 from data.tickets import count_tickets, ticket_page, visible_ward_ids  # noqa: E402
 from data.users import create_user  # noqa: E402
-from bench.common import migrated_database  # noqa: E402
+from bench.common import kept_database  # noqa: E402
 from tests.helpers.browser import pane_texts, wait_for_dashboard  # noqa: E402
 from tests.helpers.servers import OpsDashServer  # noqa: E402
 from tests.helpers.services import CHROMIUM_ARGS, chromium_path  # noqa: E402
 
+#: New benchmark databases are seeded at this revision, then migrated (the summaries' build timed on its own).
+SEED_REVISION = "0008"
+HEAD = ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
 DEFAULT_PG_URL = os.environ.get("OPSDASH_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 PASSWORD = "bench-password-not-secret"
 TARGETS = {"sign-in to rendered": 3.0, "filter change": 1.0, "MB per session": 30.0}
@@ -93,24 +104,45 @@ def announce_change(redis_url: str, municipality_id, quiet_s: float | None = Non
     time.sleep(TTL_S + 0.5 if quiet_s is None else quiet_s)
 
 
-def bench_database(admin_url: str, name: str, tickets: int) -> str:
-    """URL of database ``name``, created, migrated and seeded with ``tickets`` on first use only."""
-    engine = migrated_database(admin_url, name)
-    url = engine.url.render_as_string(hide_password=False)
+def bench_database(admin_url: str, name: str, tickets: int, wards: int) -> tuple[str, dict[str, float]]:
+    """URL of database ``name``, seeded with ``tickets`` in ``wards`` wards on first use only, and timings.
+
+    A new database is seeded at the schema before the summary tables (0008), then
+    migrated, so the seed and the summaries' build on existing tickets (migration
+    0009) are timed apart: ``{"seed s": ..., "migrate s": ...}`` (what ran this time).
+    """
+    engine = kept_database(admin_url, name)
+    timings: dict[str, float] = {}
+    if schema_revision(engine) is None:
+        migrate(engine, SEED_REVISION)
     with engine.connect() as conn:
         have = conn.execute(select(func.count()).select_from(Ticket)).scalar_one()
     if have < tickets * 0.9:
         from data.seed import seed
 
-        print(f"seeding {tickets:,} tickets into {name} (once; later runs reuse them)...", flush=True)
+        print(f"seeding {tickets:,} tickets in {wards} wards into {name} (once; later runs reuse them)...", flush=True)
         started = time.perf_counter()
-        seed(engine, tickets=tickets, wards=20, municipalities=1, random_seed=tickets)
+        seed(engine, tickets=tickets, wards=wards, municipalities=1, random_seed=tickets)
         with engine.connect() as conn:
             conn.execute(text("ANALYZE tickets"))
             conn.commit()
-        print(f"  seeded in {time.perf_counter() - started:.0f} s", flush=True)
+        timings["seed s"] = time.perf_counter() - started
+        print(f"  seeded in {timings['seed s']:.0f} s", flush=True)
+    if schema_revision(engine) != HEAD:
+        started = time.perf_counter()
+        migrate(engine)
+        timings["migrate s"] = time.perf_counter() - started
+        print(f"  migrated to {HEAD} on {tickets:,} tickets in {timings['migrate s']:.1f} s", flush=True)
+    url = engine.url.render_as_string(hide_password=False)
     engine.dispose()
-    return url
+    return url, timings
+
+
+def database_name(tickets: int, wards: int, quick: bool) -> str:
+    """The kept database of a size (the first ones, 1,000,000 tickets in 20 wards, keep their name)."""
+    if quick:
+        return "opsdash_bench_quick"
+    return "opsdash_bench" if (tickets, wards) == (1_000_000, 20) else f"opsdash_bench_{tickets}_{wards}w"
 
 
 def bench_users(url: str) -> dict[str, str]:
@@ -291,19 +323,26 @@ def time_filter(page, change, expected_total: str, expected_first: str, timeout_
 
 
 def sql_profile(url: str, username: str) -> dict[str, float]:
-    """Milliseconds of each query behind one manager dashboard load (the queries the views run)."""
+    """Milliseconds of each query behind one manager dashboard load and filter change (median of 3)."""
     engine = make_engine(url)
     scope = scope_for_user(engine, username)
     total = count_tickets(engine, scope)
-    street = TicketFilters(search="street")
+    pipe, open_ = TicketFilters(search="pipe"), TicketFilters(statuses=("open",))
+    water = TicketFilters(statuses=("open",), categories=("water",))
+    ward = TicketFilters(wards=(visible_ward_ids(engine, scope)[0],))
     calls = {
         "figures (counts, bars, total, trend)": lambda: ticket_figures(engine, scope, None, BREAKDOWN_DIMS),
         "median first response": lambda: median_first_response_s(engine, scope),
-        "figures, search 'street'": lambda: ticket_figures(engine, scope, street, BREAKDOWN_DIMS),
-        "median, search 'street'": lambda: median_first_response_s(engine, scope, street),
-        "(counts alone, as figures replaced)": lambda: ticket_breakdown(engine, scope, None, BREAKDOWN_DIMS),
-        "(trend alone, as figures replaced)": lambda: created_and_resolved_by_day(engine, scope, days=30),
-        "table page 1 rows": lambda: ticket_page(engine, scope, page=1, page_size=25, total=total),
+        "table page 1 with its count": lambda: ticket_page(engine, scope, page=1, page_size=25),
+        "figures, status open": lambda: ticket_figures(engine, scope, open_, BREAKDOWN_DIMS),
+        "median, status open": lambda: median_first_response_s(engine, scope, open_),
+        "figures, open + water": lambda: ticket_figures(engine, scope, water, BREAKDOWN_DIMS),
+        "figures, one ward": lambda: ticket_figures(engine, scope, ward, BREAKDOWN_DIMS),
+        "figures, search 'pipe' (scan)": lambda: ticket_figures(engine, scope, TicketFilters(search="pipe"),
+                                                                 BREAKDOWN_DIMS),
+        "median, search 'pipe' (scan)": lambda: median_first_response_s(engine, scope, pipe),
+        "(counts by scan, as before)": lambda: ticket_breakdown(engine, scope, None, BREAKDOWN_DIMS),
+        "(trend by scan, as before)": lambda: created_and_resolved_by_day(engine, scope, days=30),
         "table page 2000 rows": lambda: ticket_page(engine, scope, page=2000, page_size=25, total=total),
     }
     out = {}
@@ -319,6 +358,19 @@ def sql_profile(url: str, username: str) -> dict[str, float]:
     return out
 
 
+def export_ratio(url: str, username: str) -> tuple[float, float]:
+    """Seconds of the CSV export and of a raw COPY of the same rows: bench_export.py's own measurements,
+    one of each, each in a process of its own (importing it here would give the benchmark users cheap
+    password hashes: it sets OPSDASH_FAST_PASSWORD_HASH)."""
+    def run(what: str) -> dict:
+        out = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_export.py"), "--measure", what,
+                              "--url", url, "--user", username], capture_output=True, text=True, check=True)
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    raw, ours = run("copy-raw"), run("csv")
+    return ours["seconds"], raw["seconds"]
+
+
 def server_rss(process: psutil.Process) -> int:
     return sum(p.memory_info().rss for p in [process, *process.children(recursive=True)])
 
@@ -326,6 +378,11 @@ def server_rss(process: psutil.Process) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="20,000 tickets, fewer runs")
+    parser.add_argument("--tickets", type=int, nargs="+", default=None, metavar="N",
+                        help="one kept database per size, measured in this order (default 1000000); "
+                             "e.g. --tickets 1000000 10000000 --wards 110 for the 1M column beside the 10M one")
+    parser.add_argument("--wards", type=int, default=20, help="wards of the seeded municipality (default 20)")
+    parser.add_argument("--no-export", action="store_true", help="leave out the CSV/COPY export ratio")
     parser.add_argument("--pg-url", default=DEFAULT_PG_URL)
     parser.add_argument("--redis-url", default=DEFAULT_REDIS_URL)
     parser.add_argument("--sessions", type=int, default=None, help="sessions held open for the memory figure")
@@ -335,11 +392,29 @@ def main() -> int:
     if chromium is None:
         print("skipped: Debian's chromium is not installed")
         return 0
-    tickets = 20_000 if args.quick else 1_000_000
+    sizes = [20_000] if args.quick else (args.tickets or [1_000_000])
+    columns: dict[int, dict[str, str]] = {}
+    for tickets in sizes:
+        print(f"\n=== {tickets:,} tickets, {args.wards} wards ===", flush=True)
+        columns[tickets] = bench_size(args, tickets, chromium)
+    if len(columns) > 1:
+        print("\n| measure (manager, whole municipality; load average "
+              f"{os.getloadavg()[0]:.1f} at the end) | " + " | ".join(f"{n:,} tickets" for n in columns) + " |")
+        print("|---|" + "---|" * len(columns))
+        for label in next(iter(columns.values())):
+            print(f"| {label} | " + " | ".join(c.get(label, "") for c in columns.values()) + " |")
+    return 0
+
+
+def bench_size(args, tickets: int, chromium: str) -> dict[str, str]:
+    """Every figure for one size; prints them as it goes and returns the table's cells (label -> text)."""
+    table: dict[str, str] = {}
     runs = 3 if args.quick else 5
     sessions = args.sessions or (3 if args.quick else 10)
     filter_runs = args.filter_runs or (1 if args.quick else 3)
-    url = bench_database(args.pg_url, "opsdash_bench_quick" if args.quick else "opsdash_bench", tickets)
+    url, timings = bench_database(args.pg_url, database_name(tickets, args.wards, args.quick), tickets, args.wards)
+    for label, seconds in timings.items():
+        table[label.replace(" s", " (s)")] = f"{seconds:.0f}"
     users = bench_users(url)
     engine = make_engine(url)
     manager_scope = scope_for_user(engine, users["manager"])
@@ -348,6 +423,11 @@ def main() -> int:
 
     for name, ms in sql_profile(url, users["manager"]).items():
         print(f"  SQL {name:<38} {ms:8.1f} ms")
+        table[f"SQL {name} (ms)"] = f"{ms:,.0f}"
+    if not args.no_export:
+        csv_s, copy_s = export_ratio(url, users["manager"])
+        print(f"  export CSV {csv_s:.1f} s, raw COPY {copy_s:.1f} s: {csv_s / copy_s:.2f}x")
+        table["export CSV / raw COPY (s)"] = f"{csv_s:.0f} / {copy_s:.0f} = {csv_s / copy_s:.2f}x"
 
     from playwright.sync_api import sync_playwright
 
@@ -415,6 +495,10 @@ def main() -> int:
                   f"{statistics.median(returning):.2f} s, worst {max(returning):.2f} s; after a change: median "
                   f"{statistics.median(returning_cold):.2f} s, worst {max(returning_cold):.2f} s ({runs} runs each)")
             print(f"sign-in to rendered, councillor (first of that scope): {c_seconds:.2f} s")
+            table["sign-in to rendered, first session of the server (s)"] = f"{first:.2f}"
+            table["sign-in, figures shared: median / worst (s)"] = f"{statistics.median(times):.2f} / {max(times):.2f}"
+            table["sign-in, after a change: median / worst (s)"] = f"{statistics.median(cold):.2f} / {max(cold):.2f}"
+            table["sign-in, councillor (s)"] = f"{c_seconds:.2f}"
 
             # Filter changes in one signed-in session.
             _, context = time_sign_in(browser, server.url, users["manager"], charts=3)
@@ -446,6 +530,8 @@ def main() -> int:
                               for t, r in changes.items())
                   + f"; all {len(every)} changes: median {statistics.median(every):.2f} s, worst {max(every):.2f} s "
                   f"(target <= {TARGETS['filter change']:.0f} s)")
+            for term, term_runs in changes.items():
+                table[f"filter: search '{term}' median (s)"] = f"{statistics.median(term_runs):.2f}"
 
             # The sidebar's pickers in the same session: a status, then a category and a ward on
             # top, then "Clear filters" (back to the whole municipality). Before each run and before
@@ -480,6 +566,9 @@ def main() -> int:
                                         for label, r in widget_changes.items())
                   + f"; all {len(picked)} changes: median {statistics.median(picked):.2f} s, worst {max(picked):.2f} s "
                   f"(target <= {TARGETS['filter change']:.0f} s)")
+            for label, label_runs in widget_changes.items():
+                shown = "+ ward" if label.startswith("+ ward") else label  # one row whatever the ward's id
+                table[f"filter: {shown} median (s)"] = f"{statistics.median(label_runs):.2f}"
             context.close()
 
             # Memory: hold `sessions` rendered dashboards open at once.
@@ -493,6 +582,7 @@ def main() -> int:
             print(f"server memory: {before / 2**20:.0f} MB with no open dashboard, {after / 2**20:.0f} MB with "
                   f"{sessions} open: {per_session:.1f} MB per session "
                   f"(target <= {TARGETS['MB per session']:.0f} MB)")
+            table["server MB per session"] = f"{per_session:.1f}"
             for context in contexts:
                 context.close()
         except Exception:
@@ -502,7 +592,7 @@ def main() -> int:
             browser.close()
             server.stop()
     engine.dispose()
-    return 0
+    return table
 
 
 if __name__ == "__main__":

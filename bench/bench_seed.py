@@ -29,15 +29,15 @@ DEFAULT_PG_URL = os.environ.get("OPSDASH_TEST_PG_URL", "postgresql+psycopg://pos
 
 
 @contextmanager
-def throwaway_database(admin_url: str) -> Iterator[Engine]:
-    """A fresh, migrated PostgreSQL database, dropped on exit."""
+def throwaway_database(admin_url: str, revision: str = "head") -> Iterator[Engine]:
+    """A fresh PostgreSQL database, migrated to ``revision``, dropped on exit."""
     name = f"opsdash_bench_{uuid.uuid4().hex[:8]}"
     admin = make_engine(admin_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     engine = make_engine(admin_url.rsplit("/", 1)[0] + f"/{name}")
     try:
-        migrate(engine)
+        migrate(engine, revision)
         yield engine
     finally:
         engine.dispose()

@@ -26,6 +26,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY
 
+from . import summaries
 from .db import BULK_SORT_MEMORY, HASH_GROUPING_SQL, SORT_MEMORY_SQL
 from .errors import InvalidFilter
 from .filters import TicketFilters
@@ -154,16 +155,19 @@ def response_seconds(engine: Engine) -> ColumnElement[float]:
 def median_first_response_s(engine: Engine, scope: Scope, filters: TicketFilters | None = None) -> float | None:
     """Median seconds from creation to first response over the responded tickets (None: none).
 
-    A whole municipality with no filter (the sign-in view, a wall screen's):
-    on PostgreSQL read from ``ix_tickets_first_response``: count, then the
-    middle one or two in index order; two index-only scans (~0.18 s at a
-    million tickets instead of ~0.5 s to sort them all). On SQLite always
-    so, sorted in memory. Otherwise (a ward, any filter: the index's order
-    would mean reading rows it does not hold) PostgreSQL sorts the matching
-    tickets' times for percentile_cont.
+    Exact everywhere. A whole municipality, unfiltered or by status or
+    category, on PostgreSQL: from the response-time histogram the database
+    keeps (``data.summaries.median_response_s``: the middle's bucket, then
+    one bucket of ``ix_tickets_first_response`` in order), however long the
+    history. On SQLite, a whole municipality with no filter: count, then the
+    middle one or two in index order. Otherwise (a ward, a date or search
+    filter) the database sorts the matching tickets' times for
+    percentile_cont (a ward is 1/100 of a municipality).
     """
-    responded = [*scope_conditions(scope), *filter_conditions(scope, filters), Ticket.first_responded_at.is_not(None)]
     seconds = response_seconds(engine)
+    if summaries.median_answers(engine, scope, filters):
+        return summaries.median_response_s(engine, scope, filters, seconds)
+    responded = [*scope_conditions(scope), *filter_conditions(scope, filters), Ticket.first_responded_at.is_not(None)]
     if engine.dialect.name == "postgresql" and not _whole_municipality(scope, filters):
         with engine.connect() as conn:
             # Sorts every response time: in memory rather than on disk (this transaction only).
@@ -255,8 +259,16 @@ class _Days:
                 resolved[r] += n
         # Open when the period starts: created before it, and not resolved before it.
         backlog_start = sum(n for c, r, n in pairs if c == 0 and (r is None or r > 0))
-        frame = pd.DataFrame(  # index 0: before the period; days + 1: after today
-            {"created": created[1:days + 1], "resolved": resolved[1:days + 1]}, dtype="int64",
+        # Index 0: before the period; days + 1: after today.
+        return self.counts_frame(created[1:days + 1], resolved[1:days + 1], backlog_start)
+
+    def dates(self) -> list[date]:
+        return [self.first + timedelta(days=i) for i in range(len(self.bounds) - 1)]
+
+    def counts_frame(self, created: Sequence[int], resolved: Sequence[int], backlog_start: int) -> pd.DataFrame:
+        """The trend from the counts of each day of the period and the backlog when it starts."""
+        frame = pd.DataFrame(
+            {"created": list(created), "resolved": list(resolved)}, dtype="int64",
             index=pd.Index(pd.date_range(self.first, self.last, freq="D").date, name="day"))
         frame["backlog"] = backlog_start + (frame["created"] - frame["resolved"]).cumsum()
         return frame
@@ -300,13 +312,47 @@ class Figures:
     by_day: pd.DataFrame  #: as ``created_and_resolved_by_day``
 
 
+#: The dimensions of a summary cell, in the order ``summaries.SummaryCounts.cells`` holds them.
+_CELL_DIMS = ("category", "status", "ward_id")
+
+
+def summary_figures(
+    engine: Engine, scope: Scope, filters: TicketFilters | None = None, dims: Sequence[Dimension] = (),
+    *, days: int = 30, now: datetime | None = None,
+) -> Figures | None:
+    """``ticket_figures`` from the summary tables PostgreSQL keeps (``data.summaries``); None where they
+    cannot answer (SQLite, a date or search filter, a dimension they do not hold, another time zone)."""
+    dims = _dimensions(dims)
+    if not set(dims) <= set(_CELL_DIMS) or not summaries.answers(engine, scope, filters):
+        return None
+    now = now or datetime.now(timezone.utc)
+    period = _Days.ending(now, days, scope)
+    counts = summaries.read_counts(engine, scope, filters, now, period.first)
+    if counts is None:
+        return None
+    trend = period.counts_frame([counts.created.get(d, 0) for d in period.dates()],
+                                [counts.resolved.get(d, 0) for d in period.dates()], counts.backlog_start)
+    if dims == _CELL_DIMS:  # the dashboard's breakdown: the cells as they are
+        return Figures(_breakdown_frame(counts.cells, dims), trend)
+    position = {d: i for i, d in enumerate(_CELL_DIMS)}
+    sums: dict[tuple, list[int]] = {} if dims else {(): [0] * len(MEASURES)}  # no dims: one row, zeros when none
+    for cell in counts.cells:
+        total = sums.setdefault(tuple(cell[position[d]] for d in dims), [0] * len(MEASURES))
+        for i, value in enumerate(cell[3:]):
+            total[i] += value
+    return Figures(_breakdown_frame([(*key, *values) for key, values in sums.items()], dims), trend)
+
+
 def ticket_figures(
     engine: Engine, scope: Scope, filters: TicketFilters | None = None, dims: Sequence[Dimension] = (),
     *, days: int = 30, now: datetime | None = None, side_by_side: bool = True,
 ) -> Figures:
     """``ticket_breakdown`` and ``created_and_resolved_by_day`` of the same tickets and ``now``.
 
-    On PostgreSQL, for a filtered set or a ward, in one scan: a GROUPING
+    On PostgreSQL, unless a date or search filter applies, from the summary tables
+    (``summary_figures``): their cost does not grow with the tickets' history.
+    Otherwise the tickets are scanned. On PostgreSQL, for a filtered set or a
+    ward, in one scan: a GROUPING
     SETS query groups each visible ticket once by ``dims`` and once by its
     (day created, day resolved) pair. The filters (a free-text search above
     all) and the scan are then the bulk of the cost, and the median's sort
@@ -321,6 +367,9 @@ def ticket_figures(
     """
     dims = _dimensions(dims)
     now = now or datetime.now(timezone.utc)
+    summarised = summary_figures(engine, scope, filters, dims, days=days, now=now)
+    if summarised is not None:
+        return summarised
     if engine.dialect.name != "postgresql":
         return Figures(ticket_breakdown(engine, scope, filters, dims, now=now),
                        created_and_resolved_by_day(engine, scope, filters, days=days, now=now))

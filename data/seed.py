@@ -69,6 +69,10 @@ WORDS = ["river", "maize", "baobab", "kudu", "protea", "karoo", "summit", "harbo
 #: From this many tickets on, seed() into an empty tickets table rebuilds the search indexes after the load
 #: instead of maintaining them (insert_tickets explains the trade).
 BULK_LOAD_ROWS = 100_000
+#: The summaries' insert trigger and tables (migration 0009), which a bulk load into an empty table builds once.
+SUMMARY_INSERT_TRIGGER = "opsdash_summarise_insert"
+SUMMARY_TABLES = ("ticket_summary_cells", "ticket_summary_days", "ticket_summary_deadlines",
+                  "ticket_summary_responses", "ticket_summary_zones")
 TICKET_COLUMNS = (
     "id", "tenant_id", "ward_id", "tracking_number", "category", "status", "severity", "description", "address",
     "language", "is_sensitive", "created_at", "sla_response_deadline", "sla_resolution_deadline",
@@ -237,7 +241,9 @@ def insert_tickets(engine: Engine, rows, batch_size: int = 10_000, *, rebuild_se
     that already has rows, dashboards may be reading it, so the indexes are
     kept and maintained row by row (slower, and COPY's lock lets reads go
     on). Emptiness is checked in the load's own transaction. A crash rolls
-    everything back, indexes included.
+    everything back, indexes included. The summary tables (migration 0009)
+    are treated the same way: into an empty table, their insert trigger is
+    off during the COPY and they are counted once afterwards.
     """
     count = 0
     if engine.dialect.name == "postgresql":
@@ -249,18 +255,26 @@ def insert_tickets(engine: Engine, rows, batch_size: int = 10_000, *, rebuild_se
                 if rebuild_search_indexes and not rebuild:
                     log.info("the tickets table has rows: keeping its search indexes during the load "
                              "(slower, but dashboards can keep reading)")
+                summarise = rebuild and _has_summaries(cur)
                 if rebuild:
                     cur.execute("SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'tickets' "
                                 r"AND indexname LIKE '%\_trgm' AND schemaname = current_schema()")
                     for name, definition in cur.fetchall():
                         cur.execute(f'DROP INDEX "{name}"')
                         definitions.append(definition)
+                if summarise:
+                    # Likewise the summaries (migration 0009): counted once after the load rather than
+                    # by the insert trigger over a transition table of every row (docs/performance.md).
+                    cur.execute(f"ALTER TABLE tickets DISABLE TRIGGER {SUMMARY_INSERT_TRIGGER}")
                 with cur.copy(f"COPY tickets ({', '.join(TICKET_COLUMNS)}) FROM STDIN") as copy:
                     for row in rows:
                         copy.write_row(row)
                         count += 1
                 for definition in definitions:
                     cur.execute(definition)
+                if summarise:
+                    cur.execute(f"ALTER TABLE tickets ENABLE TRIGGER {SUMMARY_INSERT_TRIGGER}")
+                    cur.execute("SELECT opsdash_summaries_build()")
             raw.commit()
             # Fresh statistics: until autovacuum gets to it, the planner would take a
             # million new rows for a few thousand and pick plans for that (the export's
@@ -272,6 +286,8 @@ def insert_tickets(engine: Engine, rows, batch_size: int = 10_000, *, rebuild_se
             try:
                 with raw.cursor() as cur:
                     cur.execute("VACUUM (ANALYZE) tickets")
+                    if _has_summaries(cur):
+                        cur.execute(f"ANALYZE {', '.join(SUMMARY_TABLES)}")
             finally:
                 raw.driver_connection.autocommit = False
         finally:
@@ -289,6 +305,11 @@ def insert_tickets(engine: Engine, rows, batch_size: int = 10_000, *, rebuild_se
             conn.execute(insert(Ticket), batch)
             count += len(batch)
     return count
+
+
+def _has_summaries(cur) -> bool:
+    cur.execute("SELECT to_regprocedure('opsdash_summaries_build()') IS NOT NULL")
+    return bool(cur.fetchone()[0])
 
 
 def _has_tickets(cur) -> bool:

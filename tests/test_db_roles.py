@@ -19,9 +19,12 @@ from pathlib import Path
 import psycopg
 import pytest
 from psycopg import errors
-from sqlalchemy import insert, text, update
+from sqlalchemy import create_engine, insert, text, update
+from sqlalchemy.pool import NullPool
 
 from data.models import User
+from data.scope import scope_for_user
+from data.tickets import count_tickets, scoped_tickets
 from data.users import create_user
 
 from .helpers.db_roles import connect_as, grant, revoke, role_exists, role_ids, scoped_ids
@@ -32,6 +35,8 @@ pytestmark = pytest.mark.postgres
 
 DASHBOARD_USERS = [("ward_councillor", 0), ("manager", 0), ("admin", 1)]
 MIGRATION = "data.migrations.versions.0007_row_security"
+SUMMARY_TABLES = ("ticket_summary_cells", "ticket_summary_days", "ticket_summary_deadlines",
+                  "ticket_summary_responses", "ticket_summary_zones")
 
 
 def granted_role(world, username: str, label: str, tmp_path: Path) -> str:
@@ -77,6 +82,9 @@ def test_granted_role_is_denied_every_other_table_and_any_change(rls_world, tmp_
         "DELETE FROM tickets", "CREATE TABLE public.stash (id uuid)",
         "CREATE VIEW public.all_tickets AS SELECT * FROM tickets",
         "CREATE FUNCTION public.peek() RETURNS int LANGUAGE sql AS 'SELECT 1'",
+        # The summaries (migration 0009) count every municipality's tickets: no side door through them.
+        *(f"SELECT * FROM {table}" for table in SUMMARY_TABLES),
+        "SELECT opsdash_summary_zone(gen_random_uuid())",
     ]
     with connect_as(rls_world, role) as conn:
         for statement in attempts:
@@ -323,3 +331,31 @@ def test_security_doc_quotes_the_sql_the_migration_runs():
     for statement in (migration.MAPPING_TABLE_SQL, migration.SCOPE_FUNCTION_SQL.format(schema="public"),
                       migration.POLICY_SQL, *migration.ENABLE_SQL):
         assert statement in doc, statement.splitlines()[0]
+
+
+def test_a_ticketing_system_role_keeps_the_summaries_without_any_right_on_them(rls_world):
+    """The ticketing system writes with a role of its own (BYPASSRLS, docs/security.md): the summaries'
+    triggers run as their owner, so its writes keep them right, and it still cannot read them."""
+    writer = rls_world.new_role_name("writer")
+    admin = create_engine(rls_world.database.admin_url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE ROLE "{writer}" LOGIN BYPASSRLS'))
+        conn.execute(text(f'GRANT SELECT, INSERT, UPDATE, DELETE ON tickets TO "{writer}"'))
+    admin.dispose()
+    muni = rls_world.seeded.municipalities[0]
+    scope = scope_for_user(rls_world.engine, rls_world.username("manager"))
+    before = count_tickets(rls_world.engine, scope)
+    ticket_id = uuid.uuid4()
+    with connect_as(rls_world, writer) as conn:
+        conn.execute("INSERT INTO tickets (id, tenant_id, ward_id, tracking_number, category, status, severity, "
+                     "description, language, is_sensitive, created_at) VALUES (%s, %s, %s, %s, 'Water', 'open', "
+                     "'low', '', 'en', false, now())",
+                     (ticket_id, muni["id"], muni["wards"][0], f"TS-{ticket_id.hex[:12]}"))
+        assert count_tickets(rls_world.engine, scope) == before + 1
+        conn.execute("UPDATE tickets SET is_sensitive = true WHERE id = %s", (ticket_id,))
+        assert count_tickets(rls_world.engine, scope) == before
+        conn.execute("DELETE FROM tickets WHERE id = %s", (ticket_id,))
+        for table in SUMMARY_TABLES:
+            with pytest.raises(errors.InsufficientPrivilege):
+                conn.execute(f"SELECT * FROM {table}")
+    assert count_tickets(rls_world.engine, scope) == len(scoped_tickets(rls_world.engine, scope, columns=("id",)))

@@ -1,0 +1,386 @@
+"""The summary tables (migration 0009) against the scans they replace, on PostgreSQL.
+
+Random tickets go in, then random changes written straight to ``tickets`` as
+the ticketing system would (status, resolution, first response, sensitivity,
+category, ward, deadlines, deletes, multi-row updates, a category made known
+and forgotten); then, for random scopes, filters, periods and clocks (clocks
+on deadlines to the microsecond and on hour and day boundaries too), every
+figure the dashboard reads from the summaries equals the one a scan of the
+tickets gives (``ticket_breakdown``, ``created_and_resolved_by_day``: the scans
+tests/test_properties.py holds to a plain-Python oracle), the table's total
+equals the rows, and the median equals the median of the rows' response times.
+"""
+from __future__ import annotations
+
+import random
+import statistics
+import threading
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from alembic import command
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import Engine, delete, event, insert, select, text, update
+
+import data.seed as seeding
+from data import TicketFilters
+from data.aggregates import (
+    MEASURES,
+    created_and_resolved_by_day,
+    median_first_response_s,
+    summary_figures,
+    ticket_breakdown,
+    ticket_figures,
+)
+from data.categories import add_known_category
+from data.db import _alembic_config, make_engine, migrate
+from data.filters import STATUSES
+from data.models import KnownCategory, Municipality, Ticket
+from data.scope import Scope
+from data.tickets import count_tickets, scoped_tickets
+
+from .helpers.databases import add_tickets, empty_pg_database, scope_of, ticket_record
+
+pytestmark = pytest.mark.postgres
+
+NOW = datetime(2026, 11, 20, 9, 30, tzinfo=timezone.utc)
+WARDS = ("W1", "W2", "W3")
+TIMEZONES = ("Africa/Johannesburg", "UTC", "Pacific/Kiritimati", "America/St_Johns", "Asia/Kathmandu")
+RAW_CATEGORIES = ("water", "Water", " roads\u200b", "electricity", "parks", "gbv", "GBV ", "unknown-thing")
+DIMS = ("category", "status", "ward_id")
+SETTINGS = settings(max_examples=60, deadline=None,
+                    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+
+
+def moment(draw) -> datetime:
+    return NOW + timedelta(seconds=draw(st.integers(-25 * 86400, 5 * 86400)))
+
+
+@st.composite
+def ticket_values(draw, extra_category: str) -> dict:
+    created = moment(draw)
+
+    def maybe_after() -> datetime | None:
+        return None if draw(st.booleans()) else created + timedelta(seconds=draw(st.integers(-600, 12 * 86400)))
+
+    def deadline() -> datetime | None:
+        return None if draw(st.integers(0, 4)) == 0 else created + timedelta(seconds=draw(st.integers(0, 9 * 86400)))
+
+    return {
+        "ward_id": draw(st.sampled_from((*WARDS, None))),
+        "category": draw(st.sampled_from((*RAW_CATEGORIES, extra_category))),
+        "status": draw(st.sampled_from((*STATUSES, "reopened"))),
+        "is_sensitive": draw(st.sampled_from((False, False, False, True))),
+        "created_at": created,
+        "sla_response_deadline": deadline(),
+        "sla_resolution_deadline": deadline(),
+        "first_responded_at": maybe_after(),
+        "resolved_at": maybe_after(),
+    }
+
+
+@st.composite
+def changes(draw, extra_category: str) -> list[tuple[str, object]]:
+    """Statements as the ticketing system would run them: (kind, what) pairs."""
+    kinds = st.sampled_from(("set", "set", "set", "delete", "insert", "ward_wide", "known", "forget"))
+    out = []
+    for _ in range(draw(st.integers(0, 12))):
+        kind = draw(kinds)
+        if kind == "set":
+            column = draw(st.sampled_from(("status", "resolved_at", "first_responded_at", "is_sensitive", "category",
+                                           "ward_id", "sla_response_deadline", "sla_resolution_deadline", "created_at")))
+            value = draw(ticket_values(extra_category))[column]
+            out.append((kind, (draw(st.integers(0, 10**6)), column, value)))
+        elif kind == "delete":
+            out.append((kind, draw(st.integers(0, 10**6))))
+        elif kind == "insert":
+            out.append((kind, draw(st.lists(ticket_values(extra_category), min_size=1, max_size=3))))
+        elif kind == "ward_wide":
+            out.append((kind, (draw(st.sampled_from((*WARDS, None))), draw(st.sampled_from(STATUSES)),
+                               moment(draw) if draw(st.booleans()) else None)))
+        else:
+            out.append((kind, None))
+    return out
+
+
+def apply_changes(engine: Engine, tenant: uuid.UUID, ids: list[uuid.UUID], extra_category: str, steps) -> None:
+    """Run ``steps`` one transaction each; ``ids``: the tenant's tickets in insertion order (kept up to date)."""
+    for kind, what in steps:
+        with engine.begin() as conn:
+            if kind == "set" and ids:
+                index, column, value = what
+                conn.execute(update(Ticket).where(Ticket.id == ids[index % len(ids)]).values({column: value}))
+            elif kind == "delete" and ids:
+                conn.execute(delete(Ticket).where(Ticket.id == ids.pop(what % len(ids))))
+            elif kind == "insert":
+                records = [ticket_record(tenant, **values) for values in what]
+                conn.execute(insert(Ticket), records)
+                ids.extend(r["id"] for r in records)
+            elif kind == "ward_wide":  # one statement over many rows, as a bulk close would be
+                ward, status, resolved = what
+                conn.execute(update(Ticket).where(Ticket.tenant_id == tenant, Ticket.ward_id.is_not_distinct_from(ward))
+                             .values(status=status, resolved_at=resolved))
+            elif kind == "known":
+                conn.execute(text("INSERT INTO ticket_categories (key, added_at) VALUES (:k, now()) "
+                                  "ON CONFLICT (key) DO NOTHING"), {"k": extra_category})
+            elif kind == "forget":
+                conn.execute(delete(KnownCategory).where(KnownCategory.key == extra_category))
+
+
+def cells(frame, dims=DIMS) -> dict:
+    return {tuple(r[:len(dims)]): tuple(r[len(dims):]) for r in frame[[*dims, *MEASURES]].itertuples(index=False)}
+
+
+def assert_summaries_equal_scans(engine: Engine, scope: Scope, filters: TicketFilters, now: datetime,
+                                 days: int, dims=DIMS) -> None:
+    summarised = summary_figures(engine, scope, filters, dims, days=days, now=now)
+    assert summarised is not None, "the summaries did not answer"
+    scanned = ticket_breakdown(engine, scope, filters, dims, now=now)
+    assert cells(summarised.breakdown, dims) == cells(scanned, dims), (scope, filters, now)
+    assert len(summarised.breakdown) == len(scanned) and list(summarised.breakdown.columns) == list(scanned.columns)
+    trend = created_and_resolved_by_day(engine, scope, filters, days=days, now=now)
+    assert summarised.by_day.equals(trend), (scope, filters, now, summarised.by_day, trend)
+    assert ticket_figures(engine, scope, filters, dims, days=days, now=now).by_day.equals(trend)
+
+
+def assert_total_and_median(engine: Engine, scope: Scope, filters: TicketFilters) -> None:
+    frame = scoped_tickets(engine, scope, filters, columns=("id", "created_at", "first_responded_at"), sort=None)
+    assert count_tickets(engine, scope, filters) == len(frame)
+    waits = [(r - c).total_seconds() for c, r in zip(frame["created_at"], frame["first_responded_at"]) if r is not None
+             and r == r]  # NaT is not equal to itself
+    median = median_first_response_s(engine, scope, filters)
+    if waits:
+        assert median == pytest.approx(statistics.median(waits), abs=1e-3)
+    else:
+        assert median is None
+
+
+@st.composite
+def readers(draw):
+    """(role, ward, filters, clock, days); a clock may be ("due", k, offset): the k-th resolution deadline + offset."""
+    role = draw(st.sampled_from(("manager", "admin", "ward_councillor")))
+    ward = draw(st.sampled_from(WARDS)) if role == "ward_councillor" else None
+    filters = TicketFilters(
+        statuses=tuple(draw(st.sets(st.sampled_from(STATUSES), max_size=2))),
+        categories=tuple(draw(st.sets(st.sampled_from(("water", "roads", "electricity", "parks")), max_size=2))),
+        wards=tuple(draw(st.sets(st.sampled_from(WARDS), max_size=2))),
+    )
+    clock = draw(st.one_of(
+        st.just(NOW), st.integers(-30 * 86400, 10 * 86400).map(lambda s: NOW + timedelta(seconds=s)),
+        # Exactly on a deadline (not yet breached), a microsecond either side, and on hour boundaries.
+        st.tuples(st.just("due"), st.integers(0, 100), st.sampled_from((0, 1, -1))),
+        st.integers(-30 * 24, 10 * 24).map(lambda h: NOW.replace(minute=0) + timedelta(hours=h)),
+    ))
+    return role, ward, filters, clock, draw(st.integers(1, 40))
+
+
+@SETTINGS
+@given(data=st.data(), zone=st.sampled_from(TIMEZONES))
+def test_every_summary_figure_equals_the_scan_after_random_direct_writes(pg_engine, data, zone):
+    tenant, other = uuid.uuid4(), uuid.uuid4()
+    extra = f"cat_{uuid.uuid4().hex[:10]}"  # a category of this example alone: others' tests never see it
+    with pg_engine.begin() as conn:
+        conn.execute(insert(Municipality).values(id=tenant, name="M", slug=f"m-{tenant.hex}", timezone=zone))
+    rows = [ticket_record(t, **data.draw(ticket_values(extra), label="ticket"))
+            for t in [tenant] * data.draw(st.integers(0, 25), label="ours") + [other] * 3]
+    add_tickets(pg_engine, rows)
+    ids = [r["id"] for r in rows if r["tenant_id"] == tenant]
+    apply_changes(pg_engine, tenant, ids, extra, data.draw(changes(extra), label="changes"))
+    with pg_engine.connect() as conn:
+        due = [d for (d,) in conn.execute(select(Ticket.sla_resolution_deadline).where(
+            Ticket.tenant_id == tenant, Ticket.sla_resolution_deadline.is_not(None)).order_by(Ticket.sla_resolution_deadline))]
+    for _ in range(3):
+        role, ward, filters, clock, days = data.draw(readers(), label="reader")
+        if isinstance(clock, tuple):
+            _, k, offset = clock
+            clock = due[k % len(due)] + timedelta(microseconds=offset) if due else NOW
+        scope = Scope(municipality_id=tenant, role=role, ward_id=ward, timezone=zone)
+        assert_summaries_equal_scans(pg_engine, scope, filters, clock, days)
+        assert_summaries_equal_scans(pg_engine, scope, filters, clock, days, dims=())
+        assert_total_and_median(pg_engine, scope, filters)
+    with pg_engine.begin() as conn:  # the example's category must not outlive it
+        conn.execute(delete(KnownCategory).where(KnownCategory.key == extra))
+
+
+# ---- the invariants one at a time -------------------------------------------------------------------
+def summary_total(engine: Engine, tenant: uuid.UUID) -> int:
+    """Every ticket the summary cells count for ``tenant``, visible or not (the rule is applied when reading)."""
+    with engine.connect() as conn:
+        return int(conn.execute(text("SELECT coalesce(sum(tickets), 0) FROM ticket_summary_cells "
+                                     "WHERE tenant_id = :t"), {"t": tenant}).scalar_one())
+
+
+def manager(tenant: uuid.UUID, zone: str = "Africa/Johannesburg") -> Scope:
+    return Scope(municipality_id=tenant, role="manager", timezone=zone)
+
+
+def test_a_ticket_flagged_sensitive_leaves_every_summary_in_the_same_statement(pg_engine):
+    tenant = uuid.uuid4()
+    ticket = ticket_record(tenant, created_at=NOW - timedelta(hours=30), first_responded_at=NOW - timedelta(hours=29),
+                           sla_resolution_deadline=NOW - timedelta(hours=1))
+    add_tickets(pg_engine, [ticket])
+    add_tickets(pg_engine, [ticket_record(tenant, created_at=NOW - timedelta(hours=2))])
+    figures = summary_figures(pg_engine, manager(tenant), dims=DIMS, now=NOW)
+    assert int(figures.breakdown["tickets"].sum()) == 2 and int(figures.breakdown["resolution_breaches"].sum()) == 1
+    with pg_engine.begin() as conn:  # the ticketing system's own statement, no OpsDash code involved
+        conn.execute(text("UPDATE tickets SET is_sensitive = true WHERE id = :id"), {"id": ticket["id"]})
+        # Inside the writer's own transaction already: no moment where a reader could count it.
+        assert conn.execute(text("SELECT sum(tickets) FROM ticket_summary_cells WHERE tenant_id = :t"),
+                            {"t": tenant}).scalar_one() == 1
+    assert summary_total(pg_engine, tenant) == 1
+    with pg_engine.connect() as conn:  # nothing of it anywhere: only the other ticket's day is left
+        left = conn.execute(text(
+            "SELECT (SELECT sum(created) FROM ticket_summary_days WHERE tenant_id = :t), "
+            "(SELECT count(*) FROM ticket_summary_deadlines WHERE tenant_id = :t), "
+            "(SELECT count(*) FROM ticket_summary_responses WHERE tenant_id = :t AND responded <> 0)"),
+            {"t": tenant}).one()
+    assert tuple(left) == (1, 0, 0)
+    assert_summaries_equal_scans(pg_engine, manager(tenant), TicketFilters(), NOW, 30)
+    assert count_tickets(pg_engine, manager(tenant)) == 1 and median_first_response_s(pg_engine, manager(tenant)) is None
+
+
+def test_a_category_an_admin_adds_is_counted_at_once_and_forgetting_it_hides_it_again(pg_engine):
+    tenant, key = uuid.uuid4(), f"cat_{uuid.uuid4().hex[:10]}"
+    add_tickets(pg_engine, [ticket_record(tenant, category=f" {key.upper()}\u200b"),
+                            ticket_record(tenant, category="gbv"), ticket_record(tenant)])
+    assert count_tickets(pg_engine, manager(tenant)) == 1
+    try:
+        add_known_category(pg_engine, key)
+        assert count_tickets(pg_engine, manager(tenant)) == 2
+        figures = summary_figures(pg_engine, manager(tenant), dims=("category",), now=NOW)
+        assert dict(zip(figures.breakdown["category"], figures.breakdown["tickets"])) == {"water": 1, key: 1}
+    finally:
+        with pg_engine.begin() as conn:
+            conn.execute(delete(KnownCategory).where(KnownCategory.key == key))
+    assert count_tickets(pg_engine, manager(tenant)) == 1
+    assert summary_total(pg_engine, tenant) == 2  # gbv is never in a summary; an unknown key waits there, hidden
+
+
+def test_a_scope_in_another_time_zone_scans_and_a_municipalitys_new_zone_recounts_its_days(pg_engine):
+    tenant = uuid.uuid4()
+    with pg_engine.begin() as conn:
+        conn.execute(insert(Municipality).values(id=tenant, name="Z", slug=f"z-{tenant.hex}", timezone="UTC"))
+    # Created and resolved close to midnight: their local day differs between the two zones.
+    add_tickets(pg_engine, [ticket_record(tenant, created_at=NOW.replace(hour=23, minute=50) - timedelta(days=d),
+                                          resolved_at=NOW.replace(hour=0, minute=10) - timedelta(days=d - 1))
+                            for d in range(1, 6)])
+    kathmandu = manager(tenant, "Asia/Kathmandu")
+    assert summary_figures(pg_engine, kathmandu, now=NOW) is None  # days counted in UTC: scan
+    assert ticket_figures(pg_engine, kathmandu, now=NOW).by_day.equals(
+        created_and_resolved_by_day(pg_engine, kathmandu, now=NOW))
+    with pg_engine.begin() as conn:
+        conn.execute(update(Municipality).where(Municipality.id == tenant).values(timezone="Asia/Kathmandu"))
+    assert_summaries_equal_scans(pg_engine, kathmandu, TicketFilters(), NOW, 10)
+    assert summary_figures(pg_engine, manager(tenant, "UTC"), now=NOW) is None
+
+
+def test_writers_at_once_on_the_same_cells_leave_the_summaries_exact(pg_engine, random_seed):
+    """Four connections update, insert and delete tickets of one ward and category at the same time."""
+    tenant = uuid.uuid4()
+    rng = random.Random(random_seed)
+    start = [ticket_record(tenant, ward_id=rng.choice(WARDS[:2]), created_at=NOW - timedelta(hours=rng.randint(1, 300)),
+                           sla_response_deadline=NOW + timedelta(minutes=rng.randint(-600, 600)))
+             for _ in range(200)]
+    add_tickets(pg_engine, start)
+    ids = [r["id"] for r in start]
+    errors: list[BaseException] = []
+
+    def writer(seed: int) -> None:
+        own = random.Random(seed)
+        try:
+            for _ in range(40):
+                with pg_engine.begin() as conn:
+                    choice = own.random()
+                    if choice < 0.6:
+                        conn.execute(text("UPDATE tickets SET status = :s, first_responded_at = :r WHERE id = :id"),
+                                     {"s": own.choice(STATUSES), "id": own.choice(ids),
+                                      "r": None if own.random() < 0.5 else NOW - timedelta(minutes=own.randint(0, 900))})
+                    elif choice < 0.8:
+                        add = ticket_record(tenant, ward_id=own.choice(WARDS[:2]), created_at=NOW - timedelta(hours=1))
+                        conn.execute(insert(Ticket), [add])
+                    else:
+                        conn.execute(text("UPDATE tickets SET ward_id = :w, is_sensitive = :f WHERE id = :id"),
+                                     {"w": own.choice(WARDS), "f": own.random() < 0.2, "id": own.choice(ids)})
+        except BaseException as exc:  # reported by the test thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(rng.randrange(10**9),)) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    for clock in (NOW, NOW + timedelta(minutes=rng.randint(-600, 600))):
+        assert_summaries_equal_scans(pg_engine, manager(tenant), TicketFilters(), clock, 15)
+    assert_total_and_median(pg_engine, manager(tenant), TicketFilters())
+
+
+def test_the_migration_builds_the_summaries_of_existing_tickets_and_truncate_empties_them():
+    with empty_pg_database() as url:
+        engine = make_engine(url)
+        try:
+            migrate(engine, "0008")
+            result = seeding.seed(engine, tickets=3000, wards=4, municipalities=2, random_seed=20)
+            migrate(engine)
+            for role, ward_index in (("manager", 0), ("ward_councillor", 1)):
+                scope = scope_of(engine, result, role, ward_index=ward_index)
+                assert_summaries_equal_scans(engine, scope, TicketFilters(), datetime.now(timezone.utc), 30)
+                assert_total_and_median(engine, scope, TicketFilters())
+            with engine.begin() as conn:
+                conn.execute(text("TRUNCATE tickets"))
+            scope = scope_of(engine, result, "manager")
+            assert count_tickets(engine, scope) == 0 and summary_total(engine, scope.municipality_id) == 0
+            config = _alembic_config(engine)
+            with engine.begin() as connection:
+                config.attributes["connection"] = connection
+                command.downgrade(config, "0008")
+            with engine.connect() as conn:
+                left = conn.execute(text("SELECT count(*) FROM pg_class WHERE relname LIKE 'ticket_summary%' "
+                                         "OR relname LIKE 'ix_tickets_%_due'")).scalar_one()
+            assert left == 0
+        finally:
+            engine.dispose()
+
+
+def test_a_bulk_load_into_an_empty_table_counts_the_summaries_once_and_the_trigger_is_back(monkeypatch):
+    monkeypatch.setattr(seeding, "BULK_LOAD_ROWS", 100)
+    with empty_pg_database() as url:
+        engine = make_engine(url)
+        try:
+            migrate(engine)
+            result = seeding.seed(engine, tickets=600, wards=3, municipalities=1, random_seed=7)
+            scope = scope_of(engine, result, "manager")
+            assert_summaries_equal_scans(engine, scope, TicketFilters(), datetime.now(timezone.utc), 30)
+            before = count_tickets(engine, scope)
+            add_tickets(engine, [ticket_record(scope.municipality_id, ward_id=result.municipalities[0]["wards"][0])])
+            assert count_tickets(engine, scope) == before + 1
+        finally:
+            engine.dispose()
+
+
+def test_a_ticket_written_while_the_summary_figures_load_is_in_none_of_their_queries(pg_engine):
+    """The summaries' queries (and the tickets of the current hour) share one snapshot: a ticket committed
+    after the first of them ran is in neither the counts nor the trend, then in both."""
+    tenant = uuid.uuid4()
+    now = datetime.now(timezone.utc)
+    add_tickets(pg_engine, [ticket_record(tenant, created_at=now - timedelta(hours=h)) for h in (1, 2, 30)])
+    written: list[str] = []
+
+    def write_after_the_first_query(conn, cursor, statement, *_args):
+        if "ticket_summary_zones" in statement and not written:
+            add_tickets(pg_engine, [ticket_record(tenant, created_at=now - timedelta(minutes=5))])  # own connection
+            written.append(statement)
+
+    def figures():
+        result = summary_figures(pg_engine, manager(tenant), None, DIMS, days=7, now=now)
+        return int(result.breakdown["tickets"].sum()), int(result.by_day["created"].sum())
+
+    event.listen(pg_engine, "after_cursor_execute", write_after_the_first_query)
+    try:
+        during = figures()
+    finally:
+        event.remove(pg_engine, "after_cursor_execute", write_after_the_first_query)
+    assert written and during == (3, 3)
+    assert figures() == (4, 4)
