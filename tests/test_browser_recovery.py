@@ -8,24 +8,21 @@ figures, within 30 s of the server being reachable.
 """
 from __future__ import annotations
 
-import json
 import time
 import uuid
 
 import panel.auth  # noqa: F401  (first: it imports our provider while it loads, see dashboard_app/auth.py)
 import pytest
-import redis
 from playwright.sync_api import Error as PlaywrightError
 
 from dashboard_app.compression import IMMUTABLE
 from dashboard_app.live import LIVE_SCRIPT_PATH, LIVE_SCRIPT_VERSION
 from dashboard_app.web_session import SESSION_CHECK_MS
-from data.events import channel_for
 from data.seed import seed
 
 from .helpers.browser import browser_sign_in, pane_texts, wait_for_dashboard
 from .helpers.databases import user_of
-from .helpers.live import add_ticket, feed_text, ticketing_message
+from .helpers.live import add_ticket, feed_text, publish, ticketing_message
 from .helpers.servers import answers
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -75,13 +72,6 @@ def open_filtered_dashboard(page, server, user: dict, tracking: str) -> str:
     wait_for_indicator(page, {LIVE}, 30, "before the cut")
     return url
 
-
-def publish(redis_url: str, municipality_id: str, message: dict) -> None:
-    client = redis.Redis.from_url(redis_url)
-    try:
-        client.publish(channel_for(municipality_id), json.dumps(message))
-    finally:
-        client.close()
 
 
 def test_network_drop_with_its_socket_killed_says_so_and_recovers_by_itself(world, pg_engine, redis_url,

@@ -5,13 +5,10 @@ the hub (not the publisher's refusal) is what keeps forbidden events out.
 """
 from __future__ import annotations
 
-import json
 import uuid
 
 import pytest
-import redis
 
-from data.events import channel_for
 from data.seed import seed
 
 from .helpers.databases import user_of
@@ -19,6 +16,7 @@ from .helpers.live import (
     add_ticket,
     feed_text,
     new_pages,
+    publish,
     restarted_redis,
     sign_in,
     subscriber_connections,
@@ -40,13 +38,6 @@ def live_world(pg_engine, pg_url, redis_url, opsdash_server, random_seed):
     servers = [opsdash_server(pg_url, redis_url=redis_url, env=env) for _ in range(2)]
     return result, servers
 
-
-def publish(redis_url: str, municipality_id: str, message: dict) -> None:
-    client = redis.Redis.from_url(redis_url)
-    try:
-        client.publish(channel_for(municipality_id), json.dumps(message))
-    finally:
-        client.close()
 
 
 def test_one_publish_reaches_both_processes_and_councillors_get_only_their_ward(

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import contextlib
 import time
 import uuid
@@ -129,6 +130,14 @@ def make_live_store(scope, engine):
 
     return DashboardStore(scope=scope, engine=engine)
 
+
+def publish(redis_url: str, municipality_id, message: dict) -> None:
+    """``message`` on the municipality's channel, as the ticketing system publishes (its own connection)."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        client.publish(channel_for(municipality_id), json.dumps(message))
+    finally:
+        client.close()
 
 class LivePanelServer:
     """A Panel server in this process whose sessions get a LiveFeed wired by LiveSession."""
@@ -283,5 +292,5 @@ def restarted_redis(redis_url: str):
         wait_until(redis_available, timeout=30, what="Redis to run again")
 
 
-__all__ = ["add_ticket", "feed_text", "new_pages", "restarted_redis", "sign_in", "wait_for_text", "channel_for", "drop_connection", "fresh_municipality", "kill_subscribers", "live_panel_server", "make_live_store", "run", "started_hub",
+__all__ = ["add_ticket", "publish", "feed_text", "new_pages", "restarted_redis", "sign_in", "wait_for_text", "channel_for", "drop_connection", "fresh_municipality", "kill_subscribers", "live_panel_server", "make_live_store", "run", "started_hub",
            "subscriber_connections", "ticketing_message", "until", "wait_until"]
