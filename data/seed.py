@@ -1,21 +1,24 @@
 """Realistic demo data: municipalities, wards, one user per role, tickets.
 
-Deterministic for a given ``random_seed`` and database state. Tickets go in
-with PostgreSQL COPY (or batched executemany on SQLite); a million rows take
-one to two minutes on 2 cores (docs/performance.md, "Seeding").
+Deterministic for a given ``random_seed`` and database state. Tickets are
+drawn with numpy a column at a time and go in with PostgreSQL COPY (or
+batched executemany on SQLite); docs/performance.md ("Seeding") has the
+times.
 """
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import logging
+import time
 import random
 import uuid
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any, Iterator
 
+import numpy as np
+import pandas as pd
 from sqlalchemy import Engine, insert, select
 from sqlalchemy.orm import Session
 
@@ -69,6 +72,8 @@ WORDS = ["river", "maize", "baobab", "kudu", "protea", "karoo", "summit", "harbo
 #: From this many tickets on, seed() into an empty tickets table rebuilds the search indexes after the load
 #: instead of maintaining them (insert_tickets explains the trade).
 BULK_LOAD_ROWS = 100_000
+#: Tickets drawn at a time by _ticket_frames (memory: ~1 KB a ticket while a chunk is loaded).
+TICKET_CHUNK = 200_000
 #: The summaries' insert trigger and tables (migration 0009), which a bulk load into an empty table builds once.
 SUMMARY_INSERT_TRIGGER = "opsdash_summarise_insert"
 SUMMARY_TABLES = ("ticket_summary_cells", "ticket_summary_days", "ticket_summary_deadlines",
@@ -88,12 +93,6 @@ class SeedResult:
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
-
-
-def _weighted(rng: random.Random, weights: dict[str, int]):
-    # Cumulative weights once, not per call: the same draws as choices(keys, weights), ~20% less seeding CPU.
-    keys, cumulative = list(weights), list(itertools.accumulate(weights.values()))
-    return lambda: rng.choices(keys, cum_weights=cumulative)[0]
 
 
 def _password(rng: random.Random) -> str:
@@ -160,89 +159,159 @@ def seed(
             result.municipalities.append({"id": str(muni_id), "name": name, "wards": ward_ids})
         session.commit()
     if tickets:
-        rows = _ticket_rows(rng, munis, tickets, now, sensitive_share, days)
-        result.tickets = insert_tickets(engine, rows, rebuild_search_indexes=tickets >= BULK_LOAD_ROWS)
+        as_text = engine.dialect.name == "postgresql"
+        rows = (row for frame in _ticket_frames(rng.getrandbits(64), munis, tickets, now, sensitive_share, days)
+                for row in _rows(frame, as_text))
+        result.tickets = insert_tickets(engine, rows, rebuild_indexes=tickets >= BULK_LOAD_ROWS)
     return result
 
 
-def _ticket_rows(
-    rng: random.Random, munis: list[tuple[uuid.UUID, str, list[str]]], count: int, now: datetime,
-    sensitive_share: float, days: int,
-) -> Iterator[tuple]:
-    category = _weighted(rng, CATEGORY_WEIGHTS)
-    severity_of = _weighted(rng, SEVERITY_WEIGHTS)
-    language = _weighted(rng, LANGUAGE_WEIGHTS)
-    span = days * 86400.0
-    for i in range(count):
-        muni_id, code, ward_ids = munis[i % len(munis)]
-        # Recent days are busier: age skews towards now.
-        age = span * (rng.random() ** 1.6)
-        created = now - timedelta(seconds=age)
-        sev = severity_of()
-        cat = category()
-        sensitive = False
-        roll = rng.random()
-        if roll < sensitive_share:
-            kind = rng.random()
-            # Mostly gbv with the flag; some gbv without it and some flagged
-            # tickets of another category, as real data has both mistakes.
-            if kind < 0.8:
-                cat, sensitive = "gbv", True
-            elif kind < 0.9:
-                cat = "gbv"
+def _ticket_frames(
+    random_seed: int | None, munis: list[tuple[uuid.UUID, str, list[str]]], count: int, now: datetime,
+    sensitive_share: float, days: int, chunk: int = TICKET_CHUNK,
+) -> Iterator[pd.DataFrame]:
+    """``count`` tickets as DataFrames of ``TICKET_COLUMNS``, ``chunk`` rows each, drawn column by column.
+
+    Ticket ``i`` belongs to municipality ``i % len(munis)``. Recent days are
+    busier (age skews towards now); each ticket's status, response, resolution
+    and escalation follow from its age and severity's SLA hours; a share
+    ``sensitive_share`` is sensitive, mostly gbv with the flag, some gbv without
+    it and some flagged tickets of another category, as real data has both
+    mistakes. Drawn with numpy, a column at a time: about 50 times less CPU
+    than a row at a time in Python, which capped seeding at ~20,000 rows/s
+    (docs/performance.md, "Seeding"). Ids are unique per (municipality, i),
+    so seeding again with the same ``random_seed`` adds new tickets.
+    """
+    rng = np.random.default_rng(random_seed)
+    now_utc = pd.Timestamp(now).tz_convert("UTC")
+    span_s = days * 86400.0
+    # Per municipality: the first 8 bytes of every ticket id (version 4 set), its tracking prefix, its wards.
+    heads = [np.frombuffer(hashlib.md5(m.bytes).digest()[:8], dtype=">u8")[0] & ~np.uint64(0xF000) | np.uint64(0x4000)
+             for m, _, _ in munis]
+    for start in range(0, count, chunk):
+        n = min(chunk, count - start)
+        i = np.arange(start, start + n, dtype=np.int64)
+        muni = i % len(munis)
+        sev = _draw(rng, SEVERITY_WEIGHTS, n)
+        cat = _draw(rng, CATEGORY_WEIGHTS, n).astype(object)
+        roll, kind = rng.random(n), rng.random(n)
+        is_special = roll < sensitive_share
+        cat[is_special & (kind < 0.9)] = "gbv"
+        sensitive = is_special & ((kind < 0.8) | (kind >= 0.9))
+        age_s = span_s * rng.random(n) ** 1.6
+        age_h = age_s / 3600.0
+        created = pd.Series(now_utc - pd.to_timedelta(age_s, unit="s"))
+        response_h = pd.Series(sev).map(RESPONSE_HOURS).to_numpy(dtype=float)
+        resolution_h = pd.Series(sev).map(RESOLUTION_HOURS).to_numpy(dtype=float)
+        p_done = np.minimum(0.95, age_h / (resolution_h * 1.5))
+        done = rng.random(n) < p_done
+        closed = rng.random(n) < 0.35
+        escalated = ~done & (rng.random(n) < 0.1)
+        in_progress = ~done & ~escalated & (rng.random(n) < 0.55) & (age_h > 1)
+        status = np.select([done & closed, done, escalated, in_progress],
+                           ["closed", "resolved", "escalated", "in_progress"], "open").astype(object)
+        responded = created + _hours(response_h * rng.uniform(0.05, 1.4, n))
+        late = responded > now_utc
+        instead = now_utc - pd.to_timedelta(rng.integers(1, 31, n), unit="m")
+        responded = responded.where(~late, instead.where(instead > created, created)).where(status != "open")
+        resolved = created + _hours(resolution_h * rng.uniform(0.1, 1.5, n))
+        floor = responded.fillna(created)
+        resolved = resolved.where(resolved > floor, floor).clip(upper=now_utc).where(done)
+        escalate = (status == "escalated") | (done & (rng.random(n) < 0.05))
+        escalated_at = (created + _hours(response_h * rng.uniform(0.5, 2, n))).clip(upper=now_utc).where(escalate)
+        wards = np.array([w for _, _, ward_ids in munis for w in ward_ids], dtype=object).reshape(len(munis), -1)
+        ward = wards[muni, rng.integers(0, wards.shape[1], n)]
+        ward[rng.random(n) < 0.02] = None
+        description = np.empty(n, dtype=object)
+        pick = rng.random(n)
+        for category, texts in DESCRIPTIONS.items():
+            mine = cat == category
+            description[mine] = np.array(texts, dtype=object)[(pick[mine] * len(texts)).astype(int)]
+        address = (pd.Series(rng.integers(1, 1000, n)).astype(str) + " "
+                   + pd.Series(np.array(STREETS, dtype=object)[rng.integers(0, len(STREETS), n)]))
+        tail = (i.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)) & ~np.uint64(0xC000 << 48) | np.uint64(0x8000 << 48)
+        head = np.array(heads, dtype=np.uint64)[muni]
+        codes = np.array([code for _, code, _ in munis], dtype=object)[muni]
+        frame = pd.DataFrame({
+            "id": [f"{h:016x}{t:016x}" for h, t in zip(head.tolist(), tail.tolist())],
+            "tenant_id": np.array([str(m) for m, _, _ in munis], dtype=object)[muni],
+            "ward_id": ward,
+            "tracking_number": codes + "-" + _digits(created.dt.year % 100 * 100 + created.dt.month, 4) + "-"
+            + _digits(i, 7),
+            "category": cat, "status": status, "severity": sev, "description": description,
+            "address": address.to_numpy(dtype=object), "language": _draw(rng, LANGUAGE_WEIGHTS, n),
+            "is_sensitive": sensitive, "created_at": created,
+            "sla_response_deadline": created + _hours(response_h),
+            "sla_resolution_deadline": created + _hours(resolution_h),
+            "first_responded_at": responded, "resolved_at": resolved, "escalated_at": escalated_at,
+            "assigned_to": None,
+        })
+        frame["updated_at"] = frame[["created_at", "first_responded_at", "resolved_at", "escalated_at"]].max(axis=1)
+        yield frame
+
+
+def _draw(rng: np.random.Generator, weights: dict[str, int], n: int) -> np.ndarray:
+    """``n`` keys of ``weights`` drawn with those weights."""
+    keys = np.array(list(weights), dtype=object)
+    p = np.array(list(weights.values()), dtype=float)
+    return keys[rng.choice(len(keys), size=n, p=p / p.sum())]
+
+
+def _hours(h: np.ndarray) -> pd.TimedeltaIndex:
+    return pd.to_timedelta(h * 3600.0, unit="s")
+
+
+def _digits(values, width: int) -> np.ndarray:
+    """Non-negative integers as zero-padded decimal strings (an object array)."""
+    return pd.Series(values).astype(str).str.zfill(width).to_numpy(dtype=object)
+
+#: Ticket columns holding a time (UTC).
+_TIME_COLUMNS = ("created_at", "sla_response_deadline", "sla_resolution_deadline", "first_responded_at",
+                 "resolved_at", "escalated_at", "updated_at")
+
+
+def _rows(frame: pd.DataFrame, as_text: bool) -> Iterator[tuple]:
+    """The tickets of ``frame`` as ``TICKET_COLUMNS`` tuples: text as COPY reads it, or Python values.
+
+    Text skips building a Python object per value (a datetime is ~30 times the
+    cost of its ISO string made by numpy), which COPY would only turn back into text.
+    """
+    columns = []
+    for name in TICKET_COLUMNS:
+        values = frame[name]
+        if name in _TIME_COLUMNS:
+            if as_text:
+                times = values.to_numpy(dtype="datetime64[us]")
+                text = np.datetime_as_string(times, unit="us", timezone="UTC").astype(object)
+                text[np.isnat(times)] = None
+                columns.append(text.tolist())
             else:
-                sensitive = True
-        response_deadline = created + timedelta(hours=RESPONSE_HOURS[sev])
-        resolution_deadline = created + timedelta(hours=RESOLUTION_HOURS[sev])
-        age_h = age / 3600.0
-        first_responded = resolved = escalated = None
-        p_done = min(0.95, age_h / (RESOLUTION_HOURS[sev] * 1.5))
-        if rng.random() < p_done:
-            status = "closed" if rng.random() < 0.35 else "resolved"
-        elif rng.random() < 0.1:
-            status = "escalated"
-        elif rng.random() < 0.55 and age_h > 1:
-            status = "in_progress"
+                columns.append([None if pd.isna(t) else t.to_pydatetime() for t in values])
+        elif name in ("id", "tenant_id") and not as_text:
+            columns.append([uuid.UUID(v) for v in values])
+        elif name == "is_sensitive":
+            columns.append(values.tolist() if not as_text else np.where(values.to_numpy(), "t", "f").tolist())
         else:
-            status = "open"
-        if status != "open":
-            first_responded = created + timedelta(hours=RESPONSE_HOURS[sev] * rng.uniform(0.05, 1.4))
-            if first_responded > now:
-                first_responded = now - timedelta(minutes=rng.randint(1, 30))
-                first_responded = max(first_responded, created)
-        if status in ("resolved", "closed"):
-            resolved = created + timedelta(hours=RESOLUTION_HOURS[sev] * rng.uniform(0.1, 1.5))
-            resolved = min(max(resolved, first_responded or created), now)
-        if status == "escalated" or (status in ("resolved", "closed") and rng.random() < 0.05):
-            escalated = created + timedelta(hours=RESPONSE_HOURS[sev] * rng.uniform(0.5, 2))
-            escalated = min(escalated, now)
-        ward_id = None if rng.random() < 0.02 else rng.choice(ward_ids)
-        ticket_id = uuid.UUID(bytes=hashlib.md5(muni_id.bytes + i.to_bytes(8, "big")).digest(), version=4)
-        description = rng.choice(DESCRIPTIONS[cat])
-        address = f"{rng.randint(1, 999)} {rng.choice(STREETS)}"
-        updated = max(t for t in (created, first_responded, resolved, escalated) if t is not None)
-        yield (
-            ticket_id, muni_id, ward_id, f"{code}-{created:%y%m}-{i:07d}", cat, status, sev, description,
-            address, language(), sensitive, created, response_deadline, resolution_deadline,
-            first_responded, resolved, escalated, None, updated,
-        )
+            columns.append([None if v is None or v != v else v for v in values.to_numpy(dtype=object).tolist()])
+    return zip(*columns)
 
 
-def insert_tickets(engine: Engine, rows, batch_size: int = 10_000, *, rebuild_search_indexes: bool = False) -> int:
+def insert_tickets(engine: Engine, rows, batch_size: int = 10_000, *, rebuild_indexes: bool = False) -> int:
     """Bulk-insert ticket tuples in ``TICKET_COLUMNS`` order. Returns the count.
 
-    ``rebuild_search_indexes`` (PostgreSQL, large loads): when the tickets
-    table is empty at the start of the load, drop the trigram search indexes,
-    COPY, and build them again, all in one transaction. Maintaining GIN
-    trigram indexes row by row makes COPY about 2.5 times slower than
-    building them once afterwards (docs/performance.md, "Seeding"). The
-    price: DROP INDEX locks the tickets table (reads included) until the
-    load commits. On a fresh database nobody is waiting for it; on a table
-    that already has rows, dashboards may be reading it, so the indexes are
-    kept and maintained row by row (slower, and COPY's lock lets reads go
-    on). Emptiness is checked in the load's own transaction. A crash rolls
-    everything back, indexes included. The summary tables (migration 0009)
-    are treated the same way: into an empty table, their insert trigger is
+    ``rebuild_indexes`` (PostgreSQL, large loads): when the tickets table is
+    empty at the start of the load, drop its indexes (all but the primary
+    key's), COPY, and build them again, all in one transaction. Maintaining
+    them row by row makes COPY several times slower than one sort each
+    afterwards (GIN trigram indexes above all: 2.5x on their own;
+    docs/performance.md, "Seeding"). The price: DROP INDEX locks the tickets
+    table (reads included) until the load commits. On a fresh database nobody
+    is waiting for it; on a table that already has rows, dashboards may be
+    reading it, so the indexes are kept and maintained row by row (slower, and
+    COPY's lock lets reads go on). Emptiness is checked in the load's own
+    transaction. A crash rolls everything back, indexes included. The
+    summary tables (migration 0009) are treated the same way: into an empty
+    table, their insert trigger is
     off during the COPY and they are counted once afterwards.
     """
     count = 0
@@ -251,30 +320,39 @@ def insert_tickets(engine: Engine, rows, batch_size: int = 10_000, *, rebuild_se
         try:
             with raw.cursor() as cur:
                 definitions: list[str] = []
-                rebuild = rebuild_search_indexes and not _has_tickets(cur)
-                if rebuild_search_indexes and not rebuild:
+                rebuild = rebuild_indexes and not _has_tickets(cur)
+                if rebuild_indexes and not rebuild:
                     log.info("the tickets table has rows: keeping its search indexes during the load "
                              "(slower, but dashboards can keep reading)")
                 summarise = rebuild and _has_summaries(cur)
                 if rebuild:
-                    cur.execute("SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'tickets' "
-                                r"AND indexname LIKE '%\_trgm' AND schemaname = current_schema()")
+                    # Every index but the constraints' (the primary key): one sort each afterwards,
+                    # in memory, instead of a random insert into each per row.
+                    cur.execute("SET LOCAL maintenance_work_mem = '512MB'")
+                    cur.execute("SELECT i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid) FROM pg_index i "
+                                "WHERE i.indrelid = 'tickets'::regclass AND NOT EXISTS "
+                                "(SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid)")
                     for name, definition in cur.fetchall():
-                        cur.execute(f'DROP INDEX "{name}"')
+                        cur.execute(f"DROP INDEX {name}")
                         definitions.append(definition)
                 if summarise:
                     # Likewise the summaries (migration 0009): counted once after the load rather than
                     # by the insert trigger over a transition table of every row (docs/performance.md).
                     cur.execute(f"ALTER TABLE tickets DISABLE TRIGGER {SUMMARY_INSERT_TRIGGER}")
+                step = _Steps()
                 with cur.copy(f"COPY tickets ({', '.join(TICKET_COLUMNS)}) FROM STDIN") as copy:
                     for row in rows:
                         copy.write_row(row)
                         count += 1
+                step.done(f"{count:,} tickets copied")
                 for definition in definitions:
                     cur.execute(definition)
+                if definitions:
+                    step.done(f"{len(definitions)} indexes built")
                 if summarise:
                     cur.execute(f"ALTER TABLE tickets ENABLE TRIGGER {SUMMARY_INSERT_TRIGGER}")
                     cur.execute("SELECT opsdash_summaries_build()")
+                    step.done("summaries built")
             raw.commit()
             # Fresh statistics: until autovacuum gets to it, the planner would take a
             # million new rows for a few thousand and pick plans for that (the export's
@@ -288,6 +366,7 @@ def insert_tickets(engine: Engine, rows, batch_size: int = 10_000, *, rebuild_se
                     cur.execute("VACUUM (ANALYZE) tickets")
                     if _has_summaries(cur):
                         cur.execute(f"ANALYZE {', '.join(SUMMARY_TABLES)}")
+                step.done("vacuumed and analysed")
             finally:
                 raw.driver_connection.autocommit = False
         finally:
@@ -305,6 +384,18 @@ def insert_tickets(engine: Engine, rows, batch_size: int = 10_000, *, rebuild_se
             conn.execute(insert(Ticket), batch)
             count += len(batch)
     return count
+
+
+class _Steps:
+    """Logs each step of a long load with its seconds (the seed command shows them as progress)."""
+
+    def __init__(self) -> None:
+        self._last = time.perf_counter()
+
+    def done(self, what: str) -> None:
+        now = time.perf_counter()
+        log.info("%s in %.1f s", what, now - self._last)
+        self._last = now
 
 
 def _has_summaries(cur) -> bool:

@@ -140,12 +140,12 @@ def test_bulk_load_rebuilds_the_search_indexes_and_a_failed_load_keeps_them(fres
     before = search_index_oids(engine)
     failed = uuid.uuid4()
     with pytest.raises(RuntimeError, match="mid-load"):
-        insert_tickets(engine, seed_rows(failed, 50, fail_after=20), rebuild_search_indexes=True)
+        insert_tickets(engine, seed_rows(failed, 50, fail_after=20), rebuild_indexes=True)
     assert search_index_oids(engine) == before  # the drop was rolled back with the rows
     assert scoped_tickets(engine, Scope(municipality_id=failed, role="manager")).empty
 
     tenant = uuid.uuid4()
-    assert insert_tickets(engine, seed_rows(tenant, 50), rebuild_search_indexes=True) == 50
+    assert insert_tickets(engine, seed_rows(tenant, 50), rebuild_indexes=True) == 50
     after = search_index_oids(engine)
     assert set(after) == TRGM_INDEXES and not set(after.values()) & set(before.values())  # rebuilt
     scope = Scope(municipality_id=tenant, role="manager")
@@ -190,7 +190,7 @@ def test_bulk_load_into_a_table_with_tickets_never_blocks_a_dashboard_reading_it
                     seen.append(reader.execute(text("SELECT count(*) FROM tickets")).scalar_one())
             yield row
 
-    assert insert_tickets(engine, rows_read_midway(), rebuild_search_indexes=True) == 50
+    assert insert_tickets(engine, rows_read_midway(), rebuild_indexes=True) == 50
     assert seen == [1]  # read at once, and only what was committed
 
 
