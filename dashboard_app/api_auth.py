@@ -30,7 +30,7 @@ from .throttle import get_api_rate_limit
 
 #: The plan's wording for every role without a dashboard (field workers, citizens).
 ROLE_DETAIL = "Dashboard access requires manager, admin, or ward councillor role"
-BEARER_FORMAT = "Authorization must be 'Bearer <token>' with a token from `opsdash token create`"
+BEARER_FORMAT = "Authorization must be 'Bearer <token>' with a token from 'opsdash token create'"
 BAD_TOKEN = "The API token is not valid: unknown, revoked or expired"
 NO_CREDENTIAL = "Authentication required: send 'Authorization: Bearer <token>' or sign in"
 ENDED = "Your sign-in has ended; sign in again or use an API token"
