@@ -183,7 +183,8 @@ class Hub:
 
     def __init__(
         self, bus: EventBus, *, engine: Engine | None, queue_size: int = DEFAULT_QUEUE_SIZE,
-        replay_size: int = DEFAULT_REPLAY_SIZE, base_delay: float = 0.5, max_delay: float = 30.0, rng: random.Random | None = None,
+        replay_size: int = DEFAULT_REPLAY_SIZE, base_delay: float = 0.5, max_delay: float = 30.0,
+        rng: random.Random | None = None,
     ) -> None:
         """``engine`` answers "is this ticket sensitive in the database?"; None skips that
         lookup and is meant only for tests and benchmarks of the bus itself."""
@@ -239,7 +240,8 @@ class Hub:
         """Idempotent: a session may be torn down by more than one path."""
         with self._lock:
             groups = self._sessions.get(feed.scope.municipality_id)
-            if isinstance(feed, StreamFeed) and groups is not None and feed.key in groups.get(_group_of(feed.scope), {}):
+            registered = groups is not None and feed.key in groups.get(_group_of(feed.scope), {})
+            if isinstance(feed, StreamFeed) and registered:
                 self.replay.unwatch(feed.scope.municipality_id)
             if groups is None:
                 return
