@@ -203,6 +203,10 @@ class CompressedResponses(tornado.web.OutputTransform):
             headers["Etag"] = weak(etag)  # the validator the 200 before it carried
         if status_code != 200 or not compressible(content_type) or "Content-Encoding" in headers:
             return status_code, headers, chunk
+        if content_type.startswith("text/event-stream"):
+            # Event streams stay plain: events are a few hundred bytes each, and a compressor per open
+            # stream (brotli keeps a window of megabytes) would cost more memory than it saves bytes.
+            return status_code, headers, chunk
         if content_type.startswith("text/html") and not SIGN_IN_PATH.search(self.path):
             return status_code, headers, chunk  # BREACH: see the module's docstring
         vary = headers.get("Vary")

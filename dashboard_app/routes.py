@@ -6,6 +6,7 @@ runs nothing else of ours before it serves.
 from __future__ import annotations
 
 from . import server
+from .api_routes import API_ROUTES
 from .logout_route import OpsDashLogoutHandler
 from .export_route import EXPORT_PATH, ExportDownloadHandler
 from .health_route import HealthHandler
@@ -16,6 +17,7 @@ ROUTES = [
     (r"/logout", OpsDashLogoutHandler, {}),
     (EXPORT_PATH, ExportDownloadHandler, {}),  # large exports, streamed
     (LIVE_SCRIPT_PATH, LiveScriptHandler, {}),  # the page's live state and automatic recovery
+    *API_ROUTES,  # the platform's HTTP API: /api/v1/ (docs/api.md)
 ]
 
 server.start()

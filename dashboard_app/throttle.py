@@ -1,4 +1,11 @@
-"""Sign-in throttling: per (account, address) and per account, atomic, shared through Redis when configured.
+"""Throttling: sign-in attempts and API requests, atomic fixed-window counts shared through Redis when configured.
+
+One counter (``WindowCounter``) serves both: Redis INCR + EXPIRE in one Lua
+script when ``OPSDASH_REDIS_URL`` is set (every process shares the counts), else
+a lock and a dict in this process; if Redis fails the process falls back to its
+own counts (logged), so sign-in and the API keep working.
+
+Sign-in (``LoginThrottle``):
 
 - A password is checked only after a slot was taken, in one atomic step
   (Redis INCR in a Lua script, or a lock in-process): 40 guesses sent at
@@ -11,9 +18,10 @@
   guesses) must not lock the others out.
 - A successful sign-in gives its slot back and clears its (account,
   address) count; the account's count from other addresses stays.
-- With ``OPSDASH_REDIS_URL`` every server process shares the counts;
-  without it (one process) they live in memory. If Redis fails the process
-  falls back to its own counts (logged), so sign-in keeps working.
+
+API (``ApiRateLimit``, issue 18): ``OPSDASH_API_RATE_PER_MINUTE`` requests a
+minute per API token (or per signed-in user when the cookie is used); an
+event stream counts once, when it opens.
 """
 from __future__ import annotations
 
@@ -50,45 +58,41 @@ def throttle_keys(username: str, address: str) -> tuple[str, str]:
     return f"opsdash:login:{{{account}}}", f"opsdash:login:{{{account}}}:{address}"
 
 
-class LoginThrottle:
-    def __init__(self, max_attempts: int, window_s: int, redis_url: str | None = None) -> None:
-        self.max_attempts = max_attempts
+class WindowCounter:
+    """Counts per key in fixed windows of ``window_s``: in Redis when a URL is given, else in this process."""
+
+    def __init__(self, window_s: int, redis_url: str | None = None, what: str = "sign-in throttle") -> None:
         self.window_s = window_s
+        self.what = what
         self._counts: dict[str, tuple[int, float]] = {}
         self._lock = threading.Lock()
         self._redis = None
         if redis_url:
             self._redis = redis.Redis.from_url(redis_url, socket_connect_timeout=2, socket_timeout=2)
 
-    def _limits(self) -> tuple[int, int]:
-        return self.max_attempts * ACCOUNT_FACTOR, self.max_attempts
+    def add(self, keys: tuple[str, ...]) -> list[int]:
+        """Count one more for every key, atomically; the counts in the current window (blocking: a worker lane)."""
+        counts = self.shared(_RESERVE, keys, self.window_s)
+        return counts if counts is not None else self._local_reserve(keys)
 
-    def reserve(self, username: str, address: str) -> bool:
-        """Take a slot for one password check; False when the account or this address for it is throttled."""
-        keys = throttle_keys(username, address)
-        counts = self._shared(_RESERVE, keys, self.window_s)
-        if counts is None:
-            counts = self._local_reserve(keys)
-        return all(count <= limit for count, limit in zip(counts, self._limits()))
-
-    def succeeded(self, username: str, address: str) -> None:
-        keys = throttle_keys(username, address)
-        if self._shared(_RELEASE, keys) is None:
-            with self._lock:
-                count, start = self._counts.get(keys[0], (1, time.monotonic()))
-                self._counts[keys[0]] = (max(count - 1, 0), start)
-                self._counts.pop(keys[1], None)
-
-    def _shared(self, script: str, keys: tuple[str, str], *args: int) -> list[int] | None:
+    def shared(self, script: str, keys: tuple[str, ...], *args: int) -> list[int] | None:
         if self._redis is None:
             return None
         try:
             return [int(n) for n in self._redis.eval(script, len(keys), *keys, *args)]
         except Exception as exc:
-            log.warning("sign-in throttle: Redis unavailable (%s), counting in this process", type(exc).__name__)
+            log.warning("%s: Redis unavailable (%s), counting in this process", self.what, type(exc).__name__)
             return None
 
-    def _local_reserve(self, keys: tuple[str, str]) -> list[int]:
+    def give_back(self, keys: tuple[str, str]) -> None:
+        """One count less for the first key; the second key's count forgotten (a successful sign-in)."""
+        if self.shared(_RELEASE, keys) is None:
+            with self._lock:
+                count, start = self._counts.get(keys[0], (1, time.monotonic()))
+                self._counts[keys[0]] = (max(count - 1, 0), start)
+                self._counts.pop(keys[1], None)
+
+    def _local_reserve(self, keys: tuple[str, ...]) -> list[int]:
         now = time.monotonic()
         with self._lock:
             if len(self._counts) > 100_000:  # bound memory under a spray: forget expired windows
@@ -103,7 +107,41 @@ class LoginThrottle:
             return counts
 
 
+class LoginThrottle:
+    def __init__(self, max_attempts: int, window_s: int, redis_url: str | None = None) -> None:
+        self.max_attempts = max_attempts
+        self.window_s = window_s
+        self.counter = WindowCounter(window_s, redis_url)
+
+    def _limits(self) -> tuple[int, int]:
+        return self.max_attempts * ACCOUNT_FACTOR, self.max_attempts
+
+    def reserve(self, username: str, address: str) -> bool:
+        """Take a slot for one password check; False when the account or this address for it is throttled."""
+        counts = self.counter.add(throttle_keys(username, address))
+        return all(count <= limit for count, limit in zip(counts, self._limits()))
+
+    def succeeded(self, username: str, address: str) -> None:
+        keys = throttle_keys(username, address)
+        self.counter.give_back(keys)
+
+
+class ApiRateLimit:
+    """At most ``per_minute`` API requests a minute per credential (a token's id, or a signed-in user)."""
+
+    WINDOW_S = 60
+
+    def __init__(self, per_minute: int, redis_url: str | None = None) -> None:
+        self.per_minute = per_minute
+        self.counter = WindowCounter(self.WINDOW_S, redis_url, what="API rate limit")
+
+    def allow(self, credential: str) -> bool:
+        """Count one request of ``credential``; False when over the limit (blocking: call it in a worker lane)."""
+        return self.counter.add((f"opsdash:api:{{{credential[:200]}}}",))[0] <= self.per_minute
+
+
 _throttle: LoginThrottle | None = None
+_api_limit: ApiRateLimit | None = None
 
 
 def get_throttle() -> LoginThrottle:
@@ -112,3 +150,11 @@ def get_throttle() -> LoginThrottle:
         s = get_settings()
         _throttle = LoginThrottle(s.login_max_attempts, s.login_window_s, s.redis_url)
     return _throttle
+
+
+def get_api_rate_limit() -> ApiRateLimit:
+    global _api_limit
+    if _api_limit is None:
+        s = get_settings()
+        _api_limit = ApiRateLimit(s.api_rate_per_minute, s.redis_url)
+    return _api_limit

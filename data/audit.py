@@ -10,7 +10,7 @@ from .filters import TicketFilters, applied_filters
 from .models import ExportAudit
 from .scope import Scope
 
-CHANNELS = ("ui", "http", "cli")
+CHANNELS = ("ui", "http", "cli", "api")
 
 
 def record_export(

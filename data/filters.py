@@ -199,3 +199,30 @@ def applied_filters(scope: Scope, filters: TicketFilters | None) -> TicketFilter
     if filters.wards and not scope.sees_whole_municipality:
         return dataclasses.replace(filters, wards=())
     return filters
+
+
+#: The HTTP API's filter parameters (``/api/v1/export/tickets/...``, docs/api.md), the plan's names.
+API_FILTER_PARAMETERS = ("status", "category", "ward_id", "search", "created_from", "created_to")
+_REPEATABLE = frozenset({"status", "category", "ward_id"})
+
+
+def api_filters(query: Mapping[str, list[bytes] | list[str]]) -> TicketFilters:
+    """TicketFilters from an HTTP query (each name -> its values, as Tornado parses them).
+
+    ``status``, ``category`` and ``ward_id`` may repeat or be comma separated; the others
+    appear once. Unknown names, text that is not UTF-8 and bad values raise InvalidFilter.
+    """
+    values: dict[str, str] = {}
+    for name, raw in query.items():
+        if name not in API_FILTER_PARAMETERS:
+            raise InvalidFilter(f"unknown query parameter {name[:40]!r}; use {', '.join(API_FILTER_PARAMETERS)}")
+        texts = []
+        for item in raw:
+            try:
+                texts.append(item.decode("utf-8") if isinstance(item, bytes) else str(item))
+            except UnicodeDecodeError:
+                raise InvalidFilter(f"{name} is not UTF-8 text") from None
+        if len(texts) > 1 and name not in _REPEATABLE:
+            raise InvalidFilter(f"give {name} once")
+        values[name] = ",".join(texts)
+    return TicketFilters.parse(values)

@@ -39,6 +39,7 @@ from .events import (
     parse_event,
 )
 from .named_tickets import TicketLookup, lookup_named_tickets
+from .replay import DEFAULT_REPLAY_SIZE, ReplayBuffer
 from .scope import Scope
 from .sensitivity import is_known_key
 from .workers import SHORT
@@ -123,7 +124,8 @@ class SessionFeed:
         self._resync = False
         self.overflowed = 0
 
-    def offer(self, event: Event) -> None:
+    def offer(self, event: Event, position: int = 0) -> None:
+        """Queue ``event`` (``position``: its place in the hub's replay buffer; streams send it as the id)."""
         with self._lock:
             if len(self._queue) == self._queue.maxlen:
                 # deque(maxlen) drops the oldest on append; the session will
@@ -148,18 +150,49 @@ class SessionFeed:
         return len(self._queue)
 
 
+class StreamFeed(SessionFeed):
+    """An event stream's registration (``/api/v1/dashboard/events``): queues (position, event) and wakes its
+    writer at once instead of waiting to be polled. Made and fed on the hub's event loop."""
+
+    def __init__(self, hub: Hub, scope: Scope, maxlen: int) -> None:
+        super().__init__(hub, scope, maxlen)
+        self.ready = asyncio.Event()
+
+    def offer(self, event: Event, position: int = 0) -> None:
+        if len(self._queue) == self._queue.maxlen:
+            self.overflowed += 1
+            self._resync = True  # the oldest goes: the client must reload (a ``resync`` event)
+        self._queue.append((position, event))  # type: ignore[arg-type]
+        self.ready.set()
+
+    def mark_resync(self) -> None:
+        super().mark_resync()
+        self.ready.set()
+
+    def take(self) -> tuple[list[tuple[int, Event]], bool]:
+        """Everything queued, oldest first, and whether events were missed (the flag is cleared)."""
+        self.ready.clear()
+        items = list(self._queue)
+        self._queue.clear()
+        resync, self._resync = self._resync, False
+        return items, resync  # type: ignore[return-value]
+
+
 class Hub:
     """Process-wide subscriber and router. Start it once per process (``start``)."""
 
     def __init__(
         self, bus: EventBus, *, engine: Engine | None, queue_size: int = DEFAULT_QUEUE_SIZE,
-        base_delay: float = 0.5, max_delay: float = 30.0, rng: random.Random | None = None,
+        replay_size: int = DEFAULT_REPLAY_SIZE, base_delay: float = 0.5, max_delay: float = 30.0,
+        rng: random.Random | None = None,
     ) -> None:
         """``engine`` answers "is this ticket sensitive in the database?"; None skips that
         lookup and is meant only for tests and benchmarks of the bus itself."""
         self.bus = bus
         self.engine = engine
         self.queue_size = queue_size
+        # Positions of routed events, and the last ones of municipalities with event streams (Last-Event-ID).
+        self.replay = ReplayBuffer(replay_size)
         self.base_delay = base_delay
         self.max_delay = max_delay
         self._rng = rng or random.Random()
@@ -189,10 +222,27 @@ class Hub:
             groups.setdefault(_group_of(scope), {})[feed.key] = feed
         return feed
 
+    def open_stream(self, scope: Scope, last_event_id: str | None = None, *,
+                    queue_size: int | None = None) -> tuple[StreamFeed, list[tuple[int, Event]] | None]:
+        """Register an event stream; with the events ``scope`` missed since ``last_event_id`` (None: unknown,
+        the client must resync). One step on the event loop, so no event falls between the two."""
+        if not isinstance(scope, Scope):
+            raise TypeError("a Scope is required to receive live events")
+        feed = StreamFeed(self, scope, queue_size or self.queue_size)
+        missed = self.replay.since(scope, last_event_id) if last_event_id else []
+        self.replay.watch(scope.municipality_id)
+        with self._lock:
+            groups = self._sessions.setdefault(scope.municipality_id, {})
+            groups.setdefault(_group_of(scope), {})[feed.key] = feed
+        return feed, missed
+
     def unregister(self, feed: SessionFeed) -> None:
         """Idempotent: a session may be torn down by more than one path."""
         with self._lock:
             groups = self._sessions.get(feed.scope.municipality_id)
+            registered = groups is not None and feed.key in groups.get(_group_of(feed.scope), {})
+            if isinstance(feed, StreamFeed) and registered:
+                self.replay.unwatch(feed.scope.municipality_id)
             if groups is None:
                 return
             group = groups.get(_group_of(feed.scope))
@@ -258,6 +308,7 @@ class Hub:
             self._connections += 1
         if status == "live" and previous == "paused":
             # Whatever was published while we were away is lost: every session reloads.
+            self.replay.gap()
             sessions = self._all_feeds()
             for feed in sessions:
                 feed.mark_resync()
@@ -289,6 +340,7 @@ class Hub:
             "status": self._status,
             "bus": getattr(self.bus, "name", type(self.bus).__name__),
             "sessions": self.session_count,
+            "replay": self.replay.snapshot(),
             "counters": dict(self.counters),
             "dropped": dict(self.dropped),
             "last_error": self.last_error,
@@ -331,7 +383,7 @@ class Hub:
                 log.exception("unexpected error parsing a live message")
                 self._drop("parse_error", channel)
                 continue
-            if event.municipality_id not in self._sessions:
+            if event.municipality_id not in self._sessions and not self.replay.watched(event.municipality_id):
                 self.counters["no_audience"] += 1  # nobody here to tell: no lookup either
                 continue
             candidates.append((channel, event))
@@ -341,17 +393,20 @@ class Hub:
             decision = route(event, lookup)
             if isinstance(decision, DropReason):
                 self._drop(decision, channel)
+                if decision is DropReason.LOOKUP_FAILED:  # maybe a visible event: a stream cannot resume past it
+                    self.replay.gap(event.municipality_id)
                 continue
             if decision.narrowed is not None:
                 # Delivered to whole-municipality sessions only: counted, as councillors missed it.
                 self._drop(decision.narrowed, channel)
+            position = self.replay.record(decision.event, councillors=decision.narrowed is None)
             audience = self._audience(decision.event.municipality_id, decision.event.ward_id,
                                       councillors=decision.narrowed is None)
             if not audience:
                 self.counters["no_audience"] += 1
                 continue
             for feed in audience:
-                feed.offer(decision.event)
+                feed.offer(decision.event, position)
             self.counters["routed"] += 1
             self.counters["delivered"] += len(audience)
             delivered += len(audience)
@@ -431,4 +486,4 @@ class Hub:
             await asyncio.sleep(delay)
 
 
-__all__ = ["Delivery", "Drained", "Hub", "HubStatus", "SessionFeed", "backoff_delay", "route", "SENSITIVE_REASONS"]
+__all__ = ["Delivery", "Drained", "Hub", "HubStatus", "SessionFeed", "StreamFeed", "backoff_delay", "route", "SENSITIVE_REASONS"]

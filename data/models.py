@@ -226,5 +226,5 @@ class ExportAudit(Base):
     filters: Mapped[str] = mapped_column(Text)  # JSON of TicketFilters.to_dict()
     row_count: Mapped[int] = mapped_column(Integer)
     duration_ms: Mapped[int] = mapped_column(Integer)
-    channel: Mapped[str] = mapped_column(String(16), default="ui")  # ui | http | cli
+    channel: Mapped[str] = mapped_column(String(16), default="ui")  # ui | http | cli | api
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)

@@ -136,6 +136,17 @@ class Settings(BaseSettings):
     fast_password_hash: bool = Field(
         False, description="`1`: the cheapest argon2 profile, for tests and benchmarks that hash many demo "
                            "passwords; never in production")
+    api_rate_per_minute: int = Field(
+        120, ge=1, le=100_000,
+        description="requests a minute allowed per API token (or signed-in user) on `/api/v1/`; an event stream "
+                    "counts once; shared by all processes through Redis when `OPSDASH_REDIS_URL` is set")
+    api_heartbeat_s: float = Field(
+        15.0, ge=0.1, le=300,
+        description="seconds between heartbeat comments on a quiet `/api/v1/dashboard/events` stream")
+    api_stream_max_s: int = Field(
+        900, ge=5, le=86_400,
+        description="the server ends an event stream after this many seconds; the client reconnects with "
+                    "`Last-Event-ID` and its token or sign-in is checked again (a revoked one ends within this)")
     notebook_user: str = Field("manager.ethekwini",
                                description="the user `examples/opsdash_dashboard.ipynb` builds its dashboard for")
 

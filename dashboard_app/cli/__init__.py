@@ -1,7 +1,7 @@
 """The ``opsdash`` command line.
 
 One module per command group (``db``, ``users``, ``serve``, ``live``,
-``export``, ``categories``), each with a ``register`` that adds its
+``export``, ``tokens``, ``categories``), each with a ``register`` that adds its
 subcommands; ``shared`` holds what they have in common. Each subcommand is a
 small function taking the parsed arguments and returning an exit code;
 errors OpsDash raises on purpose print as one line (``opsdash: error:
@@ -18,14 +18,14 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from data.errors import OpsDashError
 
-from . import categories, db, export, live, serve, users
+from . import categories, db, export, live, serve, tokens, users
 from .serve import CHECK_UNUSED_SESSIONS_MS, UNUSED_SESSION_LIFETIME_MS, panel_serve_argv
 
 __all__ = ["CHECK_UNUSED_SESSIONS_MS", "UNUSED_SESSION_LIFETIME_MS", "build_parser", "main", "panel_serve_argv"]
 
 #: The command groups in the order ``opsdash --help`` lists them.
 COMMAND_GROUPS = (db.register_setup, users.register, serve.register, live.register, export.register,
-                  categories.register, db.register_roles)
+                  tokens.register, categories.register, db.register_roles)
 
 
 def build_parser() -> argparse.ArgumentParser:
