@@ -30,6 +30,7 @@ from data.scope import scope_for_user
 from data.web_sessions import valid_session
 from data.workers import EXPORT, SHORT
 
+from .log_format import USER, RequestContext
 from .session import username_for_sign_in
 from .settings import get_engine, get_settings
 from .web_session import OWN_PROVIDERS, SESSION_COOKIE, signed_cookie, signed_user_info
@@ -51,7 +52,7 @@ def export_link(secret: str, username: str, fmt: str, filters: TicketFilters, ro
     return f"{root.rstrip('/') or '.'}{EXPORT_PATH}?token={token}"
 
 
-class ExportDownloadHandler(tornado.web.RequestHandler):
+class ExportDownloadHandler(RequestContext, tornado.web.RequestHandler):
     def _refuse(self, code: int, message: str) -> None:
         self.set_status(code)
         self.set_header("Content-Type", "text/plain; charset=utf-8")
@@ -82,6 +83,7 @@ class ExportDownloadHandler(tornado.web.RequestHandler):
             # so the token, minted for the mapped username, matches only that user's cookie.
             username = await SHORT.run(username_for_sign_in, engine, signed_in, config.oauth_provider,
                                        signed_user_info(self.get_secure_cookie))
+            USER.set(username)  # the lines of this request name its user (JSON logs)
             fmt, filters = verify_export_token(secret, token, username)
             scope = await SHORT.run(scope_for_user, engine, username)
         except NotAuthorized as exc:

@@ -12,6 +12,7 @@ from data import workers
 from data.errors import DatabaseBusy
 
 from .live import live_snapshot
+from .log_format import RequestContext
 from .settings import get_engine, get_settings
 
 
@@ -49,7 +50,7 @@ def operator_token_given(authorization: str | None) -> bool:
                                                                                   expected.encode())
 
 
-class HealthHandler(tornado.web.RequestHandler):
+class HealthHandler(RequestContext, tornado.web.RequestHandler):
     """``/health``: ``ok``/``degraded`` for anyone; the details only for the operator token.
 
     The details (hub counters, drops by reason) would tell an outsider when

@@ -10,6 +10,8 @@ from .logout_route import OpsDashLogoutHandler
 from .export_route import EXPORT_PATH, ExportDownloadHandler
 from .health_route import HealthHandler
 from .live import LIVE_SCRIPT_PATH, LiveScriptHandler
+from .metrics_route import METRICS_PATH, MetricsHandler
+from .settings import get_settings
 
 ROUTES = [
     (r"/health", HealthHandler, {}),
@@ -17,5 +19,7 @@ ROUTES = [
     (EXPORT_PATH, ExportDownloadHandler, {}),  # large exports, streamed
     (LIVE_SCRIPT_PATH, LiveScriptHandler, {}),  # the page's live state and automatic recovery
 ]
+if get_settings().metrics_token:  # no operator token, no metrics: the URL is a 404
+    ROUTES.append((METRICS_PATH, MetricsHandler, {}))
 
 server.start()
