@@ -199,6 +199,15 @@ class RevocationWatch:
         bus = RedisBus(redis_url, client_name=f"opsdash-sessions-{os.getpid()}") if redis_url else bus_for(None)
         self._task = asyncio.get_running_loop().create_task(self._listen(bus), name="opsdash-revocations")
 
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):
+                pass
+
     async def _listen(self, bus) -> None:
         attempt = 0
         while True:

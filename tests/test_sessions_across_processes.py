@@ -8,7 +8,9 @@ announcement), not only at that page's next session check (every
 """
 from __future__ import annotations
 
+import asyncio
 import uuid
+from datetime import timedelta
 from urllib.parse import parse_qs, urlsplit
 
 import panel.auth  # noqa: F401  (first: it imports our provider while it loads, see dashboard_app/auth.py)
@@ -16,12 +18,15 @@ import pytest
 import requests
 
 from dashboard_app.auth import GENERIC_ERROR, THROTTLED_ERROR
-from dashboard_app.web_session import SESSION_CHECK_MS
+from dashboard_app.web_session import SESSION_CHECK_MS, RevocationWatch
+from data.bus import bus_for
 from data.db import get_engine
 from data.seed import seed
+from data.settings import current_settings
 from data.users import create_user
-from data.web_sessions import REVOKED_CHANNEL, revoked_keys
+from data.web_sessions import REVOKED_CHANNEL, revoke_session, revoked_keys, session_key, start_session
 
+from .helpers.live import until
 from .helpers.web import page_token, pull_document, sign_in, socket_closed_after
 
 pytestmark = pytest.mark.slow
@@ -53,6 +58,36 @@ def test_revocation_announcements_name_table_keys_only():
     for junk in ("", "{", "[]", '{"revoked": "x"}', b"\xff", '{"revoked": null}'):
         assert revoked_keys(junk) == []
     assert not REVOKED_CHANNEL.startswith("dashboard:"), "the live hub must never see sign-outs"
+
+
+def test_without_redis_a_sign_out_ends_this_processes_open_pages_at_once(sqlite_url, monkeypatch):
+    """The in-process fallback: the same announcement, on the in-process bus."""
+    monkeypatch.delenv("OPSDASH_REDIS_URL", raising=False)
+    current_settings.cache_clear()
+    engine = get_engine(sqlite_url)
+    session_id = start_session(engine, f"nobody-{uuid.uuid4().hex[:8]}", timedelta(hours=1))
+    other_id = start_session(engine, f"nobody-{uuid.uuid4().hex[:8]}", timedelta(hours=1))
+
+    async def scenario() -> list[str]:
+        watch, ended = RevocationWatch(), []
+        watch.watch(session_key(session_id), lambda: ended.append("revoked"))
+        watch.watch(session_key(other_id), lambda: ended.append("other"))
+        subscribers = bus_for(None).subscriber_count
+        watch.start(None)
+        try:
+            await until(lambda: bus_for(None).subscriber_count > subscribers, what="the watch to subscribe")
+            await asyncio.get_running_loop().run_in_executor(None, revoke_session, engine, session_id)
+            await until(lambda: ended, timeout=5, what="the open page to end")
+            await asyncio.sleep(0.2)
+        finally:
+            await watch.stop()
+        assert watch.watched == 1  # the other sign-in's page still open
+        return ended
+
+    try:
+        assert asyncio.run(scenario()) == ["revoked"]
+    finally:
+        current_settings.cache_clear()
 
 
 def test_a_lockout_and_a_sign_out_on_one_process_hold_on_the_other(opsdash_server, pg_url, redis_url, municipality):
