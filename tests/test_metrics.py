@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
 
@@ -15,9 +16,11 @@ from prometheus_client import CollectorRegistry
 
 from dashboard_app.export_route import export_link
 from data import metrics, workers
-from data.db import get_engine
+from data.db import get_engine, make_engine
+from data.export import export_tickets
 from data.events import channel_for
 from data.filters import TicketFilters
+from data.scope import Scope
 
 from .helpers.databases import user_of
 from .helpers.live import add_ticket, publish, ticketing_message, wait_until
@@ -56,6 +59,28 @@ def test_operations_figures_fold_histograms_into_count_mean_and_quantiles():
     rows = [r for r in metrics.figures() if r["metric"] == "opsdash_query_seconds" and r["labels"] == "kind=test_kind"]
     assert len(rows) == 1 and rows[0]["count"] == 2
     assert rows[0]["mean"] == pytest.approx(0.03) and rows[0]["p50"] == 0.025 and rows[0]["p95"] == 0.05
+
+
+def test_exports_are_counted_by_outcome_with_their_rows(sqlite_url, tmp_path):
+    """A written export counts as ok with its rows; one that fails inside (no tickets table) as an error."""
+    scope = Scope(municipality_id=uuid.uuid4(), role="manager", username="metrics-test")
+    before, _ = parse(metrics.exposition()[0].decode())
+    result = export_tickets(get_engine(sqlite_url), scope, TicketFilters(), "csv", tmp_path / "ok.csv", channel="cli")
+    broken = make_engine(f"sqlite:///{tmp_path / 'no-schema.sqlite3'}")
+    with pytest.raises(Exception):
+        export_tickets(broken, scope, TicketFilters(), "xlsx", tmp_path / "failed.xlsx", channel="cli")
+    broken.dispose()
+    after, _ = parse(metrics.exposition()[0].decode())
+
+    def moved(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert moved("opsdash_exports_total", format="csv", channel="cli", outcome="ok") == 1
+    assert moved("opsdash_exports_total", format="xlsx", channel="cli", outcome="error") == 1
+    assert moved("opsdash_export_rows_count", format="csv", channel="cli") == 1
+    assert moved("opsdash_export_rows_sum", format="csv", channel="cli") == result.row_count
+    assert moved("opsdash_export_seconds_count", format="xlsx", channel="cli") == 0  # failures have no duration
+    assert not (tmp_path / "failed.xlsx").exists()
 
 
 def exposed_sample_names() -> set[str]:
