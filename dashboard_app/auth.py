@@ -23,11 +23,10 @@ from panel.auth import BasicLoginHandler
 
 from components.panel_compat import encode_id_token, login_endpoint, validate_next_url
 from data.errors import DatabaseBusy
+from data.metrics import SIGN_INS, THROTTLED
 from data.users import authenticate
 from data.web_sessions import start_session
 from data.workers import SHORT
-
-from data.metrics import SIGN_INS, THROTTLED
 
 from . import panel_fence
 from .log_format import USER, RequestContext

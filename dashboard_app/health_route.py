@@ -14,6 +14,7 @@ from data.errors import DatabaseBusy
 from .live import live_snapshot
 from .log_format import RequestContext
 from .settings import get_engine, get_settings
+from .web_session import REVOCATIONS
 
 
 def health_status() -> tuple[int, dict]:
@@ -37,6 +38,7 @@ def health_status() -> tuple[int, dict]:
         except Exception as exc:
             status["redis"] = f"error: {type(exc).__name__}"
     status["live"] = live_snapshot()  # hub counters by drop reason, sessions, callbacks
+    status["sign_outs"] = {"pages_watched": REVOCATIONS.watched, "pages_ended": REVOCATIONS.ended}
     status["workers"] = workers.snapshot()  # per lane of database work: threads, running, queued, refused
     status["status"] = "ok" if code == 200 else "degraded"
     return code, status

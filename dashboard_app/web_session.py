@@ -161,7 +161,7 @@ class RevocationWatch:
         self._watchers: dict[str, dict[int, Callable[[], None]]] = {}
         self._lock = threading.Lock()
         self._task: asyncio.Task | None = None
-        self.ended = 0  # pages ended by an announcement (the tests and /health read it)
+        self.ended = 0  # pages ended by an announcement (in /health's details)
 
     def watch(self, key: str, end: Callable[[], None]) -> None:
         with self._lock:
