@@ -28,6 +28,7 @@ from typing import Any, Callable, Iterable, Mapping
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.samples import Sample
 
 from .models import DASHBOARD_ROLES
 
@@ -159,7 +160,7 @@ class _ProcessLabelled:
     def collect(self) -> Iterable[Metric]:
         for family in REGISTRY.collect():
             labelled = Metric(family.name, family.documentation, family.type)
-            labelled.samples = [s._replace(labels={**s.labels, "process": PROCESS}) for s in family.samples]
+            labelled.samples = [Sample(s.name, {**s.labels, "process": PROCESS}, *s[2:]) for s in family.samples]
             yield labelled
 
 
