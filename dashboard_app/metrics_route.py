@@ -41,7 +41,7 @@ def register_process_collectors() -> None:
 
 
 class MetricsHandler(RequestContext, tornado.web.RequestHandler):
-    """Prometheus text (version 0.0.4) for ``Authorization: Bearer <OPSDASH_METRICS_TOKEN>``; 401 otherwise."""
+    """Prometheus text format for ``Authorization: Bearer <OPSDASH_METRICS_TOKEN>``; 401 otherwise."""
 
     def get(self) -> None:
         self.set_header("Cache-Control", "no-store")

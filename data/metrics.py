@@ -76,6 +76,12 @@ for _outcome in SIGN_IN_OUTCOMES:
     SIGN_INS.labels(_outcome)
 for _role in sorted(role.value for role in DASHBOARD_ROLES):
     SESSIONS.labels(_role)
+#: The kinds of query the dashboard makes (``components.query_cache`` names); others appear when first run.
+QUERY_KINDS = ("figures", "median", "page", "kpis", "hidden_categories")
+for _kind in QUERY_KINDS:
+    QUERY_SECONDS.labels(_kind)
+    CACHE_HITS.labels(_kind)
+    CACHE_MISSES.labels(_kind)
 
 
 class HubCollector:
