@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import contextvars
 import hashlib
+import io
 import json
 import logging
 import re
 import sys
+import threading
 import uuid
 import weakref
 from datetime import datetime, timezone
@@ -122,3 +124,44 @@ def configure_logging(settings: Settings) -> None:
         for handler in logger.handlers:
             handler.setFormatter(formatter)
     logging.captureWarnings(True)  # warnings as log lines, so in JSON too
+    # What is printed rather than logged (Bokeh's "Received signal SIGTERM", a thread's uncaught
+    # traceback) becomes JSON lines too. The handlers above keep the streams they were given.
+    if not isinstance(sys.stdout, JsonLines):
+        sys.stdout = JsonLines(sys.stdout, "stdout", formatter)  # type: ignore[assignment]
+    if not isinstance(sys.stderr, JsonLines):
+        sys.stderr = JsonLines(sys.stderr, "stderr", formatter)  # type: ignore[assignment]
+
+
+class JsonLines(io.TextIOBase):
+    """A text stream whose every line goes out as a JSON log line (logger ``name``)."""
+
+    def __init__(self, stream: Any, name: str, formatter: JsonFormatter) -> None:
+        super().__init__()
+        self.stream, self.name, self.formatter = stream, name, formatter
+        self._pending = ""
+        self._lock = threading.Lock()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        with self._lock:
+            self._pending += text
+            *lines, self._pending = self._pending.split("\n")
+            for line in lines:
+                if line.strip():
+                    level = logging.WARNING if self.name == "stderr" else logging.INFO
+                    record = logging.makeLogRecord({"name": self.name, "levelno": level,
+                                                    "levelname": logging.getLevelName(level), "msg": line})
+                    self.stream.write(self.formatter.format(record) + "\n")
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def fileno(self) -> int:
+        return self.stream.fileno()
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return getattr(self.stream, "encoding", "utf-8")

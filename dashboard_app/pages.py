@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 
 import panel as pn
+from panel.io.state import set_curdoc
 
 from components.panel_compat import AccessibleFastListTemplate, models_frozen
 from components.store_view import text
@@ -45,7 +46,8 @@ def end_when_signed_out() -> None:
     doc = pn.state.curdoc
 
     def end() -> None:
-        log.info("closing a dashboard whose sign-in has ended")
+        with set_curdoc(doc):  # a Bokeh callback: the log line names its session (log_format)
+            log.info("closing a dashboard whose sign-in has ended")
         doc.clear()  # every model leaves the page: nothing of the data stays on screen
         # A moment later, so the emptied page reaches the browser before its websocket closes.
         doc.add_timeout_callback(lambda: end_session_connections(doc), 1500)

@@ -15,9 +15,11 @@ from urllib.parse import parse_qs, urlsplit
 
 import panel.auth  # noqa: F401  (first: it imports our provider while it loads, see dashboard_app/auth.py)
 import pytest
+import redis
 import requests
 
 from dashboard_app.auth import GENERIC_ERROR, THROTTLED_ERROR
+from dashboard_app.throttle import LoginThrottle, throttle_keys
 from dashboard_app.web_session import SESSION_CHECK_MS, RevocationWatch
 from data.bus import bus_for
 from data.db import get_engine
@@ -58,6 +60,25 @@ def test_revocation_announcements_name_table_keys_only():
     for junk in ("", "{", "[]", '{"revoked": "x"}', b"\xff", '{"revoked": null}'):
         assert revoked_keys(junk) == []
     assert not REVOKED_CHANNEL.startswith("dashboard:"), "the live hub must never see sign-outs"
+
+
+def test_a_successful_sign_in_gives_its_slot_back_in_redis_without_a_false_alarm(redis_url, caplog):
+    """Found by the JSON-log run: the release script's single answer was read as Redis failing, so every
+    successful sign-in logged "Redis unavailable" (the release itself had run in Redis)."""
+    throttle = LoginThrottle(3, 60, redis_url)
+    name, address = f"release-{uuid.uuid4().hex[:10]}", "10.0.0.7"
+    assert throttle.reserve(name, address) and throttle.reserve(name, address)
+    with caplog.at_level("WARNING", logger="opsdash.auth"):
+        throttle.succeeded(name, address)
+    assert not caplog.records, [r.getMessage() for r in caplog.records]
+    account, pair = throttle_keys(name, address)
+    client = redis.Redis.from_url(redis_url)
+    try:
+        assert client.get(pair) is None and int(client.get(account)) == 1
+    finally:
+        client.close()
+    assert all(throttle.reserve(name, address) for _ in range(3)), "the failures before the success still count"
+    assert not throttle.reserve(name, address)
 
 
 def test_without_redis_a_sign_out_ends_this_processes_open_pages_at_once(sqlite_url, monkeypatch):
