@@ -16,6 +16,7 @@ from data.categories import hidden_categories
 from data.models import Role
 from data.workers import DASHBOARD
 
+from . import query_cache
 from .store import DashboardStore
 from .store_view import text
 
@@ -41,7 +42,9 @@ class HiddenCategoriesNotice(pn.viewable.Viewer):
         if self.store.scope.role is not Role.ADMIN:
             return empty
         try:
-            hidden = await DASHBOARD.run(hidden_categories, self.store.engine, self.store.scope)
+            engine, scope = self.store.engine, self.store.scope
+            hidden = await DASHBOARD.run(query_cache.timed, "hidden_categories",
+                                         lambda: hidden_categories(engine, scope))
         except Exception:  # the dashboard's own banner reports a database outage
             log.exception("hidden-category count could not be loaded")
             return empty

@@ -27,6 +27,9 @@ The server (issue 15's security hooks; dashboard_app/panel_fence.py says why eac
    ``confirm_authenticated_users``, ``add_response_transform``,
    ``close_session_connections``.
 
+Logs (dashboard_app/log_format.py, issue 19):
+7. ``current_document``: the session a log line is written for.
+
 Public API is used instead where it exists: ``PeriodicCallback(background=True)``
 (dashboard_app/live.py), Bokeh's ``Application.process_request`` contract,
 Tornado's ``OutputTransform``.
@@ -501,3 +504,18 @@ def close_session_connections(doc: Document, code: int, reason: str) -> int:
             socket.close(code=code, reason=reason)
             closed += 1
     return closed
+
+
+def current_document() -> Document | None:
+    """The Bokeh document of the session the calling code runs for (None outside one).
+
+    For log lines (``dashboard_app/log_format.py``), which may be written from
+    any thread. Panel keeps the current document in a ContextVar
+    (``state._curdoc``; the worker lanes copy it with the context). The public
+    ``pn.state.curdoc`` falls back to Bokeh's ``curdoc()``, which outside a
+    session makes a document of its own: a log line must never do that.
+    """
+    try:
+        return state._curdoc.get()
+    except Exception:  # moved or renamed: lines lose their session field, nothing else
+        return None

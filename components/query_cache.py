@@ -47,6 +47,7 @@ from typing import Any, Callable, Hashable, NamedTuple, TypeVar
 import pandas as pd
 
 from data.errors import DatabaseBusy
+from data.metrics import CACHE_HITS, CACHE_MISSES, QUERY_SECONDS
 from data.scope import Scope
 from data.workers import DASHBOARD
 
@@ -104,8 +105,20 @@ def peek(name: str, engine: Any, scope: Scope, args: Hashable, ttl_s: float = TT
         entry = _entries.get(key)
         if ttl_s > 0 and _fresh(entry, mark, ttl_s, max_age_s):
             _entries.move_to_end(key)
+            CACHE_HITS.labels(name).inc()
             return _own_copy(entry.value)  # type: ignore[union-attr]
+    # Not a miss yet: the caller now asks ``cached``, which counts it.
     raise CacheMiss(name)
+
+
+def timed(kind: str, compute: Callable[[], T]) -> T:
+    """``compute()``, its duration in the ``opsdash_query_seconds`` histogram under ``kind``.
+
+    The one place the dashboard's queries run (``cached`` on a miss, and the
+    store's ``uncached``), so the histogram has every query a view makes.
+    """
+    with QUERY_SECONDS.labels(kind).time():
+        return compute()
 
 
 def cached(name: str, engine: Any, scope: Scope, args: Hashable, compute: Callable[[], T],
@@ -118,13 +131,14 @@ def cached(name: str, engine: Any, scope: Scope, args: Hashable, compute: Callab
     (each caller gets a copy) or dataclasses of them.
     """
     if ttl_s <= 0:
-        return compute()
+        return timed(name, compute)
     key = _key(name, engine, scope, args)
     while True:
         with _lock:
             entry = _entries.get(key)
             if _fresh(entry, mark, ttl_s, max_age_s):
                 _entries.move_to_end(key)
+                CACHE_HITS.labels(name).inc()  # also a caller that waited for another's run of it
                 return _own_copy(entry.value)  # type: ignore[union-attr]
             waiting = _running.get(key)
             if waiting is None:
@@ -134,9 +148,10 @@ def cached(name: str, engine: Any, scope: Scope, args: Hashable, compute: Callab
         if not waiting.wait(timeout=WAIT_S):
             log.warning("gave up waiting %.0f s for another session's %s query", WAIT_S, name)
             raise DatabaseBusy(DASHBOARD.busy_message)
+    CACHE_MISSES.labels(name).inc()
     try:
         started = _clock()
-        value = compute()  # errors are not cached: the next caller tries again
+        value = timed(name, compute)  # errors are not cached: the next caller tries again
         with _lock:
             _entries[key] = _Entry(started, mark, value)
             _entries.move_to_end(key)

@@ -142,11 +142,11 @@ class DashboardStore(param.Parameterized):
             return query_cache.peek(name, self.engine, self.scope, args, self.cache_ttl_s, mark)
         return query_cache.cached(name, self.engine, self.scope, args, compute, self.cache_ttl_s, mark)
 
-    def uncached(self, compute: Callable[[], T]) -> T:
+    def uncached(self, compute: Callable[[], T], kind: str = "uncached") -> T:
         """``compute()`` never shared (e.g. with a fixed clock); a CacheMiss inside ``cache_only()``."""
         if getattr(_cache_only, "active", False):
-            raise query_cache.CacheMiss("uncached")
-        return compute()
+            raise query_cache.CacheMiss(kind)
+        return query_cache.timed(kind, compute)
 
     @staticmethod
     @contextlib.contextmanager

@@ -23,11 +23,13 @@ from panel.auth import BasicLoginHandler
 
 from components.panel_compat import encode_id_token, login_endpoint, validate_next_url
 from data.errors import DatabaseBusy
+from data.metrics import SIGN_INS, THROTTLED
 from data.users import authenticate
 from data.web_sessions import start_session
 from data.workers import SHORT
 
 from . import panel_fence
+from .log_format import USER, RequestContext
 from .session import prefetch_dashboard
 from .settings import get_engine, get_settings
 from .throttle import get_throttle
@@ -76,7 +78,7 @@ def _landing_url(root_path: str | None) -> str:
     return root_path if root_path and root_path != "/" else "./"
 
 
-class OpsDashLoginHandler(BasicLoginHandler):
+class OpsDashLoginHandler(RequestContext, BasicLoginHandler):
     """``/login``: checks the users table's argon2 hashes, throttled."""
 
     def get(self) -> None:
@@ -107,6 +109,7 @@ class OpsDashLoginHandler(BasicLoginHandler):
         if reason is None:
             return False
         log.warning("sign-in POST refused (%s) from %s", reason, self.request.remote_ip)
+        SIGN_INS.labels("refused").inc()
         self.set_status(403)
         self.set_header("Content-Type", "text/plain; charset=utf-8")
         self.set_header("Cache-Control", "no-store")
@@ -119,6 +122,7 @@ class OpsDashLoginHandler(BasicLoginHandler):
         throttle = get_throttle()
         if not throttle.reserve(username, address):  # the slot is taken atomically, before the check
             self._error = THROTTLED_ERROR
+            THROTTLED.inc()
             log.warning("sign-in throttled for %s from %s", username[:150], self.request.remote_ip)
             return False
         try:
@@ -132,6 +136,7 @@ class OpsDashLoginHandler(BasicLoginHandler):
             log.info("failed sign-in for %r from %s", username[:150], self.request.remote_ip)
             return False
         throttle.succeeded(username, address)
+        USER.set(account.username)  # this worker's copy of the request's context: the line names its user
         log.info("sign-in: %s (%s)", account.username, account.role)
         return True
 
@@ -173,7 +178,11 @@ class OpsDashLoginHandler(BasicLoginHandler):
             except Exception:
                 log.exception("sign-in failed: could not record the session")
                 self._error, valid = UNAVAILABLE_ERROR, False
+        outcome = "ok" if valid and session_id else {THROTTLED_ERROR: "throttled", UNAVAILABLE_ERROR: "unavailable"}.get(
+            self._error, "failed")
+        SIGN_INS.labels(outcome).inc()
         if valid and session_id:
+            USER.set(username)
             self.set_session_cookies(username, session_id)
             landing = _landing_url(pn.state.base_url)
             target = validate_next_url(self.get_cookie("next_url", landing)) or landing

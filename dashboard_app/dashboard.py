@@ -38,6 +38,7 @@ from data.scope import Scope, scope_for_user
 
 from .export_route import export_link, token_secret
 from .live import LIVE_SCRIPT_PATH, LIVE_SCRIPT_VERSION, attach_live
+from .operations import OPERATIONS_VIEW
 from .settings import get_engine, get_settings
 
 log = logging.getLogger("opsdash.dashboard")
@@ -220,6 +221,9 @@ class Dashboard(pn.viewable.Viewer):
                 "max-width": "45vw"})
             header = [self.live_indicator(), self.heartbeat_view(),
                       pn.pane.HTML('<a href="./logout" style="color:white">Sign out</a>', margin=(0, 8))]
+            if self.scope.role is Role.ADMIN:  # nobody else sees the link (nor gets the page: pages.py)
+                header.insert(-1, pn.pane.HTML(f'<a href="./?view={OPERATIONS_VIEW}" style="color:white">Operations</a>',
+                                               margin=(0, 8), css_classes=["opsdash-operations-link"]))
             main = self.main(phone=phone)
             if phone:  # the header has room for little on a phone: who/where opens the page instead
                 who.styles = {"font-weight": "600", "white-space": "normal"}

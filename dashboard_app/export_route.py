@@ -27,6 +27,7 @@ from data.filters import TicketFilters
 from data.scope import Scope, scope_for_user
 from data.workers import EXPORT, SHORT
 
+from .log_format import USER, RequestContext
 from .request_user import SignInRequired, cookie_secret, signed_in_username
 from .settings import get_engine
 
@@ -47,7 +48,7 @@ def export_link(secret: str, username: str, fmt: str, filters: TicketFilters, ro
     return f"{root.rstrip('/') or '.'}{EXPORT_PATH}?token={token}"
 
 
-class ExportDownloadHandler(tornado.web.RequestHandler):
+class ExportDownloadHandler(RequestContext, tornado.web.RequestHandler):
     def _refuse(self, code: int, message: str) -> None:
         self.set_status(code)
         self.set_header("Content-Type", "text/plain; charset=utf-8")
@@ -64,6 +65,7 @@ class ExportDownloadHandler(tornado.web.RequestHandler):
             # The same mapping the dashboard applies (OIDC: the provider's verified e-mail -> users row),
             # so the token, minted for the mapped username, matches only that user's cookie.
             username = await signed_in_username(self)
+            USER.set(username)  # the lines of this request name its user (JSON logs)
             if token is None:
                 self._refuse(400, "The download link is not valid; start the export again from the dashboard.")
                 return

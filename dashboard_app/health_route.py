@@ -12,7 +12,9 @@ from data import workers
 from data.errors import DatabaseBusy
 
 from .live import live_snapshot
+from .log_format import RequestContext
 from .settings import get_engine, get_settings
+from .web_session import REVOCATIONS
 
 
 def health_status() -> tuple[int, dict]:
@@ -36,6 +38,7 @@ def health_status() -> tuple[int, dict]:
         except Exception as exc:
             status["redis"] = f"error: {type(exc).__name__}"
     status["live"] = live_snapshot()  # hub counters by drop reason, sessions, callbacks
+    status["sign_outs"] = {"pages_watched": REVOCATIONS.watched, "pages_ended": REVOCATIONS.ended}
     status["workers"] = workers.snapshot()  # per lane of database work: threads, running, queued, refused
     status["status"] = "ok" if code == 200 else "degraded"
     return code, status
@@ -49,7 +52,7 @@ def operator_token_given(authorization: str | None) -> bool:
                                                                                   expected.encode())
 
 
-class HealthHandler(tornado.web.RequestHandler):
+class HealthHandler(RequestContext, tornado.web.RequestHandler):
     """``/health``: ``ok``/``degraded`` for anyone; the details only for the operator token.
 
     The details (hub counters, drops by reason) would tell an outsider when

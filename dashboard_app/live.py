@@ -24,6 +24,7 @@ import logging
 import threading
 import time
 import weakref
+from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable
@@ -35,6 +36,7 @@ from tornado.ioloop import IOLoop
 
 from data.events import Event, bus_for
 from data.hub import Hub
+from data.metrics import PUBLISH_LATENCY, QUEUE_DEPTH
 from data.simulator import Simulator
 from data.workers import SHORT
 
@@ -93,6 +95,12 @@ async def _run_demo_simulator(hub: Hub) -> None:
         return
     log.info("demo simulator running at %.1f changes a second", DEMO_RATE)
     await simulator.run(DEMO_RATE, None)
+
+
+def hub_snapshot() -> dict[str, Any] | None:
+    """The hub's counters (``Hub.snapshot``), None before it exists: what ``/metrics`` reads when scraped."""
+    hub = _hub
+    return hub.snapshot() if hub is not None else None
 
 
 def live_snapshot() -> dict[str, Any]:
@@ -184,9 +192,11 @@ class LiveSession:
             return
         self._ticking = True  # a slow refresh must not let ticks pile up
         try:
+            QUEUE_DEPTH.observe(len(self.registration))
             drained = self.registration.drain(DRAIN_BATCH)
             self._set_status(drained.status)
             if drained.events:
+                observe_latency(drained.events)
                 self.feed.add(drained.events)
                 self._notify(drained.events)
                 self._dirty = True
@@ -210,6 +220,18 @@ class LiveSession:
             notifications.warning(breach_message(event), duration=8000)
         if len(breaches) > 3:
             notifications.warning(f"{len(breaches) - 3} more SLA breaches", duration=8000)
+
+
+def observe_latency(events: list[Event], now: datetime | None = None) -> None:
+    """Publish-to-session latency of drained events: from each one's ``occurred_at``.
+
+    An event without ``occurred_at`` got its arrival at the hub as one
+    (``data.events``), so for those this is the hub-to-session part only. A
+    publisher whose clock runs ahead would give negative times: counted as 0.
+    """
+    now = now or datetime.now(timezone.utc)
+    for event in events:
+        PUBLISH_LATENCY.observe(max(0.0, (now - event.occurred_at).total_seconds()))
 
 
 def attach_live(store, feed, heartbeat: Callable[[], None] | None = None) -> LiveSession | None:

@@ -8,13 +8,14 @@ from panel.auth import LogoutHandler
 from data.web_sessions import revoke_session
 from data.workers import SHORT
 
+from .log_format import RequestContext
 from .settings import get_engine
 from .web_session import SESSION_COOKIE, signed_cookie
 
 log = logging.getLogger("opsdash.routes")  # the logger this handler has always written to
 
 
-class OpsDashLogoutHandler(LogoutHandler):
+class OpsDashLogoutHandler(RequestContext, LogoutHandler):
     """Ends the session record (so a copy of the cookie opens nothing), then Panel's sign-out."""
 
     async def get(self) -> None:

@@ -4,19 +4,27 @@ from __future__ import annotations
 import logging
 
 import panel as pn
+from panel.io.state import set_curdoc
 
 from components.panel_compat import AccessibleFastListTemplate, models_frozen
 from components.store_view import text
 from data.errors import NotAuthorized, OpsDashError
+from data.metrics import SESSIONS
+from data.models import Role
+from data.scope import scope_for_user
 
 from .dashboard import ACCENT, META_VIEWPORT, PAGE_FONT, Dashboard
+from .log_format import bind_session_user
+from .operations import OPERATIONS_VIEW, operations_page
 from .panel_fence import end_session_connections
 from .session import current_username
+from .settings import get_engine
 from .web_session import watch_session
 
 log = logging.getLogger("opsdash.pages")
 
 NO_ACCESS = "No access"
+OPERATIONS_REFUSED = "The Operations page is for administrators"
 UNAVAILABLE_TITLE = "Dashboard unavailable"
 UNAVAILABLE_TEXT = "The ticket database could not be reached. Reload the page in a moment to try again."
 
@@ -38,7 +46,8 @@ def end_when_signed_out() -> None:
     doc = pn.state.curdoc
 
     def end() -> None:
-        log.info("closing a dashboard whose sign-in has ended")
+        with set_curdoc(doc):  # a Bokeh callback: the log line names its session (log_format)
+            log.info("closing a dashboard whose sign-in has ended")
         doc.clear()  # every model leaves the page: nothing of the data stays on screen
         # A moment later, so the emptied page reaches the browser before its websocket closes.
         doc.add_timeout_callback(lambda: end_session_connections(doc), 1500)
@@ -46,13 +55,55 @@ def end_when_signed_out() -> None:
     watch_session(end)
 
 
+def requested_view() -> str:
+    """The page the URL asks for (``?view=``): '' for the dashboard."""
+    values = (pn.state.session_args or {}).get("view") or [b""]
+    raw = values[0]
+    return (raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)).strip().lower()
+
+
+def count_session(role: str) -> None:
+    """``opsdash_sessions_open{role}`` while this served session lives."""
+    doc = pn.state.curdoc
+    if doc is None or doc.session_context is None:
+        return
+    gauge = SESSIONS.labels(role)
+    gauge.inc()
+    closed = []
+
+    def destroyed(_context) -> None:
+        if not closed:  # once, however many paths tear the session down
+            closed.append(True)
+            gauge.dec()
+
+    pn.state.on_session_destroyed(destroyed)
+
+
+def build_operations_page(username: str) -> pn.viewable.Viewable:
+    """The Operations page for an admin (the users table says so, not the URL); "No access" for anyone else."""
+    scope = scope_for_user(get_engine(), username)  # NotAuthorized for roles without a dashboard
+    if scope.role is not Role.ADMIN:
+        log.warning("Operations page refused to %s (%s)", username[:150], scope.role.value)
+        return message_page(NO_ACCESS, f"{OPERATIONS_REFUSED}.")
+    page = operations_page(ACCENT, META_VIEWPORT, PAGE_FONT)
+    log.info("Operations page opened")
+    count_session(scope.role.value)
+    end_when_signed_out()
+    return page
+
+
 def build_page() -> pn.viewable.Viewable:
-    """The signed-in user's dashboard template, or a message page."""
+    """The signed-in user's dashboard template (or, for ``?view=operations``, the Operations page), or a message page."""
     try:
         username = current_username()
+        bind_session_user(pn.state.curdoc, username)
+        if requested_view() == OPERATIONS_VIEW:
+            return build_operations_page(username)
         dashboard = Dashboard(username=username)
         dashboard.connect_session()
         page = dashboard.template()
+        log.info("dashboard opened (%s)", dashboard.scope.role.value)
+        count_session(dashboard.scope.role.value)
         end_when_signed_out()
         return page
     except NotAuthorized as exc:

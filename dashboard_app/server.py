@@ -21,8 +21,10 @@ from . import pages
 from . import panel_fence
 from .compression import CompressedResponses
 from .live import process_hub
+from .log_format import configure_logging
+from .metrics_route import register_process_collectors
 from .settings import get_settings
-from .web_session import session_lifetime
+from .web_session import REVOCATIONS, session_lifetime
 
 log = logging.getLogger("opsdash.server")
 
@@ -31,6 +33,8 @@ def start() -> None:
     """Fence Panel, hand it the cookie secret, freeze what lives as long as the process, start live updates."""
     # Sign-ins, refusals and the route table are what an operator reads the server log for (INFO by default).
     logging.getLogger("opsdash").setLevel(get_settings().log_level)
+    configure_logging(get_settings())  # OPSDASH_LOG_FORMAT=json: one JSON object per line, from here on
+    register_process_collectors()  # /metrics and the Operations page read the hub, the pool, the lanes
     panel_fence.install()
     # Lighter pages (issue 17): compressed responses and cache lifetimes (Tornado's public
     # OutputTransform, added where Bokeh builds its application), no WebGL bundle nor Google
@@ -76,3 +80,8 @@ def connect_live_updates() -> None:
         process_hub()
     except Exception:  # the first session tries again (and its page says live updates are off)
         log.exception("could not start live updates at server start")
+    try:
+        # Sign-outs in any process (Redis) or this one close the open pages of the sign-in at once.
+        REVOCATIONS.start(get_settings().redis_url)
+    except Exception:  # pages still check their sign-in every web_session.SESSION_CHECK_MS
+        log.exception("could not listen for sign-out announcements")

@@ -79,7 +79,9 @@ class WindowCounter:
         if self._redis is None:
             return None
         try:
-            return [int(n) for n in self._redis.eval(script, len(keys), *keys, *args)]
+            result = self._redis.eval(script, len(keys), *keys, *args)
+            # _RESERVE answers a list of counts, _RELEASE a single 1.
+            return [int(n) for n in result] if isinstance(result, list) else [int(result)]
         except Exception as exc:
             log.warning("%s: Redis unavailable (%s), counting in this process", self.what, type(exc).__name__)
             return None

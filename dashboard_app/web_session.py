@@ -10,6 +10,9 @@
   provider's claims, and the session's table key, which opens nothing).
 - The websocket is accepted only when its token is signed by this server and
   names the same user and session as the websocket's own cookies.
+- An open page ends as soon as its sign-in is revoked in any process
+  (``RevocationWatch``: the announcements of ``data.web_sessions``, over Redis
+  when configured), and in any case at its next check (``SESSION_CHECK_MS``).
 
 The hooks into Panel's server that call these functions are wired in
 ``panel_fence.py``; nothing here uses Panel's private API (what touches it,
@@ -17,7 +20,10 @@ Panel's ``id_token`` cookie format among it, is in ``components/panel_compat.py`
 """
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import threading
 from datetime import timedelta
 from typing import Any, Callable
 
@@ -27,7 +33,9 @@ from tornado.web import decode_signed_value
 from tornado.websocket import WebSocketHandler
 
 from components.panel_compat import decode_id_token
-from data.web_sessions import session_key, valid_session
+from data.bus import BusUnavailable, RedisBus, bus_for
+from data.hub import backoff_delay
+from data.web_sessions import REVOKED_CHANNEL, revoked_keys, session_key, valid_session
 from data.workers import SHORT
 
 from .settings import get_engine, get_settings
@@ -139,12 +147,115 @@ def _token_matches(handler, user: str, key: str | None) -> bool:
     return claims.get("user") == user and claims.get("session") == key
 
 
+class RevocationWatch:
+    """This process's open sessions by sign-in, ended the moment any process announces a revocation.
+
+    One subscription per process to ``data.web_sessions.REVOKED_CHANNEL``
+    (Redis when configured, else the in-process bus: the same code either
+    way); the announcement names table keys, and each open page watching one
+    of them ends at once. Lost announcements (Redis down) cost only time:
+    every page still checks its record every ``SESSION_CHECK_MS``.
+    """
+
+    def __init__(self) -> None:
+        self._watchers: dict[str, dict[int, Callable[[], None]]] = {}
+        self._lock = threading.Lock()
+        self._task: asyncio.Task | None = None
+        self.ended = 0  # pages ended by an announcement (in /health's details)
+
+    def watch(self, key: str, end: Callable[[], None]) -> None:
+        with self._lock:
+            self._watchers.setdefault(key, {})[id(end)] = end
+
+    def unwatch(self, key: str, end: Callable[[], None]) -> None:
+        with self._lock:
+            watchers = self._watchers.get(key)
+            if watchers is not None:
+                watchers.pop(id(end), None)
+                if not watchers:
+                    del self._watchers[key]
+
+    def revoked(self, keys: list[str]) -> int:
+        """End every page watching one of ``keys``; how many."""
+        with self._lock:
+            ends = [end for key in keys for end in self._watchers.pop(key, {}).values()]
+        for end in ends:
+            try:
+                end()
+            except Exception:
+                log.exception("could not end a page whose sign-in was revoked")
+        self.ended += len(ends)
+        return len(ends)
+
+    @property
+    def watched(self) -> int:
+        with self._lock:
+            return sum(len(w) for w in self._watchers.values())
+
+    def start(self, redis_url: str | None) -> None:
+        """Subscribe on the running loop (idempotent)."""
+        if self._task is not None and not self._task.done():
+            return
+        bus = RedisBus(redis_url, client_name=f"opsdash-sessions-{os.getpid()}") if redis_url else bus_for(None)
+        self._task = asyncio.get_running_loop().create_task(self._listen(bus), name="opsdash-revocations")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):
+                pass
+
+    async def _listen(self, bus) -> None:
+        attempt = 0
+        while True:
+            subscription = None
+            try:
+                subscription = await bus.subscribe(REVOKED_CHANNEL)
+                attempt = 0
+                async for batch in subscription.batches():
+                    for _channel, raw in batch:
+                        self.revoked(revoked_keys(raw))
+                raise BusUnavailable("subscription ended")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if attempt == 0:
+                    log.warning("sign-out announcements paused (%s): open pages rely on their session checks",
+                                type(exc).__name__)
+            finally:
+                if subscription is not None:
+                    await subscription.close()
+            await asyncio.sleep(backoff_delay(attempt, 0.5, 30.0))
+            attempt += 1
+
+
+REVOCATIONS = RevocationWatch()
+
+
 def watch_session(on_end: Callable[[], None]) -> None:
-    """While this served session is open, end it (``on_end``) soon after its sign-in is revoked or expires."""
+    """While this served session is open, end it (``on_end``) as soon as its sign-in is revoked or expires.
+
+    At once when a revocation is announced (``REVOCATIONS``, from any process
+    when Redis is configured); in any case within ``SESSION_CHECK_MS``, when
+    the page's own check finds the record ended.
+    """
     key = session_claims().get("session")
     doc = pn.state.curdoc
     if not key or doc is None:
         return
+    ended = False
+
+    def end() -> None:
+        nonlocal ended
+        if ended:
+            return
+        ended = True
+        callback.stop()
+        REVOCATIONS.unwatch(key, end)
+        doc.add_next_tick_callback(on_end)  # under the document's lock, as Bokeh requires
 
     async def check() -> None:
         try:
@@ -152,7 +263,8 @@ def watch_session(on_end: Callable[[], None]) -> None:
         except Exception:  # database down: the next check decides
             return
         if record is None:
-            callback.stop()
-            doc.add_next_tick_callback(on_end)  # under the document's lock, as Bokeh requires
+            end()
 
     callback = pn.state.add_periodic_callback(check, period=SESSION_CHECK_MS)
+    REVOCATIONS.watch(key, end)
+    pn.state.on_session_destroyed(lambda _context: REVOCATIONS.unwatch(key, end))

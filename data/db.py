@@ -45,6 +45,9 @@ def make_engine(url: str, **kwargs) -> Engine:
     POOL_SIZE + MAX_OVERFLOW connections (a file database; ``data.workers``).
     """
     parsed = make_url(url)
+    # A failed statement's error (and so a log line) never shows its parameters: a search
+    # text, a ticket's text, a username (dashboard_app/log_format.py).
+    kwargs.setdefault("hide_parameters", True)
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
         if database and database != ":memory:" and not database.startswith("file:"):

@@ -30,11 +30,12 @@ from typing import IO, Callable
 import psycopg
 from sqlalchemy import Engine
 
-from .audit import record_export
+from .audit import CHANNELS, record_export
 from .errors import InvalidValue
 from .export_cells import HEADERS, SOURCE_COLUMNS, copy_columns, csv_cells
 from .export_xlsx import MAX_SHEET_ROWS, XlsxTicketWriter
 from .filters import TicketFilters, applied_filters
+from .metrics import EXPORTS, EXPORT_ROWS, EXPORT_SECONDS
 from .scope import Scope
 from .tickets import count_tickets, iter_ticket_chunks, scoped_select
 
@@ -127,6 +128,7 @@ def export_tickets(
     except OSError as exc:  # read-only file system, quota, ...: os.access cannot tell in advance
         raise InvalidValue(f"cannot write the export to {output}: {exc.strerror or exc}") from None
     tmp = Path(tmp_name)
+    outcome = "error"
     try:
         with os.fdopen(fd, "wb") as handle:
             if fmt == "csv":
@@ -140,9 +142,14 @@ def export_tickets(
         audit_id = record_export(engine, scope, fmt=fmt, filters=filters, row_count=rows,
                                  duration_ms=duration_ms, channel=channel, at=now)
         os.replace(tmp, output)
+        outcome = "ok"
+        EXPORT_SECONDS.labels(fmt, channel).observe(duration_ms / 1000)
+        EXPORT_ROWS.labels(fmt, channel).observe(rows)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    finally:
+        EXPORTS.labels(fmt, channel if channel in CHANNELS else "other", outcome).inc()
     report(rows, rows)
     return ExportResult(path=output, format=fmt, row_count=rows, duration_ms=duration_ms,
                         filename=export_filename(scope, fmt, now), sheets=sheets, audit_id=audit_id,

@@ -124,13 +124,17 @@ class Settings(BaseSettings):
                                            "cookies get `Secure` and responses HSTS")
     metrics_token: str | None = Field(
         None, min_length=16, repr=False,
-        description="operator token (at least 16 characters): `Authorization: Bearer ...` gets `/health`'s details",
-        json_schema_extra={"shown_default": "unset: no details"})
+        description="operator token (at least 16 characters): `Authorization: Bearer ...` reads `/metrics` "
+                    "(Prometheus) and `/health`'s details",
+        json_schema_extra={"shown_default": "unset: no `/metrics` route, no details"})
     large_export_rows: int = Field(
         50_000, ge=1, le=10**9,
         description="above this many rows the download buttons stream over HTTP instead of the websocket")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="level of the `opsdash` log lines of a served process (sign-ins, refusals, live updates)")
+    log_format: Literal["text", "json"] = Field(
+        "text", description="`json`: a served process writes one JSON object per log line (time, level, logger, "
+                            "message, request and session id, user), never passwords, tokens, cookies or ticket text")
     demo: bool = Field(False, description="set by `opsdash serve --demo` for its own process: the simulator runs "
                                           "and a short cookie secret is accepted; never set it in production")
     fast_password_hash: bool = Field(
@@ -205,6 +209,11 @@ class Settings(BaseSettings):
     def _upper_case(cls, value: Any) -> Any:
         return value.strip().upper() if isinstance(value, str) else value
 
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower_case(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
     @model_validator(mode="after")
     def _cookie_secret_long_enough(self) -> Settings:
         """Refuse a guessable cookie secret (a local ``--demo`` makes its own, so it is exempt)."""
@@ -236,6 +245,7 @@ class Settings(BaseSettings):
             "https": self.https,
             "metrics_token": "set" if self.metrics_token else "unset",
             "log_level": self.log_level,
+            "log_format": self.log_format,
             "demo": self.demo,
         }
 

@@ -8,17 +8,33 @@ an administrator's "sign out everywhere" revoke all of a user's sessions.
 
 Its own table object (not in ``models.py``): nothing but this module reads
 or writes it. Migration 0008 creates it.
+
+Every revocation is also announced (``announce_revoked``): on Redis channel
+``REVOKED_CHANNEL`` when ``OPSDASH_REDIS_URL`` is set, so every server
+process closes the revoked sessions' open dashboards at once, whichever
+process (or ``opsdash user`` command) revoked them; on the in-process bus
+otherwise (one process). The table stays the truth: an announcement that is
+lost (Redis down) only leaves the open page to its next session check.
+The announcement carries table keys only (hashes that open nothing).
 """
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
 import secrets
+import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
+import redis
 from sqlalchemy import Column, Engine, Index, MetaData, String, Table, and_, select, update
 
+from .bus import bus_for
 from .models import UTCDateTime, User
+from .settings import current_settings
+
+log = logging.getLogger("opsdash.session")
 
 metadata = MetaData()
 web_sessions = Table(
@@ -33,6 +49,10 @@ web_sessions = Table(
 )
 # Reasons a session ends early (stored, and shown to nobody but an operator reading the table).
 SIGNED_OUT, PASSWORD_CHANGED, DISABLED, SIGNED_OUT_EVERYWHERE = "signed_out", "password_changed", "disabled", "everywhere"
+#: Where revocations are announced (not under ``dashboard:``: the live hub never sees them).
+REVOKED_CHANNEL = "opsdash:sessions:revoked"
+_publishers: dict[str, redis.Redis] = {}
+_publishers_lock = threading.Lock()
 
 
 def session_key(session_id: str) -> str:
@@ -88,10 +108,51 @@ def revoke_user_sessions(engine: Engine, username: str, reason: str = SIGNED_OUT
 
 
 def _revoke(engine: Engine, which, reason: str) -> int:
+    live = and_(which, web_sessions.c.revoked_at.is_(None))
     with engine.begin() as conn:
-        result = conn.execute(update(web_sessions).where(and_(which, web_sessions.c.revoked_at.is_(None)))
+        keys = list(conn.scalars(select(web_sessions.c.key).where(live)))
+        if not keys:
+            return 0
+        result = conn.execute(update(web_sessions).where(live, web_sessions.c.key.in_(keys))
                               .values(revoked_at=_now(None), revoked_reason=reason))
+    announce_revoked(keys)
     return result.rowcount or 0
+
+
+def announce_revoked(keys: list[str]) -> None:
+    """Tell every server process (Redis) or this one (in-process bus) that these sessions ended."""
+    if not keys:
+        return
+    message = json.dumps({"revoked": list(keys)})
+    try:
+        url = current_settings().redis_url
+        if url:
+            _publisher(url).publish(REVOKED_CHANNEL, message)
+        else:
+            bus_for(None).publish_now(REVOKED_CHANNEL, message)  # type: ignore[union-attr]
+    except Exception as exc:  # the record is revoked; open pages close at their next check
+        log.warning("could not announce %d ended session(s) to the server processes (%s); their open pages "
+                    "close at their next session check", len(keys), type(exc).__name__)
+
+
+def revoked_keys(raw: bytes | str) -> list[str]:
+    """The table keys an announcement names (nothing for anything malformed)."""
+    try:
+        payload = json.loads(raw)
+    except (TypeError, ValueError):
+        return []
+    keys = payload.get("revoked") if isinstance(payload, dict) else None
+    if not isinstance(keys, list):
+        return []
+    return [k for k in keys if isinstance(k, str) and len(k) == 64][:10_000]
+
+
+def _publisher(url: str) -> redis.Redis:
+    with _publishers_lock:
+        client = _publishers.get(url)
+        if client is None:
+            client = _publishers[url] = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+        return client
 
 
 def forget_old_sessions(engine: Engine, older_than: timedelta = timedelta(days=30)) -> int:

@@ -12,7 +12,9 @@ import panel.auth  # noqa: F401  (first: it imports our provider while it loads,
 import ast
 import asyncio
 import importlib
+import contextvars
 import inspect
+import threading
 import io
 import re
 from collections.abc import Mapping
@@ -279,6 +281,23 @@ def test_the_server_classes_the_security_hooks_wrap_keep_their_shape():
     moved = [what for what, holds in checks.items() if not holds]
     assert not moved, UPGRADE.format(what=", ".join(moved), hook="the server hooks")
 
+
+def test_current_document_is_the_session_panel_runs_code_for_and_none_outside_one():
+    """dashboard_app/log_format.py: a log line names its session without making a document."""
+    from bokeh.document import Document
+    from panel.io.state import set_curdoc
+
+    assert panel_compat.current_document() is None
+    doc = Document()
+    with set_curdoc(doc):
+        assert panel_compat.current_document() is doc
+        seen = []
+        thread = threading.Thread(target=contextvars.copy_context().run, args=(lambda: seen.append(
+            panel_compat.current_document()),))
+        thread.start()
+        thread.join()
+        assert seen == [doc], "a worker lane (which copies the context) would log without its session"
+    assert panel_compat.current_document() is None
 
 # ---- (b) nothing outside the fence touches their internals --------------------------------------
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import secrets
 import sys
@@ -81,8 +82,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # this process's environment, where Panel reads it (PANEL_COOKIE_SECRET), never in argv.
     os.environ.setdefault("PANEL_COOKIE_SECRET", settings.cookie_secret)
     argv = panel_serve_argv(args.address, args.port, settings.allowed_origins)
-    print(f"OpsDash on http://{'localhost' if args.address in ('0.0.0.0', '127.0.0.1') else args.address}:{args.port}/",
-          flush=True)
+    where = f"OpsDash on http://{'localhost' if args.address in ('0.0.0.0', '127.0.0.1') else args.address}:{args.port}/"
+    if settings.log_format == "json":  # every line of the process is a JSON object, this first one too
+        from ..log_format import JsonFormatter, Redactor  # import cost: none more (Panel is imported above)
+
+        where = JsonFormatter(Redactor(settings)).format(logging.makeLogRecord(
+            {"name": "opsdash.serve", "levelno": logging.INFO, "levelname": "INFO", "msg": where}))
+    print(where, flush=True)
     print_logins(users)
     from panel.command import main as panel_main  # import cost: Panel's, see above
 

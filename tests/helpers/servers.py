@@ -102,7 +102,7 @@ class OpsDashServer:
         if self.redis_url:
             settings["OPSDASH_REDIS_URL"] = self.redis_url
         settings["OPSDASH_METRICS_TOKEN"] = TEST_METRICS_TOKEN
-        env = opsdash_env(self.database_url, **settings, **self.extra_env)
+        env = opsdash_env(self.database_url, **{**settings, **self.extra_env})  # a test's env wins
         self._log = open(self.log_path, "wb")
         self.process = subprocess.Popen(self.command(), cwd=self.cwd, env=env, stdout=self._log,
                                         stderr=subprocess.STDOUT)
