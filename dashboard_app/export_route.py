@@ -9,12 +9,15 @@ token that names the same user, the format and the filters
 (``data.export_token``). The Scope is built from that user's
 database record, never from the request. The export runs in a worker
 thread into a temporary file (memory stays flat), then streams out in
-blocks; the file is deleted afterwards. Audited with channel ``http``.
+blocks; the file is deleted afterwards. Audited with channel ``http``, as
+failed when no file went out (the database went away, the server stopped:
+a 503 with a message, never a partial file).
 """
 from __future__ import annotations
 
 import logging
 import tempfile
+import time
 from pathlib import Path
 from urllib.parse import quote
 
@@ -22,7 +25,8 @@ import tornado.iostream
 import tornado.web
 from panel.config import config
 
-from data.errors import DatabaseBusy, NotAuthorized, OpsDashError
+from data.audit import record_failed_export
+from data.errors import DatabaseBusy, ExportCancelled, NotAuthorized, OpsDashError
 from data.export import MEDIA_TYPES, export_tickets
 from data.export_token import sign_export_token, verify_export_token
 from data.filters import TicketFilters
@@ -30,6 +34,7 @@ from data.scope import scope_for_user
 from data.web_sessions import valid_session
 from data.workers import EXPORT, SHORT
 
+from . import shutdown
 from .session import username_for_sign_in
 from .settings import get_engine, get_settings
 from .web_session import OWN_PROVIDERS, SESSION_COOKIE, signed_cookie, signed_user_info
@@ -92,10 +97,27 @@ class ExportDownloadHandler(tornado.web.RequestHandler):
             log.exception("could not check the export request")
             self._refuse(503, "The export failed: the ticket database could not be reached. Try again shortly.")
             return
-        with tempfile.TemporaryDirectory(prefix="opsdash-export-") as folder:
+        if shutdown.shutting_down():
+            self._refuse(503, shutdown.RESTART_REFUSAL)
+            return
+        with tempfile.TemporaryDirectory(prefix="opsdash-export-") as folder, shutdown.running_export():
             target = Path(folder) / f"export.{fmt}"
+            started = time.perf_counter()
             try:
-                result = await EXPORT.run(export_tickets, engine, scope, filters, fmt, target, channel="http")
+                # total=0: no count first; the progress callback only lets a shutdown stop the export.
+                running = EXPORT.start(export_tickets, engine, scope, filters, fmt, target, channel="http",
+                                       progress=shutdown.check_export, total=0)
+                if not await shutdown.cut_or(running):
+                    running.add_done_callback(_ignore_outcome)
+                    raise shutdown.ExportCut(shutdown.CUT_MESSAGE)
+                result = running.result()
+            except ExportCancelled as exc:
+                # The server is going away and the export was still running (a slow or blocked
+                # query): a clear answer now, no file, and the audit row says it failed.
+                self._refuse(503, str(exc))
+                await SHORT.run(record_failed_export, engine, scope, fmt=fmt, filters=filters, channel="http",
+                                duration_ms=int((time.perf_counter() - started) * 1000))
+                return
             except DatabaseBusy as exc:  # the server's fault, not the link's: try again later
                 self._refuse(503, str(exc))
                 return
@@ -119,6 +141,12 @@ class ExportDownloadHandler(tornado.web.RequestHandler):
                 self.finish()
             except tornado.iostream.StreamClosedError:  # the browser went away; the export is audited anyway
                 log.info("export download by %r closed by the client", username[:150])
+
+
+def _ignore_outcome(future) -> None:
+    """A cut export's result or error, read so that asyncio does not log it as never retrieved."""
+    if not future.cancelled():
+        future.exception()
 
 
 def token_secret() -> str | None:
