@@ -17,13 +17,13 @@ from sqlalchemy import select
 
 from data.db import get_engine, migrate
 from data.models import ExportAudit
-from data.seed import seed
 from components.store import UNAVAILABLE
+from data.seed import seed
 
 from ..helpers.browser import browser_sign_in
 from ..helpers.databases import user_of
-from ..helpers.faults import (banner, export_in_flight, locked_tables, page_load_id, wait_for_banner,
-                              wait_for_lock_wait)
+from ..helpers.faults import (banner, export_in_flight, live_indicator, locked_tables, page_load_id,
+                              wait_for_banner, wait_for_lock_wait)
 from ..helpers.live import add_ticket, feed_text, publish, ticketing_message, wait_until
 from ..helpers.pg_cluster import pg_cluster
 
@@ -59,8 +59,7 @@ def test_postgres_restart_banner_then_recovery_without_reload_and_export_fails_c
 
         page = chromium_browser.new_context(viewport={"width": 1440, "height": 900}).new_page()
         browser_sign_in(page, server.url, manager["username"], manager["password"])
-        wait_until(lambda: LIVE in " ".join(page.locator(".opsdash-live-indicator").all_inner_texts()),
-                   timeout=30, what="the live indicator")
+        wait_until(lambda: live_indicator(page) == LIVE, timeout=30, what="the live indicator")
         loaded = page_load_id(page)
         assert banner(page) == ""
 

@@ -16,9 +16,9 @@ import pytest
 
 from data.seed import seed
 
-from ..helpers.browser import browser_sign_in, pane_texts
+from ..helpers.browser import browser_sign_in
 from ..helpers.databases import user_of
-from ..helpers.faults import page_load_id
+from ..helpers.faults import live_indicator, page_load_id
 from ..helpers.live import add_ticket, feed_text, publish, ticketing_message, wait_until
 from ..helpers.redis_server import private_redis
 
@@ -30,9 +30,6 @@ NOT_LIVE = {"\u25cc Reconnecting", "\u25cb Live off", "\u25cc Connecting"}
 LIVE_WITHIN_S = 25
 
 
-def indicator(page) -> str:
-    shown = pane_texts(page, "opsdash-live-indicator")
-    return shown[0] if shown else ""
 
 
 def test_redis_down_at_start_dashboard_works_then_turns_live_when_redis_comes(
@@ -47,17 +44,17 @@ def test_redis_down_at_start_dashboard_works_then_turns_live_when_redis_comes(
         server = opsdash_server(pg_url, redis_url=redis_server.url, env={"OPSDASH_LIVE_INTERVAL_MS": "200"})
         page = chromium_browser.new_context(viewport={"width": 1440, "height": 900}).new_page()
         browser_sign_in(page, server.url, manager["username"], manager["password"])  # figures and table shown
-        assert indicator(page) in NOT_LIVE, indicator(page)
+        assert live_indicator(page) in NOT_LIVE, live_indicator(page)
         health = server.health()
         assert health["status"] == "ok" and health["redis"].startswith("error")
         assert health["live"]["hub"]["status"] in ("connecting", "paused")
         written_meanwhile = add_ticket(pg_engine, muni["id"], ward, tracking_number=f"OFF-{uuid.uuid4().hex[:8]}")
         time.sleep(1)
-        assert indicator(page) in NOT_LIVE, "Live without Redis"
+        assert live_indicator(page) in NOT_LIVE, "Live without Redis"
         loaded = page_load_id(page)
 
         redis_server.start()
-        wait_until(lambda: indicator(page) == LIVE, timeout=LIVE_WITHIN_S, what="Live once Redis runs")
+        wait_until(lambda: live_indicator(page) == LIVE, timeout=LIVE_WITHIN_S, what="Live once Redis runs")
         # Live since the hub connected: the reconnect resync shows what was written meanwhile.
         page.locator(".tabulator-row", has_text=written_meanwhile["tracking_number"]).first.wait_for(timeout=20_000)
         events = [f"EVT{i}-{uuid.uuid4().hex[:6]}" for i in range(3)]

@@ -20,7 +20,7 @@ from data.seed import seed
 
 from ..helpers.browser import browser_sign_in, pane_texts
 from ..helpers.databases import user_of
-from ..helpers.faults import SUMMARY_TABLES, banner, locked_tables, page_load_id, wait_for_banner
+from ..helpers.faults import SUMMARY_TABLES, banner, live_indicator, locked_tables, page_load_id, wait_for_banner
 from ..helpers.live import add_ticket, feed_text, publish, ticketing_message, wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis,
@@ -29,9 +29,6 @@ LIVE = "\u25cf Live"
 TIMEOUT_S = 2
 
 
-def indicator(page) -> str:
-    shown = pane_texts(page, "opsdash-live-indicator")
-    return shown[0] if shown else ""
 
 
 def test_slow_database_says_slow_keeps_the_page_answering_and_catches_up(
@@ -47,7 +44,7 @@ def test_slow_database_says_slow_keeps_the_page_answering_and_catches_up(
     context = chromium_browser.new_context(viewport={"width": 1440, "height": 900})
     page = context.new_page()
     browser_sign_in(page, server.url, manager["username"], manager["password"])
-    wait_until(lambda: indicator(page) == LIVE, timeout=30, what="the live indicator")
+    wait_until(lambda: live_indicator(page) == LIVE, timeout=30, what="the live indicator")
     open_before = pane_texts(page, "opsdash-kpi-value")[0]
     loaded = page_load_id(page)
 
@@ -60,7 +57,7 @@ def test_slow_database_says_slow_keeps_the_page_answering_and_catches_up(
         wait_for_banner(page, "slow", 30, "with the summary tables locked")
         assert pane_texts(page, "opsdash-kpi-value")[0] == open_before
         # The rest of the server answers meanwhile: heartbeats (still Live), /health, a new sign-in.
-        assert indicator(page) == LIVE
+        assert live_indicator(page) == LIVE
         with urlopen(f"{server.url}/health", timeout=5) as response:
             assert response.status == 200 and json.loads(response.read())["status"] == "ok"
         other = context.browser.new_context(viewport={"width": 1440, "height": 900}).new_page()

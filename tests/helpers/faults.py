@@ -115,6 +115,17 @@ def wait_for_banner(page, wanted: str | None, timeout: float, what: str) -> floa
         page.wait_for_timeout(200)
 
 
+def live_indicator(page) -> str:
+    """The header's live indicator text ('' while the page is (re)loading)."""
+    from playwright.sync_api import Error as PlaywrightError
+
+    try:
+        shown = pane_texts(page, "opsdash-live-indicator")
+    except PlaywrightError:
+        return ""
+    return shown[0] if shown else ""
+
+
 def page_load_id(page) -> float:
     """Changes only when the page is loaded again (a reload, by the user or by its script)."""
     return page.evaluate("performance.timeOrigin")
@@ -125,5 +136,6 @@ def notices(page) -> str:
     return " ".join(page.locator(".notyf__message").all_inner_texts())
 
 
-__all__ = ["SUMMARY_TABLES", "banner", "dsn", "export_in_flight", "locked_tables", "notices", "page_load_id",
+__all__ = ["SUMMARY_TABLES", "banner", "dsn", "export_in_flight", "live_indicator", "locked_tables", "notices",
+           "page_load_id",
            "signed_cookie_header", "wait_for_banner", "wait_for_lock_wait", "waiting_on_locks"]
