@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import random
 import threading
 import time
 from concurrent.futures import Future
@@ -37,6 +38,13 @@ log = logging.getLogger("opsdash.store")
 UNAVAILABLE = "The ticket database could not be reached, so figures may be out of date."
 
 _cache_only = threading.local()
+#: Seconds between automatic reloads while the banner says the database failed (``auto_retry``):
+#: soon at first, then every 15 s; jittered so that many pages do not all ask at the same moment.
+RETRY_DELAYS_S = (2.0, 4.0, 8.0, 15.0)
+
+
+def _jittered(seconds: float) -> float:
+    return seconds * random.uniform(0.8, 1.2)
 
 #: The dimensions of the breakdown every view folds its counts out of (``DashboardStore.breakdown``).
 BREAKDOWN_DIMS = ("category", "status", "ward_id")
@@ -80,6 +88,10 @@ class DashboardStore(param.Parameterized):
             raise TypeError("DashboardStore needs a data.scope.Scope")
         params.setdefault("state", TicketFilterState())
         super().__init__(**params)
+        # Which views failed to load, and with what message (the banner): see report_loaded, auto_retry.
+        self._health_lock = threading.Lock()
+        self._failing: dict[str, str] = {}
+        self._retries, self._retry_at = 0, None
         if self.scope.is_councillor:
             self.state.fix_ward(self.scope.ward_id)
         if not self.filters.is_empty():  # filters given at construction: cleaned, and shown in the inputs
@@ -221,10 +233,54 @@ class DashboardStore(param.Parameterized):
         self.error = ""
         self.refresh()
 
-    def report_busy(self, message: str) -> None:
-        """No database worker was free for a view's load (``data.workers``): the lane's message as the banner."""
+    def report_busy(self, message: str, what: str | None = None) -> None:
+        """No database worker was free for a view's load (``data.workers``), or PostgreSQL stopped it at the
+        statement timeout (DatabaseSlow): the message as the banner, until ``what`` loads again."""
+        self._failed(what, message)
+
+    def report_unavailable(self, what: str | None = None) -> None:
+        """A view (``what``) could not reach the database: one banner for all views, until they load again."""
+        self._failed(what, UNAVAILABLE)
+
+    def report_loaded(self, what: str) -> None:
+        """``what`` loaded: the banner goes once no view is failing (the database is back)."""
+        with self._health_lock:
+            if self._failing.pop(what, None) is None or self._failing:
+                return
+        self._recovered()
+
+    def _failed(self, what: str | None, message: str) -> None:
+        with self._health_lock:
+            if what is not None:  # None: a one-off that never loads again (it does not hold the banner)
+                self._failing[what] = message
+            if self._retry_at is None:
+                self._retry_at = time.monotonic() + _jittered(RETRY_DELAYS_S[0])
         self.error = message
 
-    def report_unavailable(self) -> None:
-        """A view could not reach the database: one banner for all views."""
-        self.error = UNAVAILABLE
+    def _recovered(self) -> None:
+        with self._health_lock:
+            self._retries, self._retry_at = 0, None
+        if self.error:
+            self.error = ""
+
+    def auto_retry(self, now: float | None = None) -> bool:
+        """Load again when the banner has been up for the next step of RETRY_DELAYS_S; True when it did.
+
+        The live tick calls it, so a page recovers by itself once the database answers again,
+        without a reload or a click on Retry. Never while views are still loading (a slow
+        database would otherwise pile up queries).
+        """
+        if not self.error:
+            return False
+        now = time.monotonic() if now is None else now
+        with self._health_lock:
+            if self._retry_at is None:
+                self._retry_at = now + _jittered(RETRY_DELAYS_S[0])
+            if now < self._retry_at or self.updating:
+                return False
+            self._retries += 1
+            self._retry_at = now + _jittered(RETRY_DELAYS_S[min(self._retries, len(RETRY_DELAYS_S) - 1)])
+        if not self._failing:  # only one-off failures: nothing will load to clear the banner
+            self._recovered()
+        self.refresh()
+        return True

@@ -45,23 +45,33 @@ def notice(value: str, kind: str = "info") -> pn.pane.HTML:
                 styles={"color": color}, sizing_mode="stretch_width")
 
 
-def guarded_load(store: DashboardStore, load: Callable[[], Any], what: str) -> tuple[bool, Any, str]:
+def guarded_load(store: DashboardStore, load: Callable[[], Any], what: str, *,
+                 keep_on_busy: bool = False) -> tuple[bool, Any, str]:
     """``(True, load(), "")``; on failure ``(False, None, message)``, never an exception.
 
     An OpsDashError's message is for the user. Anything else (database down,
     network, driver) is logged with its traceback, raises the store's banner,
-    and gives an empty message: the caller shows its own short text.
+    and gives an empty message: the caller shows its own short text. The
+    banner stays until ``what`` loads again (``store.report_loaded``).
+    ``keep_on_busy``: DatabaseBusy (no worker free, or DatabaseSlow: stopped at
+    the statement timeout) propagates, for LatestLoad to keep what is shown.
     """
     try:
-        return True, load(), ""
+        result = load()
     except query_cache.CacheMiss:
         raise  # not a failure: the caller loads the slow way
+    except DatabaseBusy as exc:
+        if keep_on_busy:
+            raise
+        return False, None, str(exc)
     except OpsDashError as exc:
         return False, None, str(exc)
     except Exception:
         log.exception("%s could not load its data", what)
-        store.report_unavailable()
+        store.report_unavailable(what)
         return False, None, ""
+    store.report_loaded(what)
+    return True, result, ""
 
 
 class LatestLoad:
@@ -215,7 +225,7 @@ class StoreView(pn.viewable.Viewer):
         super().__init__(**params)
         self._content = pn.Column(sizing_mode="stretch_width", min_height=80)
         self._loader = LatestLoad(self.load_safely, self._show, self._content, self.store.view_busy,
-                                  self.store.report_busy)
+                                  partial(self.store.report_busy, what=type(self).__name__))
         self._requested = False
         self._showing_render = False  # what _content shows came from render(), so update() may change it
 
@@ -242,7 +252,7 @@ class StoreView(pn.viewable.Viewer):
 
     def load_safely(self) -> tuple[Any, pn.viewable.Viewable | None]:
         """``(data, None)``, or ``(None, a notice)`` when loading failed."""
-        ok, data, message = guarded_load(self.store, self.load, type(self).__name__)
+        ok, data, message = guarded_load(self.store, self.load, type(self).__name__, keep_on_busy=True)
         return (data, None) if ok else (None, notice(message or "Not available right now.", "error"))
 
     def view(self) -> pn.viewable.Viewable:

@@ -13,6 +13,7 @@ formatter, which escapes markup; no HTML formatter touches it.
 """
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import pandas as pd
@@ -54,6 +55,8 @@ COLUMN_WIDTHS: dict[str, int] = {
 }
 TIME_FORMAT = "%Y-%m-%d %H:%M"
 DEFAULT_PAGE_SIZE = 25
+#: The table's name in the store's failing views (``DashboardStore.report_loaded``).
+TABLE_VIEW = "the ticket table"
 
 
 def sort_spec(sorters: list[dict[str, Any]]) -> list[tuple[str, str]]:
@@ -104,7 +107,7 @@ class TicketTable(pn.viewable.Viewer):
         # filled by a later update, the browser sometimes kept showing no rows.
         self._body = pn.Column(notice("Loading tickets\u2026"), sizing_mode="stretch_width", min_height=200)
         self._loader = LatestLoad(self._fetch, self._show, self._body, self.store.view_busy,
-                                  self.store.report_busy)
+                                  partial(self.store.report_busy, what=TABLE_VIEW))
         self.tabulator.param.watch(self._loader.request, ["page", "sorters"])
         self._requested = False
         doc = pn.state.curdoc
@@ -141,7 +144,7 @@ class TicketTable(pn.viewable.Viewer):
         self._notice.visible = bool(self.message)
 
     def _fetch(self) -> tuple[TicketPage | None, str]:
-        ok, page, message = guarded_load(self.store, self.load_page, "the ticket table")
+        ok, page, message = guarded_load(self.store, self.load_page, TABLE_VIEW, keep_on_busy=True)
         return (page, "") if ok else (None, message or "The tickets could not be loaded right now.")
 
     def reload(self) -> None:

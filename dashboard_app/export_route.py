@@ -7,12 +7,15 @@ token that names the same user, the format and the filters
 (``data.export_token``). The Scope is built from that user's
 database record, never from the request. The export runs in a worker
 thread into a temporary file (memory stays flat), then streams out in
-blocks; the file is deleted afterwards. Audited with channel ``http``.
+blocks; the file is deleted afterwards. Audited with channel ``http``, as
+failed when no file went out (the database went away, the server stopped:
+a 503 with a message, never a partial file).
 """
 from __future__ import annotations
 
 import logging
 import tempfile
+import time
 from pathlib import Path
 from typing import Callable
 from urllib.parse import quote
@@ -20,13 +23,15 @@ from urllib.parse import quote
 import tornado.iostream
 import tornado.web
 
-from data.errors import DatabaseBusy, NotAuthorized, OpsDashError
+from data.audit import record_failed_export
+from data.errors import DatabaseBusy, ExportCancelled, NotAuthorized, OpsDashError
 from data.export import MEDIA_TYPES, export_tickets
 from data.export_token import sign_export_token, verify_export_token
 from data.filters import TicketFilters
 from data.scope import Scope, scope_for_user
 from data.workers import EXPORT, SHORT
 
+from . import shutdown
 from .log_format import USER, RequestContext
 from .request_user import SignInRequired, cookie_secret, signed_in_username
 from .settings import get_engine
@@ -92,12 +97,31 @@ async def send_export(handler: tornado.web.RequestHandler, scope: Scope, filters
 
     The one writer of a streamed export (``/export/download`` and the API's ``/api/v1/export/...``):
     ``data.export.export_tickets``, audited with ``channel``. ``refuse(code, message)`` answers an error
-    before anything was sent: 503 when the lane is full or the database fails, 400 for a bad request.
+    before anything was sent: 503 when the lane is full, the database fails or the server is stopping
+    (then the audit row says failed), 400 for a bad request.
     """
-    with tempfile.TemporaryDirectory(prefix="opsdash-export-") as folder:
+    if shutdown.shutting_down():
+        refuse(503, shutdown.RESTART_REFUSAL)
+        return
+    engine = get_engine()
+    with tempfile.TemporaryDirectory(prefix="opsdash-export-") as folder, shutdown.running_export():
         target = Path(folder) / f"export.{fmt}"
+        started = time.perf_counter()
         try:
-            result = await EXPORT.run(export_tickets, get_engine(), scope, filters, fmt, target, channel=channel)
+            # total=0: no count first; the progress callback only lets a shutdown stop the export.
+            running = EXPORT.start(export_tickets, engine, scope, filters, fmt, target, channel=channel,
+                                   progress=shutdown.check_export, total=0)
+            if not await shutdown.cut_or(running):
+                running.add_done_callback(_ignore_outcome)
+                raise shutdown.ExportCut(shutdown.CUT_MESSAGE)
+            result = running.result()
+        except ExportCancelled as exc:
+            # The server is going away and the export was still running (a slow or blocked
+            # query): a clear answer now, no file, and the audit row says it failed.
+            refuse(503, str(exc))
+            await SHORT.run(record_failed_export, engine, scope, fmt=fmt, filters=filters, channel=channel,
+                            duration_ms=int((time.perf_counter() - started) * 1000))
+            return
         except DatabaseBusy as exc:  # the server's fault, not the request's: try again later
             refuse(503, str(exc))
             return
@@ -121,6 +145,12 @@ async def send_export(handler: tornado.web.RequestHandler, scope: Scope, filters
             handler.finish()
         except tornado.iostream.StreamClosedError:  # the client went away; the export is audited anyway
             log.info("export download by %r closed by the client", (scope.username or "")[:150])
+
+
+def _ignore_outcome(future) -> None:
+    """A cut export's result or error, read so that asyncio does not log it as never retrieved."""
+    if not future.cancelled():
+        future.exception()
 
 
 def token_secret() -> str | None:

@@ -1,18 +1,22 @@
 """``/health``: whether the database (and Redis, when configured) answer; details for the operator only."""
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
+import threading
 
 import redis
 import tornado.web
 from sqlalchemy import text
 
 from data import workers
+from data.audit import pending_count
 from data.errors import DatabaseBusy
 
 from .live import live_snapshot
 from .log_format import RequestContext
+from .shutdown import shutting_down
 from .settings import get_engine, get_settings
 from .web_session import REVOCATIONS
 
@@ -64,6 +68,11 @@ class HealthHandler(RequestContext, tornado.web.RequestHandler):
             code, status = await workers.SHORT.run(health_status)
         except DatabaseBusy:  # every short-lane thread busy for its whole wait: that is the answer
             code, status = 503, {"status": "degraded", "database": "busy"}
+        if shutting_down():  # a load balancer stops sending people here; open pages are told already
+            code, status["status"] = 503, "shutting down"
+        # Counted on the event loop itself: what must return to its level after sessions close.
+        status["process"] = {"asyncio_tasks": len(asyncio.all_tasks()), "threads": threading.active_count(),
+                             "audits_waiting": pending_count()}
         if not operator_token_given(self.request.headers.get("Authorization")):
             status = {"status": status["status"]}
         self.set_status(code)

@@ -113,6 +113,22 @@ def live_snapshot() -> dict[str, Any]:
     }
 
 
+def live_sessions() -> list[LiveSession]:
+    """The live wiring of every open session of this process."""
+    return list(_sessions)
+
+
+async def stop_live_updates() -> None:
+    """Stop this process's hub (its bus connection) and demo simulator: the server is going away."""
+    for task in list(_tasks):
+        if not task.done():
+            task.cancel()
+    hub = _hub
+    if hub is not None:
+        await hub.stop()
+        await hub.bus.close()
+
+
 def breach_message(event: Event) -> str:
     """Notification text. Escaped: the notification widget renders HTML, event fields are not ours."""
     where = f", ward {event.ward_id}" if event.ward_id else ""
@@ -133,12 +149,16 @@ class LiveSession:
         self.debounce_s = debounce_s
         self.registration = None
         self.callback = None
+        self.doc = None
+        self.notifications = None
         self._dirty = False
         self._last_refresh = time.monotonic()
         self._trailing_due: float | None = None
         self._ticking = False
 
     def start(self) -> LiveSession:
+        # Kept to speak to this session from outside it (``announce``: the server is restarting).
+        self.doc, self.notifications = pn.state.curdoc, pn.state.notifications
         self.registration = self.hub.register(self.store.scope)
         self._set_status(self.hub.status)
         # Results stay shared while the hub has seen no change of this municipality.
@@ -200,7 +220,12 @@ class LiveSession:
                 self.feed.add(drained.events)
                 self._notify(drained.events)
                 self._dirty = True
-            if drained.resync:
+            if getattr(self.store, "error", ""):
+                # The database failed the last loads: reload on the store's backoff, not on every
+                # event (a reload that succeeds is a full resync; one that fails keeps the banner).
+                self._dirty = self._dirty or drained.resync
+                self.store.auto_retry()
+            elif drained.resync:
                 await self._refresh()  # events were missed: reload from the database now
             elif self._dirty and time.monotonic() - self._last_refresh >= self.debounce_s:
                 await self._refresh()
@@ -210,6 +235,18 @@ class LiveSession:
             log.exception("live update tick failed")
         finally:
             self._ticking = False
+
+    def announce(self, message: str) -> None:
+        """Show ``message`` (fixed text of ours) on this session's page until it closes; from any code on the
+        server's event loop."""
+        doc, notifications = self.doc, self.notifications
+        if doc is None or notifications is None or doc.session_context is None:
+            return
+
+        def show() -> None:
+            notifications.warning(html.escape(message), duration=0)  # 0: stays until the page goes
+
+        doc.add_next_tick_callback(show)  # under the document's lock, as Bokeh requires
 
     def _notify(self, events: list[Event]) -> None:
         notifications = pn.state.notifications

@@ -11,14 +11,17 @@ import gc
 import logging
 
 from panel.config import config
-from tornado.ioloop import IOLoop
+from tornado.ioloop import IOLoop, PeriodicCallback
 
 from components import panel_compat
+from data.audit import pending_count, write_pending
+from data.workers import SHORT
 
 # Imported at server start, not at the first sign-in: the page's modules (pandas, SQLAlchemy,
 # the views: ~0.8 s), so the first person to sign in after a restart does not wait for them.
 from . import pages
 from . import panel_fence
+from . import shutdown
 from .compression import CompressedResponses
 from .live import process_hub
 from .log_format import configure_logging
@@ -27,10 +30,13 @@ from .settings import get_settings
 from .web_session import REVOCATIONS, session_lifetime
 
 log = logging.getLogger("opsdash.server")
+#: How often the server tries to write the audit rows of failed exports that wait for the database.
+PENDING_AUDITS_MS = 5000
 
 
 def start() -> None:
-    """Fence Panel, hand it the cookie secret, freeze what lives as long as the process, start live updates."""
+    """Fence Panel, hand it the cookie secret, freeze what lives as long as the process, start live updates,
+    stop gracefully on SIGTERM (``shutdown``)."""
     # Sign-ins, refusals and the route table are what an operator reads the server log for (INFO by default).
     logging.getLogger("opsdash").setLevel(get_settings().log_level)
     configure_logging(get_settings())  # OPSDASH_LOG_FORMAT=json: one JSON object per line, from here on
@@ -50,6 +56,8 @@ def start() -> None:
     gc.collect()
     gc.freeze()
     IOLoop.current().add_callback(connect_live_updates)
+    IOLoop.current().add_callback(shutdown.install)  # once the loop runs: after Bokeh's own SIGTERM handler
+    IOLoop.current().add_callback(PeriodicCallback(write_pending_audits, PENDING_AUDITS_MS).start)
 
 
 def use_opsdash_cookie_secret() -> None:
@@ -63,6 +71,12 @@ def use_opsdash_cookie_secret() -> None:
     secret = get_settings().cookie_secret
     if secret and not config.cookie_secret:
         config.cookie_secret = secret
+
+
+def write_pending_audits() -> None:
+    """Audit rows of failed exports that waited for the database (``data.audit``): written once it answers."""
+    if pending_count():
+        SHORT.submit(write_pending)
 
 
 def connect_live_updates() -> None:

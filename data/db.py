@@ -2,14 +2,16 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Iterator
 
+from psycopg import errors as pg_errors
 from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from .errors import ConfigError
+from .errors import ConfigError, DatabaseSlow
 from .sensitivity import name_key
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
@@ -32,6 +34,12 @@ POOL_SIZE = 10
 MAX_OVERFLOW = 20
 #: How PostgreSQL lists OpsDash's connections (``pg_stat_activity.application_name``) unless the URL names one.
 APPLICATION_NAME = "opsdash"
+#: The statement timeout of the work running in this context, in ms (0: none). Set by
+#: ``statement_timeout`` (``data.workers`` does it for the served dashboard's lanes).
+_statement_timeout_ms: ContextVar[int] = ContextVar("opsdash_statement_timeout_ms", default=0)
+#: What a view says when PostgreSQL stopped its query at the statement timeout.
+SLOW_MESSAGE = ("The ticket database is slow right now: the figures took longer than {seconds:g} s to load and "
+                "were not updated. They load again by themselves.")
 MAKE_DATA = ("run `make serve` once for the demo data (`opsdash serve --demo` outside a clone) "
              "or `opsdash init-db && opsdash seed`, or set OPSDASH_DATABASE_URL to the database to use")
 
@@ -41,7 +49,8 @@ def make_engine(url: str, **kwargs) -> Engine:
 
     SQLite: the parent folder is created, foreign keys are enforced, WAL lets
     the simulator write while the dashboard reads. PostgreSQL: pre-ping so a
-    restarted server costs one retry, not an error page. Both: a pool of
+    restarted server costs one retry, not an error page; ``statement_timeout``
+    applies to the connections it hands out. Both: a pool of
     POOL_SIZE + MAX_OVERFLOW connections (a file database; ``data.workers``).
     """
     parsed = make_url(url)
@@ -78,7 +87,44 @@ def make_engine(url: str, **kwargs) -> Engine:
     kwargs.setdefault("max_overflow", MAX_OVERFLOW)
     if "application_name" not in parsed.query:
         kwargs.setdefault("connect_args", {"application_name": APPLICATION_NAME})
-    return create_engine(url, **kwargs)
+    engine = create_engine(url, **kwargs)
+    event.listen(engine, "checkout", _apply_statement_timeout)
+    event.listen(engine, "handle_error", _slow_query)
+    return engine
+
+
+@contextmanager
+def statement_timeout(seconds: float | None) -> Iterator[None]:
+    """PostgreSQL stops any statement of this context's connections that runs over ``seconds``
+    (None or 0: no limit), and it fails with DatabaseSlow.
+
+    Applied when a connection is taken from the pool, and only when it differs from what that
+    connection has: the usual checkout costs nothing.
+    """
+    token = _statement_timeout_ms.set(int(seconds * 1000) if seconds else 0)
+    try:
+        yield
+    finally:
+        _statement_timeout_ms.reset(token)
+
+
+def _apply_statement_timeout(dbapi_connection, record, _proxy) -> None:
+    wanted = _statement_timeout_ms.get()
+    if record.info.get("statement_timeout_ms", 0) == wanted:
+        return
+    with dbapi_connection.cursor() as cursor:
+        cursor.execute("SELECT set_config('statement_timeout', %s, false)", (str(wanted),))
+    # Committed at once: a session setting made in a transaction that is later rolled back (the pool's
+    # reset on return) would be undone, and the record below would then be wrong.
+    dbapi_connection.commit()
+    record.info["statement_timeout_ms"] = wanted
+
+
+def _slow_query(context) -> None:
+    """A statement stopped at this context's timeout becomes DatabaseSlow (a message for the user)."""
+    wanted = _statement_timeout_ms.get()
+    if wanted and isinstance(context.original_exception, pg_errors.QueryCanceled):
+        raise DatabaseSlow(SLOW_MESSAGE.format(seconds=wanted / 1000)) from context.original_exception
 
 
 def _unicode_lower(value):

@@ -32,3 +32,14 @@ class NotFound(OpsDashError):
 
 class DatabaseBusy(OpsDashError):
     """Every worker of a lane of database work stayed busy for as long as a task may wait (data.workers)."""
+
+
+class DatabaseSlow(DatabaseBusy):
+    """PostgreSQL stopped a query that ran longer than the statement timeout (``OPSDASH_STATEMENT_TIMEOUT_S``).
+
+    A kind of DatabaseBusy: what is on screen stays, and the message says why it did not change.
+    """
+
+
+class ExportCancelled(OpsDashError):
+    """An export stopped by its caller (the server shutting down), which answers the user and audits it."""

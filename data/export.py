@@ -11,7 +11,9 @@ streaming HTTP route and ``opsdash export``. Rows always come from
 
 The file is written next to its destination under a temporary name and only
 renamed into place after the audit row is written, so a failed export leaves
-no partial file and no unaudited file.
+no partial file and no unaudited file; its audit row says it failed
+(``data.audit.record_failed_export``, written once the database answers when
+the database is what failed).
 """
 from __future__ import annotations
 
@@ -30,8 +32,8 @@ from typing import IO, Callable
 import psycopg
 from sqlalchemy import Engine
 
-from .audit import CHANNELS, record_export
-from .errors import InvalidValue
+from .audit import CHANNELS, record_export, record_failed_export
+from .errors import ExportCancelled, InvalidValue
 from .export_cells import HEADERS, SOURCE_COLUMNS, copy_columns, csv_cells
 from .export_xlsx import MAX_SHEET_ROWS, XlsxTicketWriter
 from .filters import TicketFilters, applied_filters
@@ -145,8 +147,13 @@ def export_tickets(
         outcome = "ok"
         EXPORT_SECONDS.labels(fmt, channel).observe(duration_ms / 1000)
         EXPORT_ROWS.labels(fmt, channel).observe(rows)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        if isinstance(exc, Exception) and not isinstance(exc, ExportCancelled):
+            # No file was delivered: written down as such (or queued until the database answers).
+            # (A cancelled export's caller writes its row: it answered the user meanwhile.)
+            record_failed_export(engine, scope, fmt=fmt, filters=filters, channel=channel, at=now,
+                                 duration_ms=int((time.perf_counter() - started) * 1000))
         raise
     finally:
         EXPORTS.labels(fmt, channel if channel in CHANNELS else "other", outcome).inc()

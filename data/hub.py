@@ -10,7 +10,10 @@ marked for resync (its next drain reloads from the database).
 
 When the bus connection is lost the hub reports ``paused``, reconnects with
 capped exponential backoff and jitter, and marks every session for resync
-once live again, since events published during the gap are gone.
+once live again, since events published during the gap are gone. When the
+database cannot resolve a batch's tickets (down, restarting, slow), the
+events naming a ticket are dropped and their municipality's sessions marked
+for resync: the database decides what they show once it answers.
 """
 from __future__ import annotations
 
@@ -47,6 +50,9 @@ from .workers import SHORT
 log = logging.getLogger("opsdash.hub")
 
 HubStatus = Literal["stopped", "connecting", "live", "paused"]
+#: Longest pause between two reconnect attempts: live again within 5-10 s of Redis answering (a
+#: restart takes seconds). A hundred processes retrying that often cost Redis nothing.
+MAX_RECONNECT_DELAY_S = 10.0
 DEFAULT_QUEUE_SIZE = 2000  # references to shared Event objects: cheap, and 4 s of 500 events/s
 
 
@@ -183,7 +189,7 @@ class Hub:
 
     def __init__(
         self, bus: EventBus, *, engine: Engine | None, queue_size: int = DEFAULT_QUEUE_SIZE,
-        replay_size: int = DEFAULT_REPLAY_SIZE, base_delay: float = 0.5, max_delay: float = 30.0,
+        replay_size: int = DEFAULT_REPLAY_SIZE, base_delay: float = 0.5, max_delay: float = MAX_RECONNECT_DELAY_S,
         rng: random.Random | None = None,
     ) -> None:
         """``engine`` answers "is this ticket sensitive in the database?"; None skips that
@@ -388,6 +394,11 @@ class Hub:
                 continue
             candidates.append((channel, event))
         lookup = await self._lookup([e for _, e in candidates])
+        if lookup is None:
+            # The database could not say what these events are (down, restarting, too slow): the
+            # events that name a ticket are dropped below (fail closed), so their sessions reload
+            # from the database instead, now or, while it is away, as soon as it answers again.
+            self._resync_municipalities({e.municipality_id for _, e in candidates})
         delivered = 0
         for channel, event in candidates:
             decision = route(event, lookup)
@@ -411,6 +422,13 @@ class Hub:
             self.counters["delivered"] += len(audience)
             delivered += len(audience)
         return delivered
+
+    def _resync_municipalities(self, municipalities: set[uuid.UUID]) -> None:
+        with self._lock:
+            feeds = [f for m in municipalities for group in self._sessions.get(m, {}).values() for f in group.values()]
+        for feed in feeds:
+            feed.mark_resync()
+        self.counters["resyncs_after_failed_lookup"] += len(feeds)
 
     async def _lookup(self, events: list[Event]) -> TicketLookup | None:
         """The database's word on every ticket the batch names, in one round trip.

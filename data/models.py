@@ -227,4 +227,6 @@ class ExportAudit(Base):
     row_count: Mapped[int] = mapped_column(Integer)
     duration_ms: Mapped[int] = mapped_column(Integer)
     channel: Mapped[str] = mapped_column(String(16), default="ui")  # ui | http | cli | api
+    # ok | failed (migration 0011): a failed export is written down too, and no file was delivered.
+    outcome: Mapped[str] = mapped_column(String(16), default="ok", server_default="ok")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)

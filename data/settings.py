@@ -153,6 +153,16 @@ class Settings(BaseSettings):
                     "`Last-Event-ID` and its token or sign-in is checked again (a revoked one ends within this)")
     notebook_user: str = Field("manager.ethekwini",
                                description="the user `examples/opsdash_dashboard.ipynb` builds its dashboard for")
+    statement_timeout_s: int = Field(
+        30, ge=0, le=3600,
+        description="PostgreSQL stops a query of the served dashboard (figures, table pages, sign-in and session "
+                    "checks, live-event lookups) that runs longer, and the page says the database is slow and "
+                    "retries by itself; exports and the command line are not limited (0: no limit)")
+    shutdown_grace_s: int = Field(
+        25, ge=1, le=600,
+        description="on SIGTERM the server tells open pages it is restarting, lets running downloads finish for "
+                    "up to this many seconds, and exits within them (keep it below the service manager's stop "
+                    "timeout: systemd `TimeoutStopSec`, Kubernetes `terminationGracePeriodSeconds`)")
 
     @field_validator("database_url")
     @classmethod

@@ -28,6 +28,10 @@ A full lane queues its tasks, and a task that found no thread within the
 lane's wait fails with DatabaseBusy (a message for the user) and a log line:
 threads are never created beyond the budget, and nothing waits for ever.
 A task runs with the submitter's context variables (Panel's current document).
+Queries of every lane but EXPORT are stopped by PostgreSQL after
+``OPSDASH_STATEMENT_TIMEOUT_S`` (DatabaseSlow: the page says the database is
+slow and keeps what it shows), so a lock or a runaway plan cannot hold a
+thread, a connection and a waiting page for ever.
 """
 from __future__ import annotations
 
@@ -41,8 +45,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
 from typing import Any, Callable, TypeVar
 
-from .db import MAX_OVERFLOW, POOL_SIZE
-from .errors import DatabaseBusy
+from .db import MAX_OVERFLOW, POOL_SIZE, statement_timeout
+from .errors import ConfigError, DatabaseBusy
+from .settings import current_settings
 
 T = TypeVar("T")
 log = logging.getLogger("opsdash.workers")
@@ -54,10 +59,13 @@ OUTSIDE_LANES = 2
 class Lane:
     """At most ``threads`` calls at a time; the rest queue for up to ``wait_s`` seconds each."""
 
-    def __init__(self, name: str, threads: int, wait_s: float, busy_message: str) -> None:
+    def __init__(self, name: str, threads: int, wait_s: float, busy_message: str, *,
+                 limited: bool = True) -> None:
+        """``limited``: its queries are stopped at ``OPSDASH_STATEMENT_TIMEOUT_S`` (DatabaseSlow)."""
         if threads < 1:
             raise ValueError(f"lane {name!r} needs at least one thread")
         self.name, self.threads, self.wait_s, self.busy_message = name, threads, wait_s, busy_message
+        self.limited = limited
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix=f"opsdash-{name}")
         self._lock = threading.Lock()
         self._admitted = 0  # queued or running
@@ -104,6 +112,8 @@ class Lane:
                     "queued": self._admitted - self.running, "refused": self.refused}
 
     def _queue(self, fn: Callable[..., T], args: tuple, kwargs: dict, wait_s: float | None) -> _Task:
+        if self.limited:
+            fn, args = _with_statement_timeout, (fn, *args)
         task = _Task(self, partial(contextvars.copy_context().run, fn, *args, **kwargs), wait_s)
         self._pool.submit(task.run)
         return task
@@ -175,6 +185,15 @@ class _Task:
                 lane._admitted -= 1
 
 
+def _with_statement_timeout(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    try:
+        seconds = current_settings().statement_timeout_s
+    except ConfigError:  # a served process has refused to start on it already; a script gets no limit
+        seconds = 0
+    with statement_timeout(seconds):
+        return fn(*args, **kwargs)
+
+
 def _expire(task: weakref.ref[_Task]) -> None:
     alive = task()
     if alive is not None:
@@ -194,7 +213,9 @@ SHORT = Lane("short", _SHORT, 10.0, "The server is too busy to answer right now.
 DASHBOARD = Lane("dashboard", _DASHBOARD, 30.0,
                  "The ticket database is busy, so these figures could not be loaded. Try again in a moment.")
 TREND = Lane("trend", _TREND, 0.0, "")  # try_submit only: never queued
-EXPORT = Lane("export", _EXPORT, 60.0, "Too many exports are running right now. Try again in a minute.")
+# Exports read every matching row (minutes at ten million tickets): never stopped at the dashboard's timeout.
+EXPORT = Lane("export", _EXPORT, 60.0, "Too many exports are running right now. Try again in a minute.",
+              limited=False)
 LANES = (SHORT, DASHBOARD, TREND, EXPORT)
 
 

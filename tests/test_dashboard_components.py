@@ -311,6 +311,31 @@ def test_unreachable_database_sets_the_banner_and_retry_reports_again(engine, ma
     assert store.error == UNAVAILABLE and store.data_version == 1
 
 
+def test_the_banner_goes_by_itself_once_every_failing_view_has_loaded_again(engine, make_seed):
+    """Issue 19: a page recovers from a database outage without a reload or a click on Retry."""
+    import time
+
+    store = DashboardStore(scope=scope_of(engine, make_seed(tickets=10, random_seed=37), "manager"), engine=engine)
+    store.report_unavailable("KpiCards")
+    store.report_busy("The ticket database is slow right now.", what="the ticket table")
+    assert store.error == "The ticket database is slow right now."
+    now, version = time.monotonic(), store.data_version
+    assert not store.auto_retry(now) and store.data_version == version  # not at once: a backoff
+    assert store.auto_retry(now + 3) and store.data_version == version + 1
+    assert not store.auto_retry(now + 4)  # the next try waits longer
+    store.view_busy(True)
+    assert not store.auto_retry(now + 60)  # never while a view is still loading
+    store.view_busy(False)
+    store.report_loaded("KpiCards")
+    assert store.error  # the table has not loaded yet
+    store.report_loaded("the ticket table")
+    assert store.error == "" and not store.auto_retry(now + 120)
+    # A view that loaded throughout does not clear another's failure.
+    store.report_unavailable("TicketCharts")
+    store.report_loaded("KpiCards")
+    assert store.error == UNAVAILABLE
+
+
 def test_roles_without_a_dashboard_get_no_dashboard_object(engine, make_seed):
     result = make_seed(tickets=10, random_seed=36)
     for role in ("field_worker", "citizen"):

@@ -249,20 +249,23 @@ def test_bad_input_gets_a_clear_error_and_leaves_no_file(engine, tmp_path, fmt, 
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_an_export_failing_midway_leaves_neither_file_nor_audit_row_and_keeps_an_older_file(engine, tmp_path, fmt):
+def test_an_export_failing_midway_leaves_no_file_keeps_an_older_one_and_is_audited_as_failed(engine, tmp_path, fmt):
     ours, _ = world(engine)
     target = tmp_path / f"keep.{fmt}"
     target.write_bytes(b"previous export")
     before = audit_count(engine)
+    scope = scope_for(ours)
 
     def explode(done: int, total: int) -> None:
         if done:
             raise RuntimeError("disk full")
 
     with pytest.raises(RuntimeError):
-        export_tickets(engine, scope_for(ours), None, fmt, target, progress=explode, chunk_size=3)
+        export_tickets(engine, scope, None, fmt, target, progress=explode, chunk_size=3)
     assert sorted(p.name for p in tmp_path.iterdir()) == [target.name]
-    assert target.read_bytes() == b"previous export" and audit_count(engine) == before
+    assert target.read_bytes() == b"previous export" and audit_count(engine) == before + 1
+    [audit] = recent_exports(engine, username=scope.username)
+    assert (audit.outcome, audit.format, audit.channel) == ("failed", fmt, "ui")
 
 
 def test_unwritable_folder_is_refused_with_a_clear_message(engine):

@@ -21,8 +21,8 @@ from components import query_cache
 from components.store import DashboardStore
 from components.table import TicketTable
 from data.aggregates import ticket_figures
-from data.db import APPLICATION_NAME, MAX_OVERFLOW, POOL_SIZE
-from data.errors import DatabaseBusy
+from data.db import APPLICATION_NAME, MAX_OVERFLOW, POOL_SIZE, statement_timeout
+from data.errors import DatabaseBusy, DatabaseSlow
 from data.scope import Scope
 from data.tickets import count_tickets
 from data.workers import DASHBOARD, EXPORT, LANES, OUTSIDE_LANES, SHORT, TREND, Lane
@@ -319,3 +319,29 @@ def test_a_view_whose_load_finds_no_database_worker_says_so_in_the_banner(engine
     finally:
         gate.open()
     assert all(f.result(10) for f in held)
+
+
+def test_a_statement_over_the_timeout_is_stopped_as_database_slow_and_the_limit_stays_with_its_context(pg_engine):
+    """Issue 19: a slow database costs a view its refresh (DatabaseSlow, a message), never a thread for ever;
+    the pooled connection carries no limit into work that set none (exports, the command line)."""
+    pg_engine.dispose()  # one pooled connection, reused below
+    with statement_timeout(0.2):
+        with pytest.raises(DatabaseSlow, match="slow"):
+            with pg_engine.connect() as conn:
+                conn.execute(text("SELECT pg_sleep(2)"))
+        with pg_engine.connect() as conn:  # the connection is fine afterwards
+            assert conn.execute(text("SELECT 1")).scalar_one() == 1
+    with pg_engine.connect() as conn:
+        conn.execute(text("SELECT pg_sleep(0.4)"))  # over the old limit: none applies here
+        assert conn.execute(text("SHOW statement_timeout")).scalar_one() == "0"
+
+
+def test_every_lane_but_exports_runs_under_the_statement_timeout(pg_engine):
+    def shown() -> str:
+        with pg_engine.connect() as conn:
+            return conn.execute(text("SHOW statement_timeout")).scalar_one()
+
+    async def scenario() -> dict[str, str]:
+        return {lane.name: await lane.run(shown) for lane in (SHORT, DASHBOARD, EXPORT)}
+
+    assert asyncio.run(scenario()) == {"short": "30s", "dashboard": "30s", "export": "0"}

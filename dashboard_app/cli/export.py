@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from data.audit import pending_count, write_pending
 from data.export import check_format, export_tickets
 from data.filters import TicketFilters
 from data.scope import scope_for_user
@@ -17,6 +18,9 @@ from .shared import open_engine
 #: CLI option -> TicketFilters.parse key.
 FILTER_OPTIONS = {"status": "status", "category": "category", "ward": "ward", "created_from": "from",
                   "created_to": "to", "search": "search"}
+
+#: How long ``opsdash export`` waits for the database to take a failed export's audit row before it exits.
+PENDING_AUDIT_WAIT_S = 15.0
 
 
 def filters_from_args(args: argparse.Namespace) -> TicketFilters:
@@ -40,7 +44,16 @@ def cmd_export(args: argparse.Namespace) -> int:
         if args.progress and total:
             print(f"\r{done:,} / {total:,} rows", end="", file=sys.stderr, flush=True)
 
-    result = export_tickets(engine, scope, filters, fmt, args.output, channel="cli", progress=progress)
+    try:
+        result = export_tickets(engine, scope, filters, fmt, args.output, channel="cli", progress=progress)
+    except Exception:
+        # The failure's audit row waits when the database is what failed: give it a moment to return.
+        if pending_count():
+            write_pending(within_s=PENDING_AUDIT_WAIT_S)
+        if pending_count():
+            print("opsdash: the failed export could not be written to the audit table (the database did not "
+                  "answer); the log line above records it", file=sys.stderr)
+        raise
     if args.progress:
         print(file=sys.stderr)
     sheets = f" on {result.sheets} sheets" if result.sheets > 1 else ""

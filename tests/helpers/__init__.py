@@ -11,4 +11,7 @@
 - ``export``: reading exported files back, and the export oracle.
 - ``db_roles``: a database owned by an app role, and the database-role (row-level security) helpers.
 - ``sensitivity``: the sensitivity rule restated independently of data.sensitivity.
+- ``pg_cluster``: a private PostgreSQL cluster (initdb, loopback port) to stop, restart or copy (``replica_of``).
+- ``redis_server``: a private redis-server on a loopback port, started when the test says.
+- ``faults``: the fault suite's tools: table locks, streamed exports in flight, a page's banner and notices.
 """
