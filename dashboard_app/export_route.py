@@ -31,7 +31,7 @@ from data.web_sessions import valid_session
 from data.workers import EXPORT, SHORT
 
 from .session import username_for_sign_in
-from .settings import get_engine, get_settings
+from .settings import get_engine, get_read_route, get_settings
 from .web_session import OWN_PROVIDERS, SESSION_COOKIE, signed_cookie, signed_user_info
 
 log = logging.getLogger("opsdash.export")
@@ -95,7 +95,8 @@ class ExportDownloadHandler(tornado.web.RequestHandler):
         with tempfile.TemporaryDirectory(prefix="opsdash-export-") as folder:
             target = Path(folder) / f"export.{fmt}"
             try:
-                result = await EXPORT.run(export_tickets, engine, scope, filters, fmt, target, channel="http")
+                result = await EXPORT.run(export_tickets, engine, scope, filters, fmt, target, channel="http",
+                                          reads=get_read_route())
             except DatabaseBusy as exc:  # the server's fault, not the link's: try again later
                 self._refuse(503, str(exc))
                 return

@@ -4,15 +4,15 @@ from __future__ import annotations
 import hmac
 import json
 
-import redis
 import tornado.web
 from sqlalchemy import text
 
 from data import workers
 from data.errors import DatabaseBusy
+from data.redis_nodes import parse_redis_url, sync_client
 
 from .live import live_snapshot
-from .settings import get_engine, get_settings
+from .settings import get_engine, get_read_route, get_settings
 
 
 def health_status() -> tuple[int, dict]:
@@ -27,14 +27,16 @@ def health_status() -> tuple[int, dict]:
         status["database"] = f"error: {type(exc).__name__}"
         code = 503
     if settings.redis_url:
-        status["live_bus"] = "redis"
+        status["live_bus"] = parse_redis_url(settings.redis_url).bus_name
         try:
-            client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=1, socket_timeout=1)
+            client = sync_client(settings.redis_url, timeout_s=1)
             client.ping()
             client.close()
             status["redis"] = "ok"
         except Exception as exc:
             status["redis"] = f"error: {type(exc).__name__}"
+    # Configured, lag in seconds, where reads went: a lagging replica is no fault (the primary answers).
+    status["read_replica"] = get_read_route().snapshot()
     status["live"] = live_snapshot()  # hub counters by drop reason, sessions, callbacks
     status["workers"] = workers.snapshot()  # per lane of database work: threads, running, queued, refused
     status["status"] = "ok" if code == 200 else "degraded"

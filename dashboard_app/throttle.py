@@ -21,7 +21,7 @@ import logging
 import threading
 import time
 
-import redis
+from data.redis_nodes import sync_client
 
 from .settings import get_settings
 
@@ -57,8 +57,7 @@ class LoginThrottle:
         self._counts: dict[str, tuple[int, float]] = {}
         self._lock = threading.Lock()
         self._redis = None
-        if redis_url:
-            self._redis = redis.Redis.from_url(redis_url, socket_connect_timeout=2, socket_timeout=2)
+        self._redis_url = redis_url
 
     def _limits(self) -> tuple[int, int]:
         return self.max_attempts * ACCOUNT_FACTOR, self.max_attempts
@@ -80,9 +79,11 @@ class LoginThrottle:
                 self._counts.pop(keys[1], None)
 
     def _shared(self, script: str, keys: tuple[str, str], *args: int) -> list[int] | None:
-        if self._redis is None:
+        if self._redis_url is None:
             return None
         try:
+            if self._redis is None:  # made at first use: a Redis Cluster client connects as it is made
+                self._redis = sync_client(self._redis_url, timeout_s=2)
             return [int(n) for n in self._redis.eval(script, len(keys), *keys, *args)]
         except Exception as exc:
             log.warning("sign-in throttle: Redis unavailable (%s), counting in this process", type(exc).__name__)

@@ -12,6 +12,7 @@ from data.export import check_format, export_tickets
 from data.filters import TicketFilters
 from data.scope import scope_for_user
 
+from ..settings import get_read_route
 from .shared import open_engine
 
 #: CLI option -> TicketFilters.parse key.
@@ -40,7 +41,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         if args.progress and total:
             print(f"\r{done:,} / {total:,} rows", end="", file=sys.stderr, flush=True)
 
-    result = export_tickets(engine, scope, filters, fmt, args.output, channel="cli", progress=progress)
+    result = export_tickets(engine, scope, filters, fmt, args.output, channel="cli", progress=progress,
+                            reads=get_read_route())
     if args.progress:
         print(file=sys.stderr)
     sheets = f" on {result.sheets} sheets" if result.sheets > 1 else ""
