@@ -25,7 +25,6 @@ import tornado.httpserver
 import tornado.ioloop
 import tornado.web
 import tornado.websocket
-import urllib3
 
 from .helpers.servers import ROOT, free_port
 from .helpers.services import service_missing
@@ -36,6 +35,8 @@ METRO = DEPLOYMENT / "nginx-opsdash-metro.conf"
 UNIT = DEPLOYMENT / "opsdash@.service"
 ENV_EXAMPLE = DEPLOYMENT / "opsdash.env.example"
 DOCUMENTED_UPSTREAMS = ("10.0.1.11:5006", "10.0.1.11:5007", "10.0.1.12:5006", "10.0.1.12:5007")
+#: The test's own self-signed certificate: requests says so on every call.
+pytestmark = pytest.mark.filterwarnings("ignore:Unverified HTTPS request")
 SCRIPT = "window.opsdash = " + "'static file text that compresses well ' + " * 400 + "'';\n"
 
 
@@ -169,8 +170,6 @@ def proxied(nginx, tmp_path) -> Iterator[tuple[str, str, Upstreams]]:
             proxy.terminate()
             proxy.wait(timeout=15)
 
-
-urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)  # the test's own self-signed certificate
 
 
 def answered_by(base: str, user_cookie: str) -> str:
