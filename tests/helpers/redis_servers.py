@@ -136,6 +136,11 @@ class RedisCluster:
             return all(b"cluster_state:ok" in n.client().execute_command("CLUSTER", "INFO") for n in self.live_nodes())
         _wait(ok, timeout, "the Redis Cluster to report cluster_state:ok on every live node", interval=0.2)
 
+    def wait_masters(self, count: int, timeout: float = 30) -> None:
+        """Until ``count`` live nodes are masters (a replica promoted in place of a dead master)."""
+        _wait(lambda: sum(self.role(n) == "master" for n in self.live_nodes()) == count, timeout,
+              f"{count} live masters", interval=0.2)
+
     def pubsub_clients(self, name_prefix: str) -> dict[str, int]:
         """Pub/Sub connections per node (``host:port``) whose client name starts with ``name_prefix``."""
         counts = {}
@@ -155,12 +160,15 @@ def redis_cluster(folder: Path, *, masters: int = 3, replicas: int = 1) -> Itera
             port = cluster_port()
             cluster.nodes.append(start_redis(
                 folder / str(port), "--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{port}.conf",
-                "--cluster-node-timeout", str(NODE_TIMEOUT_MS), port=port))
+                "--cluster-node-timeout", str(NODE_TIMEOUT_MS), "--repl-diskless-sync-delay", "0", port=port))
         created = subprocess.run([cli, "--cluster", "create", *(n.address for n in cluster.nodes),
                                   "--cluster-replicas", str(replicas), "--cluster-yes"],
                                  capture_output=True, text=True, timeout=60)
         assert created.returncode == 0, created.stdout[-2000:] + created.stderr[-2000:]
         cluster.wait_ok()
+        # A replica can take over only once it holds its master's data: wait for every first sync.
+        _wait(lambda: all(n.client().info("replication").get("master_link_status") == "up"
+                          for n in cluster.nodes if cluster.role(n) == "slave"), 30, "every replica in sync")
         yield cluster
     finally:
         for node in cluster.nodes:
@@ -191,11 +199,12 @@ def redis_sentinel(folder: Path, service: str = "opsdash") -> Iterator[SentinelS
     """One master, one replica of it, one Sentinel watching them (quorum 1, 1 s to declare the master down)."""
     started: list[RedisProcess] = []
     try:
-        master = start_redis(folder / "master")
+        master = start_redis(folder / "master", "--repl-diskless-sync-delay", "0")
         started.append(master)
-        replica = start_redis(folder / "replica", "--replicaof", "127.0.0.1", str(master.port))
+        replica = start_redis(folder / "replica", "--replicaof", "127.0.0.1", str(master.port),
+                              "--repl-diskless-sync-delay", "0")
         started.append(replica)
-        _wait(lambda: b"master_link_status:up" in replica.client().execute_command("INFO", "replication"), 20,
+        _wait(lambda: replica.client().info("replication").get("master_link_status") == "up", 20,
               "the replica to sync with its master")
         port = free_port()
         sentinel = start_redis(folder / "sentinel", "--sentinel", port=port, config=(
