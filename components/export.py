@@ -181,7 +181,7 @@ class ExportButtons(pn.viewable.Viewer):
                 result = await EXPORT.run(
                     export_tickets, self.store.engine, self.store.scope,
                     self.store.filters if filters is None else filters, fmt, target,
-                    channel="ui", progress=self._show_progress, total=total,
+                    channel="ui", progress=self._show_progress, total=total, reads=self.store.reads,
                 )
                 data = io.BytesIO(target.read_bytes())
             self._files[fmt].filename = result.filename

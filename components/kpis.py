@@ -76,7 +76,7 @@ class KpiCards(StoreView):
     def load(self) -> Kpis:
         store, now = self.store, self.now
         if now is not None:  # a fixed clock (tests) is never shared
-            return store.uncached(lambda: ticket_kpis(store.engine, store.scope, store.filters, now=now), "kpis")
+            return store.uncached(lambda: ticket_kpis(store.read_engine(), store.scope, store.filters, now=now), "kpis")
         filters = store.filters
         # The median first: meanwhile the charts or the table start the figures that the
         # counts below are folded out of (two scans at once, one per core).

@@ -24,6 +24,7 @@ import param
 from data.aggregates import Figures, median_first_response_s, ticket_figures
 from data.errors import InvalidFilter
 from data.filters import TicketFilters, applied_filters
+from data.replica import ReadRoute
 from data.scope import Scope
 from data.workers import DASHBOARD
 
@@ -59,7 +60,10 @@ class DashboardStore(param.Parameterized):
     """One per session: the Scope (from the server) and the filter values every view reads."""
 
     scope = param.ClassSelector(class_=Scope, constant=True, doc="Who is looking; set at construction only.")
-    engine = param.Parameter(constant=True, doc="The SQLAlchemy Engine the views query.")
+    engine = param.Parameter(constant=True, doc=(
+        "The SQLAlchemy Engine of the primary database: the Scope's record, categories, wards (small reads)."))
+    reads = param.ClassSelector(class_=ReadRoute, default=None, constant=True, allow_None=True, doc=(
+        "Where the figures, the table's pages and exports read (``read_engine``); None: ``engine``."))
     state = param.ClassSelector(class_=TicketFilterState, constant=True, doc=(
         "The filter inputs (widgets, URL); built with the store."))
     filters = param.ClassSelector(class_=TicketFilters, default=TicketFilters(), doc=(
@@ -143,6 +147,14 @@ class DashboardStore(param.Parameterized):
         """Make every data view re-query (live events, resync, retry after an error)."""
         self.data_version += 1
 
+    def read_engine(self):
+        """The engine for a figures, table or export read starting now: a caught-up replica, else the primary.
+
+        Blocking (``data.replica.ReadRoute``): call it inside the load, in its worker lane.
+        The cache key stays the primary's: a replica answers only with what the primary holds.
+        """
+        return self.engine if self.reads is None else self.reads.engine()
+
     def cached(self, name: str, args: Hashable, compute: Callable[[], T]) -> T:
         """``compute()`` (a data-layer call with this store's scope), shared via ``query_cache``.
 
@@ -188,7 +200,7 @@ class DashboardStore(param.Parameterized):
         # ``filters``: the value the caller read (a worker thread may see a newer one here).
         filters = self.filters if filters is None else filters
         return self.cached("figures", (filters, days), lambda: ticket_figures(
-            self.engine, self.scope, filters, BREAKDOWN_DIMS, days=days, side_by_side=side_by_side))
+            self.read_engine(), self.scope, filters, BREAKDOWN_DIMS, days=days, side_by_side=side_by_side))
 
     def breakdown(self, filters: TicketFilters | None = None) -> pd.DataFrame:
         """The counts of ``figures``: a frame of MEASURES by category, status and ward."""
@@ -197,7 +209,7 @@ class DashboardStore(param.Parameterized):
     def median(self, filters: TicketFilters | None = None) -> float | None:
         """Median seconds to first response of ``filters`` (an ordered scan of its own), shared as ``figures``."""
         filters = self.filters if filters is None else filters
-        return self.cached("median", filters, lambda: median_first_response_s(self.engine, self.scope, filters))
+        return self.cached("median", filters, lambda: median_first_response_s(self.read_engine(), self.scope, filters))
 
     def prefetch(self) -> list[Future[None]]:
         """Start loading the figures and the median of the current filters, in the DASHBOARD lane.

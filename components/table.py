@@ -123,7 +123,7 @@ class TicketTable(pn.viewable.Viewer):
         page, sort = max(1, int(self.tabulator.page or 1)), tuple(sort_spec(self.tabulator.sorters))
         filters = store.filters
         return store.cached("page", (filters, page, self.page_size, sort), lambda: ticket_page(
-            store.engine, store.scope, filters, page=page, page_size=self.page_size, sort=sort,
+            store.read_engine(), store.scope, filters, page=page, page_size=self.page_size, sort=sort,
             total=lambda: int(store.breakdown(filters)["tickets"].sum())))
 
     def _show(self, fetched: tuple[TicketPage | None, str]) -> None:

@@ -31,7 +31,7 @@ from data.workers import SHORT
 from . import panel_fence
 from .log_format import USER, RequestContext
 from .session import prefetch_dashboard
-from .settings import get_engine, get_settings
+from .settings import get_engine, get_read_route, get_settings
 from .throttle import get_throttle
 from .web_session import SESSION_COOKIE, session_lifetime
 
@@ -155,7 +155,7 @@ class OpsDashLoginHandler(RequestContext, BasicLoginHandler):
 
     def _prefetch(self, username: str) -> None:
         try:
-            prefetch_dashboard(get_engine(), username)
+            prefetch_dashboard(get_engine(), username, get_read_route())
         except Exception:  # only a head start: the page loads its figures anyway
             log.exception("could not start loading the dashboard of %s", username[:150])
 

@@ -34,12 +34,13 @@ from components.store_view import text
 from components.table import TicketTable
 from data.filters import TicketFilters
 from data.models import Role
+from data.replica import ReadRoute
 from data.scope import Scope, scope_for_user
 
 from .export_route import export_link, token_secret
 from .live import LIVE_SCRIPT_PATH, LIVE_SCRIPT_VERSION, attach_live
 from .operations import OPERATIONS_VIEW
-from .settings import get_engine, get_settings
+from .settings import get_engine, get_read_route, get_settings
 
 log = logging.getLogger("opsdash.dashboard")
 
@@ -97,7 +98,10 @@ class Dashboard(pn.viewable.Viewer):
     """Filters, KPI cards, charts, ticket table and the live feed of one user's scope."""
 
     username = param.String(default=None, allow_None=True, doc="Whose dashboard (a users-table username).")
-    engine = param.Parameter(default=None, doc="SQLAlchemy Engine; default: the configured database.")
+    engine = param.Parameter(default=None, doc="SQLAlchemy Engine; default: the configured database (the primary).")
+    reads = param.ClassSelector(class_=ReadRoute, default=None, allow_None=True, doc=(
+        "Where figures, pages and exports read; default with the configured database: its read route "
+        "(OPSDASH_READ_DATABASE_URL), with a given engine: that engine."))
     store = param.ClassSelector(class_=DashboardStore, doc="Built from username + engine when not given.")
     title = param.String(default="OpsDash")
 
@@ -106,10 +110,13 @@ class Dashboard(pn.viewable.Viewer):
         if self.store is None:
             if self.engine is None:
                 self.engine = get_engine()
+                if self.reads is None:
+                    self.reads = get_read_route()
             if not self.username:
                 raise TypeError("Dashboard needs a username (or a store)")
             # NotAuthorized propagates: unknown user, disabled, no dashboard role.
-            self.store = DashboardStore(scope=scope_for_user(self.engine, self.username), engine=self.engine)
+            self.store = DashboardStore(scope=scope_for_user(self.engine, self.username), engine=self.engine,
+                                        reads=self.reads)
         self.filter_bar = FilterBar(store=self.store)
         self.kpis = KpiCards(store=self.store)
         self.hidden_categories = HiddenCategoriesNotice(store=self.store)

@@ -34,7 +34,7 @@ from data.workers import EXPORT, SHORT
 from . import shutdown
 from .log_format import USER, RequestContext
 from .request_user import SignInRequired, cookie_secret, signed_in_username
-from .settings import get_engine
+from .settings import get_engine, get_read_route
 
 log = logging.getLogger("opsdash.export")
 
@@ -110,7 +110,7 @@ async def send_export(handler: tornado.web.RequestHandler, scope: Scope, filters
         try:
             # total=0: no count first; the progress callback only lets a shutdown stop the export.
             running = EXPORT.start(export_tickets, engine, scope, filters, fmt, target, channel=channel,
-                                   progress=shutdown.check_export, total=0)
+                                   progress=shutdown.check_export, total=0, reads=get_read_route())
             if not await shutdown.cut_or(running):
                 running.add_done_callback(_ignore_outcome)
                 raise shutdown.ExportCut(shutdown.CUT_MESSAGE)

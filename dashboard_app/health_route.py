@@ -6,18 +6,18 @@ import hmac
 import json
 import threading
 
-import redis
 import tornado.web
 from sqlalchemy import text
 
 from data import workers
 from data.audit import pending_count
 from data.errors import DatabaseBusy
+from data.redis_nodes import parse_redis_url, sync_client
 
 from .live import live_snapshot
 from .log_format import RequestContext
 from .shutdown import shutting_down
-from .settings import get_engine, get_settings
+from .settings import get_engine, get_read_route, get_settings
 from .web_session import REVOCATIONS
 
 
@@ -33,14 +33,16 @@ def health_status() -> tuple[int, dict]:
         status["database"] = f"error: {type(exc).__name__}"
         code = 503
     if settings.redis_url:
-        status["live_bus"] = "redis"
+        status["live_bus"] = parse_redis_url(settings.redis_url).bus_name
         try:
-            client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=1, socket_timeout=1)
+            client = sync_client(settings.redis_url, timeout_s=1)
             client.ping()
             client.close()
             status["redis"] = "ok"
         except Exception as exc:
             status["redis"] = f"error: {type(exc).__name__}"
+    # Configured, lag in seconds, where reads went: a lagging replica is no fault (the primary answers).
+    status["read_replica"] = get_read_route().snapshot()
     status["live"] = live_snapshot()  # hub counters by drop reason, sessions, callbacks
     status["sign_outs"] = {"pages_watched": REVOCATIONS.watched, "pages_ended": REVOCATIONS.ended}
     status["workers"] = workers.snapshot()  # per lane of database work: threads, running, queued, refused

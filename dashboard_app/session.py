@@ -9,6 +9,7 @@ from sqlalchemy import Engine
 
 from components.store import DashboardStore
 from data.errors import NotAuthorized
+from data.replica import ReadRoute
 from data.scope import Scope, scope_for_user
 from data.users import find_account
 
@@ -42,7 +43,7 @@ def username_for_sign_in(
     return account.username
 
 
-def prefetch_dashboard(engine: Engine, username: str) -> None:
+def prefetch_dashboard(engine: Engine, username: str, reads: ReadRoute | None = None) -> None:
     """Start loading what ``username``'s dashboard shows first (``DashboardStore.prefetch``).
 
     For the moment of sign-in, when the browser is only about to ask for the
@@ -54,7 +55,7 @@ def prefetch_dashboard(engine: Engine, username: str) -> None:
         scope = scope_for_user(engine, username)
     except NotAuthorized:
         return
-    store = DashboardStore(scope=scope, engine=engine,
+    store = DashboardStore(scope=scope, engine=engine, reads=reads,
                            change_mark=partial(process_hub().change_mark, scope.municipality_id))
     store.prefetch()
 

@@ -29,7 +29,7 @@ import logging
 import threading
 import time
 
-import redis
+from data.redis_nodes import sync_client
 
 from .settings import get_settings
 
@@ -67,8 +67,7 @@ class WindowCounter:
         self._counts: dict[str, tuple[int, float]] = {}
         self._lock = threading.Lock()
         self._redis = None
-        if redis_url:
-            self._redis = redis.Redis.from_url(redis_url, socket_connect_timeout=2, socket_timeout=2)
+        self._redis_url = redis_url
 
     def add(self, keys: tuple[str, ...]) -> list[int]:
         """Count one more for every key, atomically; the counts in the current window (blocking: a worker lane)."""
@@ -76,9 +75,11 @@ class WindowCounter:
         return counts if counts is not None else self._local_reserve(keys)
 
     def shared(self, script: str, keys: tuple[str, ...], *args: int) -> list[int] | None:
-        if self._redis is None:
+        if self._redis_url is None:
             return None
         try:
+            if self._redis is None:  # made at first use: a Redis Cluster client connects as it is made
+                self._redis = sync_client(self._redis_url, timeout_s=2)
             result = self._redis.eval(script, len(keys), *keys, *args)
             # _RESERVE answers a list of counts, _RELEASE a single 1.
             return [int(n) for n in result] if isinstance(result, list) else [int(result)]

@@ -4,6 +4,7 @@
     >>> engine = connect()                      # OPSDASH_DATABASE_URL, or the checkout's var/ SQLite
     >>> scope = scope_for_user(engine, "manager.ethekwini")
     >>> frame = scoped_tickets(engine, scope, TicketFilters(statuses=("open",)))
+    >>> frame = scoped_tickets(reads().engine(), scope)  # OPSDASH_READ_DATABASE_URL's replica, when caught up
 """
 from __future__ import annotations
 
@@ -46,8 +47,17 @@ def connect(url: str | None = None, *, migrate_schema: bool = False) -> Engine:
     return engine
 
 
+def reads():
+    """Where big reads may go (``data.replica.ReadRoute``): ``.engine()`` is ``OPSDASH_READ_DATABASE_URL``'s
+    replica once it holds what the primary has, else the primary (``OPSDASH_DATABASE_URL``)."""
+    from .replica import read_route
+
+    settings = load_settings()
+    return read_route(settings.database_url, settings.read_database_url)
+
+
 __all__ = [
     "ConfigError", "Figures", "InvalidFilter", "InvalidValue", "Kpis", "NotAuthorized", "NotFound", "OpsDashError", "Scope",
-    "Settings", "TicketFilters", "TicketPage", "connect", "count_tickets", "counts_by", "counts_by_pair", "created_and_resolved_by_day",
+    "Settings", "TicketFilters", "TicketPage", "connect", "reads", "count_tickets", "counts_by", "counts_by_pair", "created_and_resolved_by_day",
     "iter_ticket_chunks", "load_settings", "scope_for_user", "scoped_tickets", "ticket_breakdown", "ticket_figures", "ticket_kpis", "ticket_page",
 ]

@@ -1,7 +1,8 @@
 """Event buses: one interface, two transports.
 
 ``RedisBus`` is Redis Pub/Sub through redis.asyncio (one connection per
-subscription: the hub subscribes once per process). ``InProcessBus`` serves
+subscription: the hub subscribes once per process) on one server, a Redis
+Cluster or the master Sentinel names (``data.redis_nodes``). ``InProcessBus`` serves
 one process without Redis (the default of ``make serve``); it can drop its
 subscriptions as a lost connection would, so the hub's reconnect path is
 exercised without Redis too. Both carry raw messages: validation is
@@ -12,8 +13,11 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import os
+import random
 import threading
 from typing import AsyncIterator, Protocol
+
+from .redis_nodes import ClusterNodes, connect_node, parse_redis_url
 
 CHANNEL_PREFIX = "dashboard:"
 CHANNEL_PATTERN = CHANNEL_PREFIX + "*"
@@ -49,9 +53,10 @@ class BusUnavailable(ConnectionError):
 
 
 class RedisSubscription:
-    def __init__(self, client, pubsub) -> None:
+    def __init__(self, client, pubsub, others: list | None = None) -> None:
         self._client = client
         self._pubsub = pubsub
+        self._others = others or []  # Sentinel's own connections
 
     async def batches(self) -> AsyncIterator[list[Message]]:
         from redis.exceptions import ConnectionError as RedisConnectionError
@@ -77,66 +82,77 @@ class RedisSubscription:
                 yield batch
 
     async def close(self) -> None:
-        try:
-            await self._pubsub.aclose()
-        except Exception:  # closing a dead connection must not mask the original error
-            pass
-        try:
-            await self._client.aclose()
-        except Exception:
-            pass
+        for closable in (self._pubsub, self._client, *self._others):
+            try:
+                await closable.aclose()
+            except Exception:  # closing a dead connection must not mask the original error
+                pass
 
 
 class RedisBus:
-    """Redis Pub/Sub. Each ``subscribe`` opens exactly one connection (the hub calls it once)."""
+    """Redis Pub/Sub on one server, a Redis Cluster or Sentinel's master (``data.redis_nodes``).
 
-    name = "redis"
+    Each ``subscribe`` opens exactly one connection (the hub calls it once per
+    (re)connection); on a cluster, to one node, which receives what is published on any node.
+    """
 
-    def __init__(self, url: str, *, client_name: str | None = None) -> None:
+    def __init__(self, url: str, *, client_name: str | None = None, rng: random.Random | None = None) -> None:
         self.url = url
+        self.target = parse_redis_url(url)
+        self.name = self.target.bus_name
         # The pid in the name lets an operator (and bench_live) count the
         # subscriber connections of each process in CLIENT LIST.
         self.client_name = client_name or f"opsdash-hub-{os.getpid()}"
+        self._nodes = ClusterNodes(self.target.nodes, rng) if self.target.kind == "cluster" else None
         self._publisher = None
+        self._publisher_others: list = []
+        #: Where the subscription is now (``host:port``; the URL's server when not a cluster or Sentinel).
+        self.node = ""
 
-    def _client(self, **kwargs):
-        import redis.asyncio as aioredis
+    async def _connect(self, **kwargs):
         from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
 
         # No hidden retries: redis-py would otherwise reconnect and resubscribe
         # silently, and the sessions would never learn they missed events.
-        return aioredis.Redis.from_url(
-            self.url, retry=Retry(NoBackoff(), 0), socket_connect_timeout=3, health_check_interval=15, **kwargs
-        )
+        return await connect_node(self.target, self._nodes, retry=Retry(NoBackoff(), 0), socket_connect_timeout=3,
+                                  health_check_interval=15, **kwargs)
 
     async def publish(self, channel: str, message: str) -> int:
-        from redis.exceptions import ConnectionError as RedisConnectionError
+        from redis.exceptions import RedisError
 
-        if self._publisher is None:
-            self._publisher = self._client()
         try:
+            if self._publisher is None:
+                self._publisher, self._publisher_others = await self._connect()
             return int(await self._publisher.publish(channel, message))
-        except (RedisConnectionError, OSError) as exc:
-            raise BusUnavailable(f"cannot publish to Redis at {self.url}: {exc}") from exc
+        except (RedisError, OSError) as exc:
+            # The next publish connects again: on a cluster to another node, with Sentinel to its master now.
+            await self.close()
+            raise BusUnavailable(f"cannot publish to {self.name}: {type(exc).__name__}: {str(exc)[:200]}") from exc
 
     async def subscribe(self, pattern: str = CHANNEL_PATTERN) -> RedisSubscription:
-        from redis.exceptions import ConnectionError as RedisConnectionError
-        from redis.exceptions import TimeoutError as RedisTimeoutError
+        from redis.exceptions import RedisError
 
-        client = self._client(client_name=self.client_name)
-        pubsub = client.pubsub(ignore_subscribe_messages=True)
+        client = pubsub = None
+        others: list = []
         try:
+            client, others = await self._connect(client_name=self.client_name)
+            pubsub = client.pubsub(ignore_subscribe_messages=True)
             await pubsub.psubscribe(pattern)
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            await RedisSubscription(client, pubsub).close()
-            raise BusUnavailable(f"cannot subscribe at {self.url}: {exc}") from exc
-        return RedisSubscription(client, pubsub)
+            connection = pubsub.connection
+            self.node = f"{getattr(connection, 'host', '')}:{getattr(connection, 'port', '')}".strip(":")
+        except (RedisError, OSError) as exc:
+            await RedisSubscription(client, pubsub, others).close()
+            raise BusUnavailable(f"cannot subscribe on {self.name}: {type(exc).__name__}: {str(exc)[:200]}") from exc
+        return RedisSubscription(client, pubsub, others)
 
     async def close(self) -> None:
-        if self._publisher is not None:
-            await self._publisher.aclose()
-            self._publisher = None
+        publisher, others, self._publisher, self._publisher_others = self._publisher, self._publisher_others, None, []
+        for closable in ([publisher] if publisher is not None else []) + others:
+            try:
+                await closable.aclose()
+            except Exception:
+                pass
 
 
 class InProcessSubscription:

@@ -38,6 +38,7 @@ from .export_cells import HEADERS, SOURCE_COLUMNS, copy_columns, csv_cells
 from .export_xlsx import MAX_SHEET_ROWS, XlsxTicketWriter
 from .filters import TicketFilters, applied_filters
 from .metrics import EXPORTS, EXPORT_ROWS, EXPORT_SECONDS
+from .replica import ReadRoute
 from .scope import Scope
 from .tickets import count_tickets, iter_ticket_chunks, scoped_select
 
@@ -102,6 +103,7 @@ def export_tickets(
     chunk_size: int = 10_000,
     use_copy: bool | None = None,
     total: int | None = None,
+    reads: ReadRoute | None = None,
 ) -> ExportResult:
     """Write the tickets ``scope`` may see under ``filters`` to ``output``; audited.
 
@@ -109,7 +111,9 @@ def export_tickets(
     tests force both paths to prove they write the same bytes. ``total``:
     the number of rows, when the caller has just counted them (``progress``
     reports against it; otherwise a COUNT runs first when there is a
-    ``progress`` to report to).
+    ``progress`` to report to). ``reads``: where the rows are read (a caught-up
+    replica, ``data.replica``); the audit row is always written with ``engine``,
+    the primary.
     """
     fmt = check_format(fmt)
     if filters is not None and not isinstance(filters, TicketFilters):
@@ -118,6 +122,9 @@ def export_tickets(
     # sheet, the audit row and the result all name these, never the filters as asked.
     filters = applied_filters(scope, filters)
     output = _check_output(Path(output))
+    audit_engine = engine
+    if reads is not None:
+        engine = reads.engine()  # chosen here, in the export's worker thread: it may wait for the replica
     started = time.perf_counter()
     now = now or datetime.now(timezone.utc)
     # The count costs a query of its own: made only when someone watches the progress.
@@ -141,7 +148,7 @@ def export_tickets(
             else:
                 rows, sheets = _xlsx(engine, scope, filters, handle, total, report, chunk_size, sheet_rows, now)
         duration_ms = int((time.perf_counter() - started) * 1000)
-        audit_id = record_export(engine, scope, fmt=fmt, filters=filters, row_count=rows,
+        audit_id = record_export(audit_engine, scope, fmt=fmt, filters=filters, row_count=rows,
                                  duration_ms=duration_ms, channel=channel, at=now)
         os.replace(tmp, output)
         outcome = "ok"

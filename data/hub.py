@@ -345,6 +345,7 @@ class Hub:
         return {
             "status": self._status,
             "bus": getattr(self.bus, "name", type(self.bus).__name__),
+            "node": getattr(self.bus, "node", ""),  # the Redis server (cluster node, Sentinel's master) subscribed at
             "sessions": self.session_count,
             "replay": self.replay.snapshot(),
             "counters": dict(self.counters),

@@ -26,6 +26,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from .errors import ConfigError
+from .redis_nodes import parse_redis_url
 
 ENV_PREFIX = "OPSDASH_"
 DEFAULT_TIMEZONE = "Africa/Johannesburg"
@@ -36,7 +37,7 @@ DEFAULT_SQLITE_PATH = Path("var") / "opsdash.sqlite3"
 MIN_COOKIE_SECRET_LENGTH = 32
 MAKE_COOKIE_SECRET = 'python -c "import secrets; print(secrets.token_urlsafe(48))"'
 #: Fields whose value never appears in an error message or repr (URLs are shown with credentials masked).
-SECRET_FIELDS = frozenset({"cookie_secret", "metrics_token", "database_url", "redis_url"})
+SECRET_FIELDS = frozenset({"cookie_secret", "metrics_token", "database_url", "read_database_url", "redis_url"})
 
 
 def _is_opsdash_checkout(folder: Path) -> bool:
@@ -74,6 +75,22 @@ def _without_credentials(url: str) -> str:
     return re.sub(r"://[^@/]*@", "://***@", url)
 
 
+def _checked_database_url(value: str) -> str:
+    shown = _without_credentials(value)
+    try:
+        url = make_url(value)
+    except (ArgumentError, ValueError):
+        raise ValueError(f"is not a database URL: {shown!r} "
+                         "(expected e.g. postgresql+psycopg://user@host/db or sqlite:///var/opsdash.sqlite3)") from None
+    if url.get_backend_name() not in ("sqlite", "postgresql"):
+        raise ValueError(f"must point at SQLite or PostgreSQL, got {url.get_backend_name()!r}")
+    if url.get_backend_name() == "postgresql" and url.get_driver_name() not in ("psycopg", ""):
+        raise ValueError("for PostgreSQL must use the psycopg driver (postgresql+psycopg://...)")
+    if url.drivername == "postgresql":  # no driver named: use the one we ship, whatever SQLAlchemy defaults to
+        return url.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+    return value
+
+
 class Settings(BaseSettings):
     """OpsDash's settings. Build them with ``load_settings()`` (which also reads the home ``.env``)."""
 
@@ -92,9 +109,18 @@ class Settings(BaseSettings):
                     "`sqlite:///` path is taken from the working folder",
         json_schema_extra={"shown_default": "`var/opsdash.sqlite3` at the root of the clone, "
                                             "from any folder in it (below)"})
+    read_database_url: str | None = Field(
+        None, repr=False,
+        description="a PostgreSQL streaming replica of `OPSDASH_DATABASE_URL` for the dashboard's figures and table, "
+                    "notebook frames and exports; used once it has replayed what the primary had committed when the "
+                    "read began, otherwise the primary answers (docs/deployment.md, \"From one host to a metro\"); "
+                    "sign-in, sessions, audit and every write stay on the primary",
+        json_schema_extra={"shown_default": "unset: the primary answers every read"})
     redis_url: str | None = Field(
         None, repr=False,
-        description="`redis://127.0.0.1:6379/0`: live events across processes and shared sign-in throttling",
+        description="`redis://127.0.0.1:6379/0`: live events across processes and shared sign-in throttling; "
+                    "a Redis Cluster: `redis+cluster://host:port[,host:port...]`; Sentinel: "
+                    "`redis+sentinel://host:port[,host:port...]/service_name` (docs/deployment.md)",
         json_schema_extra={"shown_default": "unset: in-process bus (one process)"})
     cookie_secret: str | None = Field(
         None, repr=False,
@@ -167,19 +193,7 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _database_url(cls, value: str) -> str:
-        shown = _without_credentials(value)
-        try:
-            url = make_url(value)
-        except (ArgumentError, ValueError):
-            raise ValueError(f"is not a database URL: {shown!r} "
-                             "(expected e.g. postgresql+psycopg://user@host/db or sqlite:///var/opsdash.sqlite3)") from None
-        if url.get_backend_name() not in ("sqlite", "postgresql"):
-            raise ValueError(f"must point at SQLite or PostgreSQL, got {url.get_backend_name()!r}")
-        if url.get_backend_name() == "postgresql" and url.get_driver_name() not in ("psycopg", ""):
-            raise ValueError("for PostgreSQL must use the psycopg driver (postgresql+psycopg://...)")
-        if url.drivername == "postgresql":  # no driver named: use the one we ship, whatever SQLAlchemy defaults to
-            return url.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
-        return value
+        return _checked_database_url(value)
 
     @field_validator("redis_url")
     @classmethod
@@ -187,18 +201,21 @@ class Settings(BaseSettings):
         """Refuse at start-up what redis-py would only reject at the first connection."""
         if value is None:
             return None
-        shown = _without_credentials(value)
-        if not value.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError(f"must start with redis://, rediss:// or unix://, got {shown!r}")
-        parsed = urlsplit(value)
         try:
-            parsed.port
-        except ValueError:
-            raise ValueError(f"has a port that is not a number from 0 to 65535: {shown!r}") from None
-        database = parsed.path.strip("/")
-        if parsed.scheme != "unix" and database and not database.isdigit():
-            raise ValueError(f"must end in a database number like /0, got {shown!r}")
+            parse_redis_url(value)
+        except ValueError as exc:
+            raise ValueError(f"{exc}, got {_without_credentials(value)!r}") from None
         return value
+
+    @field_validator("read_database_url")
+    @classmethod
+    def _read_database_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        url = _checked_database_url(value)
+        if not url.startswith("postgresql"):
+            raise ValueError("must point at a PostgreSQL streaming replica (postgresql+psycopg://...)")
+        return url
 
     @field_validator("timezone")
     @classmethod
@@ -246,6 +263,8 @@ class Settings(BaseSettings):
         """Settings safe to print or log (no secrets, passwords masked)."""
         return {
             "database_url": make_url(self.database_url).render_as_string(hide_password=True),
+            "read_database_url": (make_url(self.read_database_url).render_as_string(hide_password=True)
+                                  if self.read_database_url else None),
             "redis_url": _without_credentials(self.redis_url) if self.redis_url else None,
             "cookie_secret": "set" if self.cookie_secret else "unset",
             "timezone": self.timezone,

@@ -13,6 +13,7 @@ from data.export import check_format, export_tickets
 from data.filters import TicketFilters
 from data.scope import scope_for_user
 
+from ..settings import get_read_route
 from .shared import open_engine
 
 #: CLI option -> TicketFilters.parse key.
@@ -45,7 +46,8 @@ def cmd_export(args: argparse.Namespace) -> int:
             print(f"\r{done:,} / {total:,} rows", end="", file=sys.stderr, flush=True)
 
     try:
-        result = export_tickets(engine, scope, filters, fmt, args.output, channel="cli", progress=progress)
+        result = export_tickets(engine, scope, filters, fmt, args.output, channel="cli", progress=progress,
+                               reads=get_read_route())
     except Exception:
         # The failure's audit row waits when the database is what failed: give it a moment to return.
         if pending_count():
