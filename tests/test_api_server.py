@@ -327,3 +327,29 @@ def test_no_credential_no_stream_and_a_forged_query_ward_never_widens_a_councill
     client.wait_for(lambda c: mine["tracking_number"] in c.tracking_numbers())
     assert client.tracking_numbers() == [mine["tracking_number"]]
     client.close()
+
+
+def test_an_api_export_waits_for_the_export_lane_and_is_refused_503_when_it_stays_full(monkeypatch, tmp_path):
+    """The API shares ``/export/download``'s writer and lane: a full lane is a 503, never an unbounded queue."""
+    import asyncio
+    import threading
+
+    import panel.auth  # noqa: F401  (first: it imports our provider while it loads, see dashboard_app/auth.py)
+
+    from dashboard_app import export_route
+    from data.scope import Scope
+    from data.workers import Lane
+
+    lane = Lane("export", 1, 0.2, "Too many exports are running right now. Try again in a minute.")
+    monkeypatch.setattr(export_route, "EXPORT", lane)
+    release = threading.Event()
+    busy = lane.submit(release.wait, 10)
+    refused: list[tuple[int, str]] = []
+    scope = Scope(municipality_id="00000000-0000-0000-0000-000000000001", role="manager", username="m")
+    try:
+        asyncio.run(export_route.send_export(object(), scope, TicketFilters(), "csv", "api",
+                                             lambda code, text: refused.append((code, text))))
+    finally:
+        release.set()
+        busy.result(5)
+    assert refused == [(503, "Too many exports are running right now. Try again in a minute.")]
