@@ -139,6 +139,7 @@ def page(http: requests.Session, url: str) -> tuple[str, str | None]:
     return response.text, match.group(1) if match else None
 
 
+@pytest.mark.slow
 def test_metrics_need_the_operator_token_and_never_show_a_figure_without_it(served):
     _, _, server = served
     for token, scheme in [(None, "Bearer"), ("wrong-token-0123456789", "Bearer"), (TEST_METRICS_TOKEN, "Basic"),
@@ -150,6 +151,7 @@ def test_metrics_need_the_operator_token_and_never_show_a_figure_without_it(serv
     assert metrics_response(server.url).status_code == 200
 
 
+@pytest.mark.slow
 def test_without_an_operator_token_there_is_no_metrics_route(opsdash_server, pg_url):
     server = opsdash_server(pg_url, env={"OPSDASH_METRICS_TOKEN": ""})
     for token in (None, TEST_METRICS_TOKEN):
@@ -158,6 +160,7 @@ def test_without_an_operator_token_there_is_no_metrics_route(opsdash_server, pg_
     assert requests.get(f"{server.url}/health", timeout=30).json() == {"status": "ok"}
 
 
+@pytest.mark.slow
 def test_metrics_move_with_a_scripted_workload(served):
     engine, result, server = served
     municipality = result.municipalities[0]["id"]
@@ -238,6 +241,7 @@ def test_metrics_move_with_a_scripted_workload(served):
 
 # ---- the Operations page ---------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_the_operations_page_shows_an_admin_this_processes_figures(served):
     _, result, server = served
     _, http = signed_in(server, result, "admin")
@@ -250,6 +254,7 @@ def test_the_operations_page_shows_an_admin_this_processes_figures(served):
         assert shown in document, f"{shown!r} missing from the Operations page"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("role", ["manager", "ward_councillor"])
 def test_nobody_but_an_admin_gets_the_operations_page_or_its_link(served, role):
     _, result, server = served
@@ -265,6 +270,7 @@ def test_nobody_but_an_admin_gets_the_operations_page_or_its_link(served, role):
             assert figure not in document, f"{figure!r} reached a {role} through {forged}"
 
 
+@pytest.mark.slow
 def test_a_signed_out_browser_gets_the_sign_in_page_not_the_operations_page(served):
     _, _, server = served
     response = requests.get(f"{server.url}/?view=operations", timeout=30)
