@@ -33,7 +33,9 @@ from data.users import authenticate, create_user
 from data.web_sessions import start_session, valid_session
 
 from .helpers.databases import add_tickets, ticket_record, user_of
+from .helpers.live import wait_until
 from .helpers.pg_replica import primary_and_replica
+from .helpers.redis_servers import redis_cluster
 from .helpers.services import require_postgres
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
@@ -185,3 +187,25 @@ def test_read_database_url_must_be_postgresql_and_is_never_shown_with_its_passwo
     with pytest.raises(ConfigError, match="OPSDASH_READ_DATABASE_URL must point at a PostgreSQL"):
         settings_from(OPSDASH_READ_DATABASE_URL="sqlite:///replica.sqlite3")
     assert settings_from().read_database_url is None
+
+
+@pytest.mark.redis
+def test_a_served_process_on_a_redis_cluster_and_a_replica_says_so_in_health(replicated, opsdash_server, tmp_path):
+    """``opsdash serve`` with both scale-out settings: the hub on a cluster node, the replica's lag in /health."""
+    primary, replica, result, servers = replicated
+    with redis_cluster(tmp_path / "redis", replicas=0) as cluster:
+        server = opsdash_server(servers.primary.url("opsdash"), redis_url=cluster.url,
+                                env={"OPSDASH_READ_DATABASE_URL": servers.replica.url("opsdash")})
+        wait_until(lambda: server.health()["live"]["hub"]["status"] == "live", what="the hub live on the cluster")
+        health = server.health()
+        assert health["live_bus"] == "redis-cluster" and health["redis"] == "ok"
+        assert health["live"]["hub"]["node"] in {n.address for n in cluster.nodes}
+        assert health["read_replica"]["configured"] is True and health["read_replica"]["lag_s"] == 0.0
+        muni = result.municipalities[0]["id"]
+        for node in cluster.nodes:  # the ticketing system's PUBLISH on each node reaches the process
+            client = node.client()
+            client.publish(f"dashboard:{muni}", '{"type": "ticket_updated", "data": {}, "ward_id": null}')
+            client.close()
+        wait_until(lambda: server.health()["live"]["hub"]["counters"].get("received", 0) >= len(cluster.nodes),
+                   what="every node's message at the served hub")
+        assert sum(cluster.pubsub_clients(f"opsdash-hub-{server.process.pid}").values()) == 1
