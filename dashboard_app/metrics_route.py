@@ -17,12 +17,12 @@ import logging
 import tornado.web
 
 from data import workers
-from data.metrics import HubCollector, LaneCollector, PoolCollector, exposition, register_collector
+from data.metrics import HubCollector, LaneCollector, PoolCollector, ReplicaCollector, exposition, register_collector
 
 from .health_route import operator_token_given
 from .live import hub_snapshot
 from .log_format import RequestContext
-from .settings import get_engine
+from .settings import get_engine, get_read_route
 
 METRICS_PATH = r"/metrics"
 log = logging.getLogger("opsdash.routes")
@@ -30,14 +30,20 @@ _registered = False
 
 
 def register_process_collectors() -> None:
-    """The scrape-time figures of a served process: live hub, connection pool, worker lanes (once)."""
+    """The scrape-time figures of a served process: live hub, connection pools, worker lanes, replica (once)."""
     global _registered
     if _registered:
         return
     _registered = True
     register_collector(HubCollector(hub_snapshot))
-    register_collector(PoolCollector(lambda: {"primary": get_engine()}))
+    register_collector(PoolCollector(_engines))
+    register_collector(ReplicaCollector(get_read_route))
     register_collector(LaneCollector(workers.snapshot))
+
+
+def _engines() -> dict[str, object]:
+    replica = get_read_route().replica
+    return {"primary": get_engine(), **({"replica": replica} if replica is not None else {})}
 
 
 class MetricsHandler(RequestContext, tornado.web.RequestHandler):

@@ -21,6 +21,8 @@ from components.store_view import set_text, text
 from data.metrics import PROCESS, figures
 
 OPERATIONS_VIEW = "operations"
+#: The read replica's lag (``OPSDASH_READ_DATABASE_URL``; no series without one).
+REPLICA_LAG = "opsdash_db_replica_lag_seconds"
 #: How often the open page reads the figures again.
 REFRESH_MS = 5000
 #: The headline figures: (title, metric, label text or None for the sum over labels).
@@ -33,6 +35,7 @@ HEADLINES = (
     ("Failed sign-ins", "opsdash_sign_ins", "outcome=failed"),
     ("Throttled attempts", "opsdash_sign_in_throttled", None),
     ("Database connections in use", "opsdash_db_pool_in_use", None),
+    ("Read replica lag (s)", REPLICA_LAG, None),
 )
 SECTIONS = (
     ("Sessions and live events", ("opsdash_sessions_open", "opsdash_live_")),
@@ -55,6 +58,9 @@ def headline_text(frame: pd.DataFrame) -> str:
         rows = frame[frame["metric"] == metric]
         if labels is not None:
             rows = rows[rows["labels"] == labels]
+        if metric == REPLICA_LAG:
+            parts.append(f"{title}: {rows['value'].iloc[0]:.1f}" if len(rows) else f"{title}: no replica")
+            continue
         value = rows["value"].fillna(0).sum()
         parts.append(f"{title}: {int(value):,}")
     return " \u00b7 ".join(parts)

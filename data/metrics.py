@@ -127,6 +127,29 @@ class PoolCollector:
         return [in_use, size]
 
 
+class ReplicaCollector:
+    """The read replica's lag behind the primary and where reads went (``data.replica.ReadRoute``); read when scraped.
+
+    No series without a replica; a replica that does not answer shows no lag (its reads go to the primary,
+    counted under ``primary_replica_unreachable``).
+    """
+
+    def __init__(self, route: Callable[[], Any]) -> None:
+        self._route = route
+
+    def collect(self) -> Iterable[Metric]:
+        snapshot = self._route().snapshot()
+        lag = GaugeMetricFamily("opsdash_db_replica_lag_seconds",
+                                "How far the read replica's replay is behind the primary, in seconds")
+        reads = CounterMetricFamily("opsdash_db_reads", "Dashboard reads by where they went", labels=["route"])
+        if snapshot.get("configured"):
+            if isinstance(snapshot.get("lag_s"), (int, float)):
+                lag.add_metric([], float(snapshot["lag_s"]))
+            for route, count in dict(snapshot.get("reads") or {}).items():
+                reads.add_metric([str(route)], count)
+        return [lag, reads]
+
+
 class LaneCollector:
     """Tasks of each worker lane (``data.workers``): running, queued, refused; read when scraped."""
 
@@ -236,6 +259,6 @@ def bucket_quantile(buckets: list[tuple[float, float]], q: float) -> float | Non
 
 
 __all__ = ["CACHE_HITS", "CACHE_MISSES", "EXPORTS", "EXPORT_ROWS", "EXPORT_SECONDS", "EXPOSED", "HubCollector",
-           "LaneCollector", "PROCESS", "PUBLISH_LATENCY", "PoolCollector", "QUERY_SECONDS", "QUEUE_DEPTH", "REGISTRY",
+           "LaneCollector", "PROCESS", "ReplicaCollector", "PUBLISH_LATENCY", "PoolCollector", "QUERY_SECONDS", "QUEUE_DEPTH", "REGISTRY",
            "SESSIONS", "SIGN_INS", "SIGN_IN_OUTCOMES", "THROTTLED", "bucket_quantile", "exposition", "figures",
            "register_collector", "unregister_collector"]

@@ -8,6 +8,7 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
 
+import pandas as pd
 import panel.auth  # noqa: F401  (first: it imports our provider while it loads, see dashboard_app/auth.py)
 import pytest
 import redis
@@ -15,6 +16,7 @@ import requests
 from prometheus_client import CollectorRegistry
 
 from dashboard_app.export_route import export_link
+from dashboard_app.operations import REPLICA_LAG, headline_text
 from dashboard_app.throttle import throttle_keys
 from data import metrics, workers
 from data.db import get_engine, make_engine
@@ -63,6 +65,22 @@ def test_operations_figures_fold_histograms_into_count_mean_and_quantiles():
     assert rows[0]["mean"] == pytest.approx(0.03) and rows[0]["p50"] == 0.025 and rows[0]["p95"] == 0.05
 
 
+def test_the_operations_headline_gives_the_replica_lag_or_says_there_is_none():
+    class Route:  # a ReadRoute's snapshot as data.replica.ReadRoute.snapshot gives it
+        def __init__(self, snapshot):
+            self.snapshot = lambda: snapshot
+
+    def headline(snapshot):
+        families = list(metrics.ReplicaCollector(lambda: Route(snapshot)).collect())
+        rows = [{"metric": sample.name, "labels": "", "value": sample.value}
+                for family in families for sample in family.samples if sample.name == REPLICA_LAG]
+        return headline_text(pd.DataFrame(rows or [], columns=["metric", "labels", "value"]))
+
+    assert "Read replica lag (s): 2.5" in headline({"configured": True, "lag_s": 2.5, "reads": {"replica": 3}})
+    assert "Read replica lag (s): no replica" in headline({"configured": False})
+    assert "Read replica lag (s): no replica" in headline({"configured": True, "lag_s": "error: OperationalError"})
+
+
 def test_exports_are_counted_by_outcome_with_their_rows(sqlite_url, tmp_path):
     """A written export counts as ok with its rows; one that fails inside (no tickets table) as an error."""
     scope = Scope(municipality_id=uuid.uuid4(), role="manager", username="metrics-test")
@@ -91,7 +109,9 @@ def exposed_sample_names() -> set[str]:
     pool = SimpleNamespace(pool=SimpleNamespace(checkedout=lambda: 1, size=lambda: 10))
     for collector in (metrics.HubCollector(lambda: {"counters": {"received": 1}, "dropped": {"bad_json": 1},
                                                     "status": "live"}),
-                      metrics.PoolCollector(lambda: {"primary": pool}), metrics.LaneCollector(workers.snapshot)):
+                      metrics.PoolCollector(lambda: {"primary": pool}), metrics.LaneCollector(workers.snapshot),
+                      metrics.ReplicaCollector(lambda: SimpleNamespace(snapshot=lambda: {
+                          "configured": True, "lag_s": 0.5, "reads": {"replica": 2}}))):
         registry.register(collector)
     names = {sample.name for family in registry.collect() for sample in family.samples}
     for family in metrics.REGISTRY.collect():

@@ -34,6 +34,7 @@ from data.web_sessions import start_session, valid_session
 
 from .helpers.databases import add_tickets, ticket_record, user_of
 from .helpers.live import wait_until
+from .helpers.metrics import scrape
 from .helpers.pg_replica import primary_and_replica
 from .helpers.redis_servers import redis_cluster
 from .helpers.services import require_postgres
@@ -201,6 +202,9 @@ def test_a_served_process_on_a_redis_cluster_and_a_replica_says_so_in_health(rep
         assert health["live_bus"] == "redis-cluster" and health["redis"] == "ok"
         assert health["live"]["hub"]["node"] in {n.address for n in cluster.nodes}
         assert health["read_replica"]["configured"] is True and health["read_replica"]["lag_s"] == 0.0
+        figures = scrape(server.url)  # the Operations page and Prometheus read the same series
+        assert figures[("opsdash_db_replica_lag_seconds", ())] == 0.0
+        assert ("opsdash_db_pool_size", (("database", "replica"),)) in figures
         muni = result.municipalities[0]["id"]
         for node in cluster.nodes:  # the ticketing system's PUBLISH on each node reaches the process
             client = node.client()
