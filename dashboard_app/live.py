@@ -31,6 +31,7 @@ from typing import Any, Callable
 
 import panel as pn
 from panel.io import PeriodicCallback
+from panel.io.state import set_curdoc
 import tornado.web
 from tornado.ioloop import IOLoop
 
@@ -150,7 +151,6 @@ class LiveSession:
         self.registration = None
         self.callback = None
         self.doc = None
-        self.notifications = None
         self._dirty = False
         self._last_refresh = time.monotonic()
         self._trailing_due: float | None = None
@@ -158,7 +158,7 @@ class LiveSession:
 
     def start(self) -> LiveSession:
         # Kept to speak to this session from outside it (``announce``: the server is restarting).
-        self.doc, self.notifications = pn.state.curdoc, pn.state.notifications
+        self.doc = pn.state.curdoc
         self.registration = self.hub.register(self.store.scope)
         self._set_status(self.hub.status)
         # Results stay shared while the hub has seen no change of this municipality.
@@ -239,12 +239,15 @@ class LiveSession:
     def announce(self, message: str) -> None:
         """Show ``message`` (fixed text of ours) on this session's page until it closes; from any code on the
         server's event loop."""
-        doc, notifications = self.doc, self.notifications
-        if doc is None or notifications is None or doc.session_context is None:
+        doc = self.doc
+        if doc is None or doc.session_context is None:
             return
 
         def show() -> None:
-            notifications.warning(html.escape(message), duration=0)  # 0: stays until the page goes
+            with set_curdoc(doc):  # the session's own notification area
+                notifications = pn.state.notifications
+            if notifications is not None:
+                notifications.warning(html.escape(message), duration=0)  # 0: stays until the page goes
 
         doc.add_next_tick_callback(show)  # under the document's lock, as Bokeh requires
 
