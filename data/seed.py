@@ -286,7 +286,7 @@ def _rows(frame: pd.DataFrame, as_text: bool) -> Iterator[tuple]:
                 text[np.isnat(times)] = None
                 columns.append(text.tolist())
             else:
-                columns.append([None if pd.isna(t) else t.to_pydatetime() for t in values])
+                columns.append([None if pd.isna(t) else t.to_pydatetime() for t in values.dt.floor("us")])
         elif name in ("id", "tenant_id") and not as_text:
             columns.append([uuid.UUID(v) for v in values])
         elif name == "is_sensitive":
