@@ -27,6 +27,7 @@ from typing import Iterable
 
 from .events import Event
 from .hub import Hub
+from .replay import ReplayBuffer
 from .scope import Scope
 
 #: Events a slow client may have waiting before it is told to resync instead (references to shared events).
@@ -44,6 +45,27 @@ def sse_frame(event: str, data: object, event_id: str | None = None) -> bytes:
 
 
 HEARTBEAT = b": heartbeat\n\n"
+
+
+class _FrameCache:
+    """Each routed event's frame, made once for all the streams it goes to (bounded, newest kept)."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self.size = size
+        self._frames: dict[tuple[str, int], bytes] = {}
+
+    def get(self, replay: ReplayBuffer, n: int, event: Event) -> bytes:
+        key = (replay.epoch, n)
+        frame = self._frames.get(key)
+        if frame is None:
+            frame = sse_frame(event.type, dict(event.data), replay.position(n))
+            if len(self._frames) >= self.size:
+                del self._frames[next(iter(self._frames))]  # dicts keep insertion order: the oldest
+            self._frames[key] = frame
+        return frame
+
+
+_frames = _FrameCache()
 
 
 class EventStream:
@@ -71,7 +93,7 @@ class EventStream:
         return head + self._events(missed)
 
     def _events(self, items: Iterable[tuple[int, Event]]) -> bytes:
-        frames = [sse_frame(event.type, dict(event.data), self.hub.replay.position(n)) for n, event in items]
+        frames = [_frames.get(self.hub.replay, n, event) for n, event in items]
         self.sent += len(frames)
         return b"".join(frames)
 
@@ -85,15 +107,19 @@ class EventStream:
         if feed is None:
             raise RuntimeError("open the stream first")
         if not feed.ready.is_set():
+            # A timer rather than asyncio.wait_for, which wraps every wait in a task of its own.
+            beat = asyncio.get_running_loop().call_later(heartbeat_s, feed.ready.set)
             try:
-                await asyncio.wait_for(feed.ready.wait(), heartbeat_s)
-            except asyncio.TimeoutError:
-                return HEARTBEAT
+                await feed.ready.wait()
+            finally:
+                beat.cancel()
         items, resync = feed.take()
         if resync:
             # Some were dropped: the client reloads from the database, which the queued ones precede.
             return self._resync("missed_events")
-        return self._events(items) if items else b""
+        if items:
+            return self._events(items)
+        return HEARTBEAT if self.feed is not None else b""
 
     def close(self) -> None:
         """Unregister at once (idempotent): a disconnected client leaves nothing in the hub."""

@@ -54,6 +54,10 @@ HubStatus = Literal["stopped", "connecting", "live", "paused"]
 #: restart takes seconds). A hundred processes retrying that often cost Redis nothing.
 MAX_RECONNECT_DELAY_S = 10.0
 DEFAULT_QUEUE_SIZE = 2000  # references to shared Event objects: cheap, and 4 s of 500 events/s
+#: Event streams are woken at most this often: what reaches one within it goes out in one write. A wake
+#: per event per client cost 62 us of CPU per delivered event at 1,000 clients and 50 events/s
+#: (docs/performance.md, bench_sse.py); the p95 budget of a delivery is 250 ms.
+DEFAULT_STREAM_TICK_S = 0.1
 
 
 def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random | None = None) -> float:
@@ -158,7 +162,8 @@ class SessionFeed:
 
 class StreamFeed(SessionFeed):
     """An event stream's registration (``/api/v1/dashboard/events``): queues (position, event) and wakes its
-    writer at once instead of waiting to be polled. Made and fed on the hub's event loop."""
+    writer at the hub's next stream tick (``Hub.wake_later``) instead of waiting to be polled. Made and fed
+    on the hub's event loop."""
 
     def __init__(self, hub: Hub, scope: Scope, maxlen: int) -> None:
         super().__init__(hub, scope, maxlen)
@@ -169,7 +174,7 @@ class StreamFeed(SessionFeed):
             self.overflowed += 1
             self._resync = True  # the oldest goes: the client must reload (a ``resync`` event)
         self._queue.append((position, event))  # type: ignore[arg-type]
-        self.ready.set()
+        self.hub.wake_later(self)
 
     def mark_resync(self) -> None:
         super().mark_resync()
@@ -190,11 +195,15 @@ class Hub:
     def __init__(
         self, bus: EventBus, *, engine: Engine | None, queue_size: int = DEFAULT_QUEUE_SIZE,
         replay_size: int = DEFAULT_REPLAY_SIZE, base_delay: float = 0.5, max_delay: float = MAX_RECONNECT_DELAY_S,
-        rng: random.Random | None = None,
+        rng: random.Random | None = None, stream_tick_s: float = DEFAULT_STREAM_TICK_S,
     ) -> None:
         """``engine`` answers "is this ticket sensitive in the database?"; None skips that
-        lookup and is meant only for tests and benchmarks of the bus itself."""
+        lookup and is meant only for tests and benchmarks of the bus itself. ``stream_tick_s``: see
+        ``wake_later`` (0: wake event streams at once)."""
         self.bus = bus
+        self.stream_tick_s = stream_tick_s
+        self._waking: set[StreamFeed] = set()
+        self._wake_handle: asyncio.TimerHandle | None = None
         self.engine = engine
         self.queue_size = queue_size
         # Positions of routed events, and the last ones of municipalities with event streams (Last-Event-ID).
@@ -242,6 +251,22 @@ class Hub:
             groups.setdefault(_group_of(scope), {})[feed.key] = feed
         return feed, missed
 
+    def wake_later(self, feed: StreamFeed) -> None:
+        """Wake ``feed``'s writer at the next stream tick: one timer for all streams, and one write per
+        stream and tick however many events it got meanwhile. On the hub's event loop."""
+        if self.stream_tick_s <= 0:
+            feed.ready.set()
+            return
+        self._waking.add(feed)
+        if self._wake_handle is None:
+            self._wake_handle = asyncio.get_running_loop().call_later(self.stream_tick_s, self._wake_streams)
+
+    def _wake_streams(self) -> None:
+        self._wake_handle = None
+        feeds, self._waking = self._waking, set()
+        for feed in feeds:
+            feed.ready.set()
+
     def unregister(self, feed: SessionFeed) -> None:
         """Idempotent: a session may be torn down by more than one path."""
         with self._lock:
@@ -249,6 +274,7 @@ class Hub:
             registered = groups is not None and feed.key in groups.get(_group_of(feed.scope), {})
             if isinstance(feed, StreamFeed) and registered:
                 self.replay.unwatch(feed.scope.municipality_id)
+                self._waking.discard(feed)
             if groups is None:
                 return
             group = groups.get(_group_of(feed.scope))
@@ -462,6 +488,9 @@ class Hub:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
+        if self._wake_handle is not None:
+            self._wake_handle.cancel()
+            self._wake_streams()  # what was queued goes out now
         if task is not None:
             task.cancel()
             try:

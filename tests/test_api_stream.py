@@ -188,3 +188,30 @@ def test_closing_a_stream_leaves_nothing_in_the_hub_and_wakes_its_writer(engine)
 
     count, replay = run(scenario())
     assert count == 0 and replay["municipalities"] == 1  # kept a while for reconnects, then freed
+
+
+def test_events_within_a_stream_tick_go_out_in_one_write_with_one_frame_shared_by_every_stream(engine):
+    muni = fresh_municipality()
+    ticket = add_ticket(engine, muni, "W1")
+    bus = InProcessBus()
+
+    async def scenario():
+        async with started_hub(bus, engine=engine, stream_tick_s=0.3) as hub:
+            manager, councillor = (EventStream(hub, scopes(muni)[name]) for name in ("manager", "w1"))
+            manager.open(), councillor.open()
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            for n in range(5):
+                await publish(bus, muni, ticketing_message("ticket_updated", "W1", ticket["tracking_number"], n=n))
+            await until(lambda: len(manager.feed) == 5, what="five queued events")
+            assert not manager.feed.ready.is_set()  # queued, not yet woken: the tick has not come
+            chunk = await manager.next(5)
+            waited = loop.time() - started
+            other = await councillor.next(5)
+            manager.close(), councillor.close()
+            return chunk, other, waited
+
+    chunk, other, waited = run(scenario())
+    assert [e.json["n"] for e in parse_sse(chunk)[0]] == [0, 1, 2, 3, 4]  # five events, one write
+    assert chunk == other  # the same bytes for both: each frame is made once
+    assert 0.25 <= waited < 3
