@@ -7,13 +7,12 @@ text is neutralised (OWASP CSV injection; docs/architecture.md, invariant 4).
 from __future__ import annotations
 
 import re
-import unicodedata
 from functools import cache
-from itertools import compress
 
 import pandas as pd
 from sqlalchemy import ColumnElement, String, case, func, literal, or_
 
+from .formula_rule import formula_start_pattern
 from .tickets import ticket_column
 
 #: (header, tickets column): the ticketing system's export layout plus Ward.
@@ -39,41 +38,8 @@ DATETIME_SOURCES = frozenset(
     {"created_at", "sla_response_deadline", "sla_resolution_deadline", "first_responded_at", "resolved_at",
      "escalated_at"}
 )
+# The formula rule (which text is neutralised, and why) is data/formula_rule.py's.
 
-# ---- The formula rule (docs/architecture.md, invariant 4; OWASP CSV injection, issue 14) --------------------
-# A spreadsheet reads a cell as a formula when its text starts with a formula sign. What counts as
-# "starts" and as "a sign" is wider than ASCII: Excel folds full-width and other compatibility
-# forms (＝ ＋ － ＠ as typed by an East Asian input method) to the ASCII signs, and spaces,
-# no-break spaces and invisible characters before the sign are either skipped by some reader or
-# unseen by the person who opens the file. The rule, fail closed:
-#
-#   a cell is formula-like when, after a leading run of SKIPPED characters, the next character
-#   is a FORMULA SIGN; tab, CR and LF (OWASP) count as formula signs themselves.
-#
-# SKIPPED: every character Python calls non-printable (Unicode "Other" and "Separator": controls
-# such as tab/CR/LF, format characters such as U+200B, U+2060, U+FEFF and the bidi controls,
-# private-use and unassigned code points, every space separator such as U+00A0 and U+3000, line
-# and paragraph separators), the ASCII space, the default-ignorable letters and marks that show
-# no glyph (_GLYPHLESS), and quotes: " and ' and whatever NFKC folds to them (＂ ＇).
-# FORMULA SIGN: = + - @, every character whose NFKC form starts with one of them (full-width
-# ＝＋－＠, small ﹦﹢﹣﹫, super/subscript ⁼₌⁺₊, ⩵ ...), and U+2212 MINUS SIGN with the
-# characters folding to it (⁻ ₋): NFKC keeps U+2212, but number and formula parsers read it as
-# minus. Not signs: dashes (U+2010-U+2015), the heavy dingbat signs (U+2795/U+2796) and ｜
-# (a pipe is DDE only after a leading =, which already counts).
-# Benign text keeps OWASP's behaviour: -5 and +27 82 555 0101 start with a sign, so they get the
-# apostrophe (a spreadsheet would otherwise compute them); 5-3 and a=b do not.
-#
-# The two sets are enumerated once per process (about 0.3 s, on first use) into one regular
-# expression whose text both Python's re and PostgreSQL's ARE read alike (\uXXXX / \UXXXXXXXX
-# escapes in bracket ranges): the chunked writers and the COPY path apply the very same set.
-FORMULA_SIGNS = "=+-@\u2212"
-OWASP_SIGNS = "\t\r\n"
-QUOTES = "\"'"
-#: Unicode's Default_Ignorable_Code_Point letters and marks (the rest of that property is "Other"):
-#: combining grapheme joiner, Hangul fillers, Khmer inherent vowels, Mongolian and other variation selectors.
-_GLYPHLESS = ((0x034F, 0x034F), (0x115F, 0x1160), (0x17B4, 0x17B5), (0x180B, 0x180D), (0x180F, 0x180F),
-              (0x3164, 0x3164), (0xFE00, 0xFE0F), (0xFFA0, 0xFFA0), (0xE0100, 0xE01EF))
-_SURROGATES = range(0xD800, 0xE000)  # never in stored text: PostgreSQL and the drivers refuse them
 NEUTRALISER = "'"
 
 #: XML 1.0 cannot hold these (xlsx is XML): C0 controls except tab/LF/CR,
@@ -81,46 +47,6 @@ NEUTRALISER = "'"
 XLSX_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
 XLSX_MAX_CELL_CHARS = 32_767
 TRUNCATION_MARKER = " [...truncated]"
-
-
-def _folds_to(ch: str, chars: str, whole: bool = False) -> bool:
-    folded = unicodedata.normalize("NFKC", ch)
-    return folded in chars if whole else folded[:1] in chars
-
-
-@cache
-def formula_code_points() -> tuple[bytes, bytes]:
-    """(SKIPPED, FORMULA SIGN) of the rule above: one byte per code point, 1 = member.
-
-    Built with C-level maps over all 0x110000 code points (about 0.3 s, once per process).
-    """
-    everything = range(0x110000)
-    skipped = bytearray(map(str.isprintable, map(chr, everything))).translate(bytes([1, 0]) + bytes(254))
-    skipped[_SURROGATES.start:_SURROGATES.stop] = bytes(len(_SURROGATES))
-    signs = bytearray(len(everything))
-    # NFKC changes only characters with a decomposition mapping: the candidates for folding.
-    folding = [chr(cp) for cp in compress(everything, map(unicodedata.decomposition, map(chr, everything)))]
-    for ch in [c for c in folding if _folds_to(c, FORMULA_SIGNS)] + list(FORMULA_SIGNS + OWASP_SIGNS):
-        signs[ord(ch)] = 1
-    for ch in [c for c in folding if _folds_to(c, QUOTES, whole=True)] + list(QUOTES + " "):
-        skipped[ord(ch)] = 1
-    for low, high in _GLYPHLESS:
-        skipped[low:high + 1] = b"\x01" * (high + 1 - low)
-    return bytes(skipped), bytes(signs)
-
-
-def _bracket(members: bytes) -> str:
-    """A bracket expression of the code points marked in ``members``, as ranges of \\UXXXXXXXX escapes
-    (read alike by Python's re and PostgreSQL's ARE)."""
-    runs = ((m.start(), m.end() - 1) for m in re.finditer(rb"\x01+", members))
-    return "[" + "".join(f"\\U{a:08X}" if a == b else f"\\U{a:08X}-\\U{b:08X}" for a, b in runs) + "]"
-
-
-@cache
-def formula_start_pattern() -> str:
-    """The rule as one regular expression, the same text for Python and for PostgreSQL."""
-    skipped, signs = formula_code_points()
-    return f"^{_bracket(skipped)}*{_bracket(signs)}"
 
 
 @cache
