@@ -15,14 +15,19 @@ calls ``serialize``/``deserialize`` of each parameter (panel/io/location.py,
 links look the same. Panel's ``parse_query`` decodes a value before
 ``deserialize`` sees it: ``[...]`` as JSON (Panel's own list form, accepted
 too), digits as a number, ``true``/``false`` as a bool; ``deserialize`` turns
-those back into text (a leading zero of an all-digit search is lost there).
+those back into text. A search that this would not give back (``0012``, ``1.50``,
+``TRUE``, ``[pipe``) is written as a one-item JSON list, which it decodes
+exactly; a hand-typed ``q=0012`` still arrives as 12.
 """
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import Any, Iterable
+from urllib.parse import urlencode
 
 import param
+from panel.util import parse_query
 
 from data.errors import InvalidFilter
 from data.filters import MAX_SEARCH_LENGTH, STATUSES, TicketFilters, as_date
@@ -88,10 +93,14 @@ class SearchText(param.String):
 
     @classmethod
     def serialize(cls, value: str | None) -> str:
-        return value or ""
+        if not value or cls.deserialize(parse_query("?" + urlencode({"q": value})).get("q")) == value:
+            return value or ""
+        return json.dumps([value], ensure_ascii=False)  # read back exactly; as plain text it would not be
 
     @classmethod
     def deserialize(cls, value: Any) -> str:
+        if isinstance(value, (list, tuple)) and len(value) == 1 and isinstance(value[0], str):
+            return value[0]
         return "" if value is None else _text(value)
 
     def _validate_value(self, val: Any, allow_None: bool) -> None:

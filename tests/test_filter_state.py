@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+from urllib.parse import urlencode
 
 import pytest
+from panel.util import parse_query
 
 from components.charts import TicketCharts
 from components.export import ExportButtons
@@ -60,6 +62,15 @@ def test_parameters_read_old_comma_links_and_panels_json_lists_and_write_the_com
     assert p.search.deserialize(2026) == "2026" and p.search.deserialize(True) == "true"
     with pytest.raises(ValueError, match="must be a date like 2026-01-31"):
         p.created_from.deserialize("31/01/2026")
+
+
+@pytest.mark.parametrize("search", ["0012", "2026", "1.50", "TRUE", "[pipe", "{x}", "nan", "-3", "1e5", "pipe", "O'Neil St"])
+def test_a_search_comes_back_from_the_url_exactly_as_typed(search):
+    p = TicketFilterState.param
+    written = p.search.serialize(search)
+    read = parse_query("?" + urlencode({"q": written}))  # what Panel's Location hands deserialize
+    assert p.search.deserialize(read["q"]) == search
+    assert (written == search) == (search in ("2026", "nan", "pipe", "O'Neil St"))  # plain wherever it comes back as it is
 
 
 def test_dates_in_the_wrong_order_keep_the_results_say_so_and_hold_the_downloads(engine, make_seed):
