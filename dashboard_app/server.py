@@ -15,6 +15,7 @@ from tornado.ioloop import IOLoop, PeriodicCallback
 
 from components import panel_compat
 from data.audit import pending_count, write_pending
+from data.web_sessions import forget_old_sessions
 from data.workers import SHORT
 
 # Imported at server start, not at the first sign-in: the page's modules (pandas, SQLAlchemy,
@@ -26,12 +27,14 @@ from .compression import CompressedResponses
 from .live import process_hub
 from .log_format import configure_logging
 from .metrics_route import register_process_collectors
-from .settings import get_settings
+from .settings import get_engine, get_settings
 from .web_session import REVOCATIONS, session_lifetime
 
 log = logging.getLogger("opsdash.server")
 #: How often the server tries to write the audit rows of failed exports that wait for the database.
 PENDING_AUDITS_MS = 5000
+#: How often the server deletes sign-in rows that ended over 30 days ago (every process may: the same DELETE).
+FORGET_SIGN_INS_MS = 60 * 60 * 1000
 
 
 def start() -> None:
@@ -58,6 +61,8 @@ def start() -> None:
     IOLoop.current().add_callback(connect_live_updates)
     IOLoop.current().add_callback(shutdown.install)  # once the loop runs: after Bokeh's own SIGTERM handler
     IOLoop.current().add_callback(PeriodicCallback(write_pending_audits, PENDING_AUDITS_MS).start)
+    IOLoop.current().add_callback(forget_ended_sign_ins)
+    IOLoop.current().add_callback(PeriodicCallback(forget_ended_sign_ins, FORGET_SIGN_INS_MS).start)
 
 
 def use_opsdash_cookie_secret() -> None:
@@ -77,6 +82,16 @@ def write_pending_audits() -> None:
     """Audit rows of failed exports that waited for the database (``data.audit``): written once it answers."""
     if pending_count():
         SHORT.submit(write_pending)
+
+
+def forget_ended_sign_ins() -> None:
+    """``web_sessions`` keeps a row per sign-in: those ended over 30 days ago go (the table stays small)."""
+    SHORT.submit(forget_old_sessions, get_engine()).add_done_callback(_log_failure)
+
+
+def _log_failure(done) -> None:
+    if not done.cancelled() and done.exception() is not None:
+        log.warning("could not forget old sign-ins: %s", done.exception())
 
 
 def connect_live_updates() -> None:
