@@ -29,7 +29,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from . import summaries
 from .db import BULK_SORT_MEMORY, HASH_GROUPING_SQL, SORT_MEMORY_SQL
 from .errors import InvalidFilter
-from .filters import TicketFilters
+from .filters import TicketFilters, applied_filters
 from .models import OPEN_STATUSES, Status, Ticket
 from .scope import Scope
 from .tickets import (
@@ -141,6 +141,14 @@ def _whole_municipality(scope: Scope, filters: TicketFilters | None) -> bool:
     return not scope.is_councillor and not filter_conditions(scope, filters)
 
 
+def _one_ward(scope: Scope, filters: TicketFilters | None) -> bool:
+    """One ward's tickets, filtered at most by status and category (what 0012's index holds)."""
+    applied = applied_filters(scope, filters)
+    wards = (scope.ward_id,) if scope.is_councillor else applied.wards
+    return (len(wards) == 1 and not applied.search and applied.created_from is None
+            and applied.created_to is None)
+
+
 def response_seconds(engine: Engine) -> ColumnElement[float]:
     """Seconds from creation to first response (NULL when not responded).
 
@@ -162,13 +170,15 @@ def median_first_response_s(engine: Engine, scope: Scope, filters: TicketFilters
     history. On SQLite, a whole municipality with no filter: count, then the
     middle one or two in index order. Otherwise (a ward, a date or search
     filter) the database sorts the matching tickets' times for
-    percentile_cont (a ward is 1/100 of a municipality).
+    percentile_cont. One ward (a councillor's, or a ward filter) with no date or
+    search filter: count, then the middle one or two, both in the order of
+    ``ix_tickets_ward_first_response`` (migration 0012), index-only.
     """
     seconds = response_seconds(engine)
     if summaries.median_answers(engine, scope, filters):
         return summaries.median_response_s(engine, scope, filters, seconds)
     responded = [*scope_conditions(scope), *filter_conditions(scope, filters), Ticket.first_responded_at.is_not(None)]
-    if engine.dialect.name == "postgresql" and not _whole_municipality(scope, filters):
+    if engine.dialect.name == "postgresql" and not (_whole_municipality(scope, filters) or _one_ward(scope, filters)):
         with engine.connect() as conn:
             # Sorts every response time: in memory rather than on disk (this transaction only).
             conn.exec_driver_sql(SORT_MEMORY_SQL, (BULK_SORT_MEMORY,))
