@@ -232,7 +232,10 @@ TEMPLATE_FIXES = {
     '<ul class="nav flex-column">': '<ul class="nav flex-column" role="none">',
     '<div class="sidenav {{\'hidden\' if collapsed_sidebar else \'\'}}" id="sidebar">':
         '<div class="sidenav {{\'hidden\' if collapsed_sidebar else \'\'}}" id="sidebar" role="region" aria-label="Filters">',
-    '<div class="main" id="main">': '<div class="main" id="main" role="main">',
+    # ``opsdash_lead`` (``template.add_variable``): a line of text sent in the page itself, painted with
+    # the header before any script has run (a phone's largest text came only with the Bokeh document).
+    '<div class="main" id="main">': '<div class="main" id="main" role="main">'
+        '{% if opsdash_lead %}<p class="opsdash-who opsdash-lead">{{ opsdash_lead | e }}</p>{% endif %}',
     # The page's name as its one top-level heading (the header looks the same).
     '<a class="title" href="" >{{ app_title }}</a>':
         '<h1 style="display:inline;font-size:inherit;font-weight:inherit;margin:0">'
