@@ -250,7 +250,7 @@ class Dashboard(pn.viewable.Viewer):
             self._template.config.js_files["opsdash_live"] = f"{root}{LIVE_SCRIPT_PATH}?v={LIVE_SCRIPT_VERSION}"
             self._template.config.raw_css.append(PHONE_CSS)
             if phone:
-                self._template.add_variable("opsdash_lead", self.who())  # escaped by the template
+                self._template.set_lead(self.who())
             doc = pn.state.curdoc
             if doc is not None and doc.session_context is not None:
                 doc.js_on_event("document_ready", CustomJS(code=PAGE_A11Y_JS))  # screen readers, keyboards: see its comment
