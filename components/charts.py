@@ -134,6 +134,16 @@ def backlog_lines(by_day: pd.DataFrame) -> tuple[figure, ColumnDataSource]:
     return fig, source
 
 
+#: Panel's margin around a Bokeh figure (``pn.pane.Bokeh``): the placeholders take the same room.
+CHART_MARGIN = (5, 10)
+
+
+def _boxes(panes: list) -> pn.FlexBox:
+    """The charts side by side where the page is wide enough, one under the other on a phone."""
+    return pn.FlexBox(*[pn.Column(p, min_width=300, sizing_mode="stretch_width", styles={"flex": "1 1 420px"})
+                        for p in panes], gap="10px", sizing_mode="stretch_width")
+
+
 class TicketCharts(StoreView):
     """Category x status bars, created/resolved/backlog lines, and (managers) wards."""
 
@@ -170,8 +180,14 @@ class TicketCharts(StoreView):
         if data.by_ward_status is not None and not data.by_ward_status.empty:
             self._drawn["ward_id"] = stacked_bars(data.by_ward_status, "ward_id", "Tickets per ward")
             panes.append(self._drawn["ward_id"][0])
-        return pn.FlexBox(*[pn.Column(p, min_width=300, sizing_mode="stretch_width", styles={"flex": "1 1 420px"})
-                            for p in panes], gap="10px", sizing_mode="stretch_width")
+        return _boxes(panes)
+
+    def placeholder(self) -> pn.viewable.Viewable:
+        """A chart's space for each chart the scope has (empty ones, left out, are rare)."""
+        count = 3 if self.store.scope.sees_whole_municipality else 2
+        return _boxes([pn.Spacer(height=HEIGHT, sizing_mode="stretch_width", margin=CHART_MARGIN,
+                                 css_classes=["opsdash-chart-pending"],
+                                 styles={"background": "#f4f4f4", "border-radius": "4px"}) for _ in range(count)])
 
     def update(self, data: ChartData) -> bool:
         """New numbers into the figures already drawn (their data sources and axis factors only)."""

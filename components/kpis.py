@@ -51,20 +51,32 @@ def kpi_values(kpis: Kpis) -> dict[str, str]:
 
 
 ALERT_TITLES = frozenset({RESPONSE_BREACHES, RESOLUTION_BREACHES})
+#: The cards' titles, in display order (``kpi_values`` of any figures has them).
+KPI_TITLES = tuple(kpi_values(Kpis(total=0, open=0, created_today=0, response_breaches=0, resolution_breaches=0,
+                                   resolved=0, median_first_response_s=None)))
 
 
 def _value_styles(alert: bool) -> dict[str, str]:
     return {"font-size": "1.8em", "font-weight": "600", "color": "#b3261e" if alert else "#1a1a1a"}
 
 
-def _card(title: str, value: Any, styles: Any) -> pn.viewable.Viewable:
+def _card(title: str, value: Any, styles: Any, kind: str = "kpi") -> pn.viewable.Viewable:
     return pn.Column(
         text(title, styles={"font-size": "0.85em", "color": "#555"}, margin=(6, 12, 0, 12),
-             css_classes=["opsdash-kpi-title"]),
-        pn.pane.HTML(value, styles=styles, margin=(0, 12, 8, 12), css_classes=["opsdash-kpi-value"]),
-        css_classes=["opsdash-kpi"], width=165, margin=0,
+             css_classes=[f"opsdash-{kind}-title"]),
+        pn.pane.HTML(value, styles=styles, margin=(0, 12, 8, 12), css_classes=[f"opsdash-{kind}-value"]),
+        css_classes=[f"opsdash-{kind}"], width=165, margin=0,
         styles={"background": "white", "border": "1px solid #ddd", "border-radius": "6px"},
     )
+
+
+def _layout(cards: list[pn.viewable.Viewable], caption: pn.viewable.Viewable) -> pn.viewable.Viewable:
+    return pn.Column(pn.FlexBox(*cards, gap="10px", flex_wrap="wrap", sizing_mode="stretch_width"),
+                     caption, sizing_mode="stretch_width")
+
+
+#: The cards' value line before the figures arrive: a line of the same height, no figure.
+PENDING = "\u00a0"
 
 
 class KpiCards(StoreView):
@@ -92,10 +104,12 @@ class KpiCards(StoreView):
                  for title in kpi_values(data)]
         caption = pn.pane.HTML(self.param.shown.rx().total.rx.pipe(matching_text), styles={"color": "#555"},
                                css_classes=["opsdash-kpi-total"])
-        return pn.Column(
-            pn.FlexBox(*cards, gap="10px", flex_wrap="wrap", sizing_mode="stretch_width"),
-            caption, sizing_mode="stretch_width",
-        )
+        return _layout(cards, caption)
+
+    def placeholder(self) -> pn.viewable.Viewable:
+        """The cards with their titles and no figures (own classes: nothing reads them as values)."""
+        cards = [_card(title, PENDING, _value_styles(False), kind="kpi-pending") for title in KPI_TITLES]
+        return _layout(cards, pn.pane.HTML(PENDING, css_classes=["opsdash-kpi-pending-total"]))
 
     def update(self, data: Kpis) -> bool:
         self.shown = data

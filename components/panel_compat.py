@@ -232,7 +232,10 @@ TEMPLATE_FIXES = {
     '<ul class="nav flex-column">': '<ul class="nav flex-column" role="none">',
     '<div class="sidenav {{\'hidden\' if collapsed_sidebar else \'\'}}" id="sidebar">':
         '<div class="sidenav {{\'hidden\' if collapsed_sidebar else \'\'}}" id="sidebar" role="region" aria-label="Filters">',
-    '<div class="main" id="main">': '<div class="main" id="main" role="main">',
+    # ``opsdash_lead`` (``AccessibleFastListTemplate.set_lead``): a line of text sent in the page itself, painted with
+    # the header before any script has run (a phone's largest text came only with the Bokeh document).
+    '<div class="main" id="main">': '<div class="main" id="main" role="main">'
+        '{% if opsdash_lead %}<p class="opsdash-who opsdash-lead">{{ opsdash_lead | e }}</p>{% endif %}',
     # The page's name as its one top-level heading (the header looks the same).
     '<a class="title" href="" >{{ app_title }}</a>':
         '<h1 style="display:inline;font-size:inherit;font-weight:inherit;margin:0">'
@@ -273,6 +276,15 @@ class AccessibleFastListTemplate(FastListTemplate):
     """
 
     _template = _TemplateText(accessible_template_text())
+
+    def set_lead(self, text: str) -> None:
+        """A line of text at the top of the main area, in the page's HTML itself (escaped by the template).
+
+        Relies on ``BaseTemplate._render_variables`` (the Jinja variables a template renders
+        with): the public ``add_variable`` exists only on ``pn.template.Template``, not on the
+        BasicTemplate family (FastListTemplate) whose markup we extend.
+        """
+        self._render_variables["opsdash_lead"] = text
 
 
 #: Two repairs of markup made in the browser, applied to every view as it appears.

@@ -223,7 +223,9 @@ class StoreView(pn.viewable.Viewer):
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
-        self._content = pn.Column(sizing_mode="stretch_width", min_height=80)
+        placeholder = self.placeholder()
+        self._content = pn.Column(*([] if placeholder is None else [placeholder]), sizing_mode="stretch_width",
+                                  min_height=80)
         self._loader = LatestLoad(self.load_safely, self._show, self._content, self.store.view_busy,
                                   partial(self.store.report_busy, what=type(self).__name__))
         self._requested = False
@@ -239,6 +241,15 @@ class StoreView(pn.viewable.Viewer):
 
     def render(self, data: Any) -> pn.viewable.Viewable:
         raise NotImplementedError
+
+    def placeholder(self) -> pn.viewable.Viewable | None:
+        """What the view shows until its first figures arrive: the size ``render`` will take, and no figures.
+
+        Shown from the page's first paint, so the figures' arrival moves nothing
+        on the page (a phone's view jumped by the height of each view: Lighthouse's
+        cumulative layout shift). None: an empty space of ``min_height``.
+        """
+        return None
 
     def update(self, data: Any) -> bool:
         """Show ``data`` by changing what ``render`` built last; False: render anew.

@@ -61,6 +61,7 @@ PHONE_CSS = """
                           background-color: white; box-shadow: 2px 0 12px rgba(0, 0, 0, 0.35); }
   #main { padding: 0 6px; }
 }
+.opsdash-lead { margin: 10px 10px 0 10px; font-weight: 600; line-height: 1.25; }
 """
 #: The server's view of live updates (its hub); the browser's script (``assets/live_status.js``)
 #: overrides it with "Reconnecting…" / "Offline" whenever the server's heartbeats stop arriving.
@@ -232,9 +233,9 @@ class Dashboard(pn.viewable.Viewer):
                 header.insert(-1, pn.pane.HTML(f'<a href="./?view={OPERATIONS_VIEW}" style="color:white">Operations</a>',
                                                margin=(0, 8), css_classes=["opsdash-operations-link"]))
             main = self.main(phone=phone)
-            if phone:  # the header has room for little on a phone: who/where opens the page instead
-                who.styles = {"font-weight": "600", "white-space": "normal"}
-                main[0].objects[:0] = [who, self.updating_indicator(color="#555")]
+            if phone:  # the header has room for little on a phone: who/where opens the page instead,
+                # as text in the page itself (``opsdash_lead``): it paints with the header, before the scripts.
+                main[0].objects[:0] = [self.updating_indicator(color="#555")]
             else:
                 header[:0] = [who, self.updating_indicator()]
             self._template = AccessibleFastListTemplate(
@@ -248,6 +249,8 @@ class Dashboard(pn.viewable.Viewer):
             root = (pn.state.rel_path or ".").rstrip("/") or "."
             self._template.config.js_files["opsdash_live"] = f"{root}{LIVE_SCRIPT_PATH}?v={LIVE_SCRIPT_VERSION}"
             self._template.config.raw_css.append(PHONE_CSS)
+            if phone:
+                self._template.set_lead(self.who())
             doc = pn.state.curdoc
             if doc is not None and doc.session_context is not None:
                 doc.js_on_event("document_ready", CustomJS(code=PAGE_A11Y_JS))  # screen readers, keyboards: see its comment

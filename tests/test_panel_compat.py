@@ -172,7 +172,7 @@ def test_the_fast_design_still_names_its_google_font_where_the_font_hook_drops_i
     assert "googleapis" not in repr(Fast._resources)
 
 
-def test_the_fast_list_template_still_has_the_markup_the_accessible_template_fixes():
+def test_the_fast_list_template_still_has_the_markup_the_accessible_template_fixes(tmp_path):
     hook = "AccessibleFastListTemplate"
     original = pn.template.FastListTemplate._template
     assert isinstance(original, Path), UPGRADE.format(what="FastListTemplate._template (a Path)", hook=hook)
@@ -184,6 +184,13 @@ def test_the_fast_list_template_still_has_the_markup_the_accessible_template_fix
     served = page._template.read_text()  # what Panel builds the page from
     assert all(new in served for new in panel_compat.TEMPLATE_FIXES.values())
     assert '{% extends "base/base.html" %}' in served  # still Panel's page around it
+    # set_lead: a variable the page renders with, escaped (a municipality's name is not markup).
+    assert isinstance(getattr(page, "_render_variables", None), dict), UPGRADE.format(
+        what="BaseTemplate._render_variables (the template's Jinja variables)", hook=f"{hook}.set_lead")
+    page.set_lead("Ward <b>7</b> & co")
+    saved = tmp_path / "page.html"
+    page.save(str(saved))
+    assert '<p class="opsdash-who opsdash-lead">Ward &lt;b&gt;7&lt;/b&gt; &amp; co</p>' in saved.read_text()
 
 
 def test_tabulator_still_marks_its_box_a_grid_where_the_roles_script_changes_it():
