@@ -15,6 +15,7 @@ from tornado.ioloop import IOLoop, PeriodicCallback
 
 from components import panel_compat
 from data.audit import pending_count, write_pending
+from data.summaries import advance_marks
 from data.workers import SHORT
 
 # Imported at server start, not at the first sign-in: the page's modules (pandas, SQLAlchemy,
@@ -26,12 +27,14 @@ from .compression import CompressedResponses
 from .live import process_hub
 from .log_format import configure_logging
 from .metrics_route import register_process_collectors
-from .settings import get_settings
+from .settings import get_engine, get_settings
 from .web_session import REVOCATIONS, session_lifetime
 
 log = logging.getLogger("opsdash.server")
 #: How often the server tries to write the audit rows of failed exports that wait for the database.
 PENDING_AUDITS_MS = 5000
+#: How often the server moves the summaries' marks to the current hour (``data.summaries.advance_marks``).
+ADVANCE_MARKS_MS = 60_000
 
 
 def start() -> None:
@@ -58,6 +61,8 @@ def start() -> None:
     IOLoop.current().add_callback(connect_live_updates)
     IOLoop.current().add_callback(shutdown.install)  # once the loop runs: after Bokeh's own SIGTERM handler
     IOLoop.current().add_callback(PeriodicCallback(write_pending_audits, PENDING_AUDITS_MS).start)
+    IOLoop.current().add_callback(advance_summary_marks)  # at start, then every minute
+    IOLoop.current().add_callback(PeriodicCallback(advance_summary_marks, ADVANCE_MARKS_MS).start)
 
 
 def use_opsdash_cookie_secret() -> None:
@@ -77,6 +82,22 @@ def write_pending_audits() -> None:
     """Audit rows of failed exports that waited for the database (``data.audit``): written once it answers."""
     if pending_count():
         SHORT.submit(write_pending)
+
+
+def advance_summary_marks() -> None:
+    """Keep the whole-municipality figures' cost bounded: the marks of the deadlines ahead follow the hour.
+
+    Figures are exact without it; only one process of several does the work at a time
+    (the others return at once). Errors (the database away) are logged; the next minute retries.
+    """
+    SHORT.try_submit(_advance_marks)
+
+
+def _advance_marks() -> None:
+    try:
+        advance_marks(get_engine())
+    except Exception:  # the database restarting: figures stay exact, the next call catches up
+        log.warning("could not advance the summaries' marks", exc_info=True)
 
 
 def connect_live_updates() -> None:
