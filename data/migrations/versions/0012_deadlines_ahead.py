@@ -28,8 +28,8 @@ Concurrency: each trigger locks its tenants' mark rows FOR SHARE (in tenant
 order) before writing any summary, and holds them to its commit; the advance
 locks marks FOR UPDATE SKIP LOCKED, then (a new READ COMMITTED snapshot) sees
 every writer of those tenants committed and none can start until it commits.
-It never waits for a writer, unless asked (``wait``: a tenant that writers
-never leave alone; then the marks table, for a bounded time).
+It never waits for a writer, unless asked (``wait_for_writers``: a tenant
+that writers never leave alone; then the marks table, for a bounded time).
 A REPEATABLE READ writer whose snapshot predates a mark's move gets a
 serialization failure at that lock (once an hour per tenant at most), never
 a wrong count. The build (a bulk load's) and TRUNCATE take the marks table
@@ -161,8 +161,8 @@ $fn$"""
 
 # Moves marks forward to ``upto``'s hour (all tenants', or one's). Returns how many moved.
 ADVANCE_FUNCTION_SQL = f"""\
-CREATE FUNCTION opsdash_summary_advance(upto timestamptz, tenant uuid DEFAULT NULL, wait boolean DEFAULT false)
-RETURNS integer
+CREATE FUNCTION opsdash_summary_advance(upto timestamptz, tenant uuid DEFAULT NULL,
+                                        wait_for_writers boolean DEFAULT false) RETURNS integer
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, {{schema}}, pg_temp
 AS $fn$
@@ -174,11 +174,11 @@ BEGIN
     IF pg_catalog.current_setting('transaction_isolation') <> 'read committed' THEN
         RAISE EXCEPTION 'opsdash_summary_advance runs in READ COMMITTED only';
     END IF;
-    -- ``wait``: a tenant written to without a pause would be skipped every time (share locks of
-    -- overlapping writers never all end). The table lock waits for the writers in progress and
+    -- ``wait_for_writers``: a tenant written to without a pause would be skipped every time
+    -- (share locks of overlapping writers never all end). The table lock waits for the writers in progress and
     -- holds new ones back (in turn, unlike a row lock) until this commits; the caller bounds
     -- the wait (lock_timeout).
-    IF wait THEN
+    IF wait_for_writers THEN
         LOCK TABLE ticket_summary_marks IN EXCLUSIVE MODE;
     END IF;
     -- Writers hold their tenants' marks FOR SHARE until they commit: a mark locked here has no
