@@ -61,15 +61,16 @@ def _exists(engine: Engine, table: str) -> bool:
     if known is None:
         with engine.connect() as conn:
             known = bool(conn.execute(text("SELECT to_regclass(:t) IS NOT NULL"), {"t": table}).scalar_one())
-        with _lock:
-            _known.setdefault(engine, {})[table] = known
+        if known:  # an absent table is asked again: a migration may create it while this process runs
+            with _lock:
+                _known.setdefault(engine, {})[table] = known
     return known
 
 
 def available(engine: Engine) -> bool:
     """Whether ``engine``'s database keeps the summaries (PostgreSQL at migration 0009 or later).
 
-    Asked once per engine: a database downgraded below 0009 while a process
+    Known once found: a database downgraded below 0009 while a process
     runs needs that process restarted (as any schema change does).
     """
     return _exists(engine, "ticket_summary_cells")
