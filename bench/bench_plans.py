@@ -13,11 +13,14 @@ when any plan is missed (``make bench`` reports it).
   middle) of 0012's;
 - category estimate: the planner's row estimate for a category filter is within 2x
   of the truth (statistics of ``category_key``, 0006), so it does not plan for a
-  handful of rows.
+  handful of rows;
+- deadlines ahead: with the marks at the current hour (0013), the figures read the
+  cells' ahead rows and no deadline bucket, however many lie ahead.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import uuid
 from datetime import timedelta
@@ -27,12 +30,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sqlalchemy import Engine, event, func, select, text  # noqa: E402
 
-from data.aggregates import median_first_response_s  # noqa: E402
+from data.aggregates import median_first_response_s, ticket_figures  # noqa: E402
 from data.db import make_engine, migrate  # noqa: E402
 from data.filters import TicketFilters  # noqa: E402
 from data.models import Ticket  # noqa: E402
 from data.scope import Scope  # noqa: E402
 from data.seed import insert_tickets  # noqa: E402
+from data.summaries import advance_marks  # noqa: E402
 from data.tickets import filter_conditions  # noqa: E402
 from tests.helpers.databases import copy_row, empty_pg_database, ticket_record  # noqa: E402
 
@@ -48,6 +52,8 @@ def seeded(engine: Engine, tenant: uuid.UUID) -> None:
                                    category=CATEGORIES[i % len(CATEGORIES)])
             if i % 4:  # three in four answered, after i seconds
                 record["first_responded_at"] = record["created_at"] + timedelta(seconds=i)
+            # Resolution deadlines over the next two weeks: ~300 hour buckets and 14 day buckets ahead.
+            record["sla_resolution_deadline"] = record["created_at"] + timedelta(seconds=60 * i)
             yield copy_row(record)
 
     insert_tickets(engine, rows())
@@ -113,6 +119,42 @@ def check_category_estimate(engine: Engine, scope: Scope) -> bool:
                   f"estimate {estimate:,} rows, actual {actual:,}")
 
 
+def check_deadlines_ahead(engine: Engine, scope: Scope) -> bool:
+    advance_marks(engine)
+    statements: list[tuple[str, dict]] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        if "created_today" in statement:
+            statements.append((statement, parameters))
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        ticket_figures(engine, scope, None, ("category", "status", "ward_id"))
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    if not statements:
+        return report("deadlines ahead", False, "the figures did not read the summaries")
+    statement, parameters = statements[0]
+    with engine.connect() as conn:
+        plan = conn.exec_driver_sql(f"EXPLAIN (ANALYZE, FORMAT JSON) {statement}", parameters).scalar_one()
+    rows: dict[str, int] = {}
+
+    def walk(node: dict) -> None:
+        if "Relation Name" in node:
+            name = node["Relation Name"]
+            rows[name] = rows.get(name, 0) + int(node["Actual Rows"] * node.get("Actual Loops", 1))
+        for child in node.get("Plans", ()):
+            walk(child)
+
+    walk((json.loads(plan) if isinstance(plan, str) else plan)[0]["Plan"])
+    with engine.connect() as conn:
+        exist = conn.execute(text("SELECT count(*) FROM ticket_summary_deadlines")).scalar_one()
+    return report("figures read the deadlines ahead of the mark, no deadline bucket",
+                  "ticket_summary_ahead" in rows and not rows.get("ticket_summary_deadlines"),
+                  f"ahead rows {rows.get('ticket_summary_ahead')}, deadline rows read "
+                  f"{rows.get('ticket_summary_deadlines', 0)} of {exist:,}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="accepted for run_all.py (this check is always small)")
@@ -127,7 +169,7 @@ def main() -> int:
             councillor = Scope(municipality_id=tenant, role="ward_councillor", ward_id="W1")  # every row's ward
             results = [check_search(engine, scope), check_median(engine, scope),
                        check_median(engine, councillor, "ix_tickets_ward_first_response"),
-                       check_category_estimate(engine, scope)]
+                       check_category_estimate(engine, scope), check_deadlines_ahead(engine, scope)]
         finally:
             engine.dispose()
     print(f"plans: {sum(results)} of {len(results)} as expected", flush=True)

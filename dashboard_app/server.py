@@ -15,6 +15,7 @@ from tornado.ioloop import IOLoop, PeriodicCallback
 
 from components import panel_compat
 from data.audit import pending_count, write_pending
+from data.summaries import advance_marks
 from data.web_sessions import forget_old_sessions
 from data.workers import SHORT
 
@@ -35,6 +36,8 @@ log = logging.getLogger("opsdash.server")
 PENDING_AUDITS_MS = 5000
 #: How often the server deletes sign-in rows that ended over 30 days ago (every process may: the same DELETE).
 FORGET_SIGN_INS_MS = 60 * 60 * 1000
+#: How often the server moves the summaries' marks to the current hour (``data.summaries.advance_marks``).
+ADVANCE_MARKS_MS = 60_000
 
 
 def start() -> None:
@@ -63,6 +66,8 @@ def start() -> None:
     IOLoop.current().add_callback(PeriodicCallback(write_pending_audits, PENDING_AUDITS_MS).start)
     IOLoop.current().add_callback(forget_ended_sign_ins)
     IOLoop.current().add_callback(PeriodicCallback(forget_ended_sign_ins, FORGET_SIGN_INS_MS).start)
+    IOLoop.current().add_callback(advance_summary_marks)  # at start, then every minute
+    IOLoop.current().add_callback(PeriodicCallback(advance_summary_marks, ADVANCE_MARKS_MS).start)
 
 
 def use_opsdash_cookie_secret() -> None:
@@ -86,12 +91,28 @@ def write_pending_audits() -> None:
 
 def forget_ended_sign_ins() -> None:
     """``web_sessions`` keeps a row per sign-in: those ended over 30 days ago go (the table stays small)."""
-    SHORT.submit(forget_old_sessions, get_engine()).add_done_callback(_log_failure)
+    _in_background(forget_old_sessions, "forget old sign-ins")
 
 
-def _log_failure(done) -> None:
-    if not done.cancelled() and done.exception() is not None:
-        log.warning("could not forget old sign-ins: %s", done.exception())
+def advance_summary_marks() -> None:
+    """Keep the whole-municipality figures' cost bounded: the marks of the deadlines ahead follow the hour.
+
+    Figures are exact without it; only one process of several does the work at a time
+    (the others return at once).
+    """
+    _in_background(advance_marks, "advance the summaries' marks", only_if_free=True)
+
+
+def _in_background(task, what: str, *, only_if_free: bool = False) -> None:
+    """``task(engine)`` in a SHORT lane thread (``only_if_free``: skipped when none is free). A failure (the
+    database away) is logged; the next call catches up."""
+    def run() -> None:
+        try:
+            task(get_engine())
+        except Exception:
+            log.warning("could not %s", what, exc_info=True)
+
+    (SHORT.try_submit if only_if_free else SHORT.submit)(run)
 
 
 def connect_live_updates() -> None:

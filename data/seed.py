@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from .errors import InvalidValue
 from .models import Municipality, Role, Ticket, User, Ward
+from .summaries import advance_marks
 from .users import hash_password
 
 log = logging.getLogger("opsdash.seed")
@@ -74,10 +75,11 @@ WORDS = ["river", "maize", "baobab", "kudu", "protea", "karoo", "summit", "harbo
 BULK_LOAD_ROWS = 100_000
 #: Tickets drawn at a time by _ticket_frames (memory: ~1 KB a ticket while a chunk is loaded).
 TICKET_CHUNK = 200_000
-#: The summaries' insert trigger and tables (migration 0009), which a bulk load into an empty table builds once.
+#: The summaries' insert trigger and tables (migrations 0009, 0013), which a bulk load into an empty table builds once.
 SUMMARY_INSERT_TRIGGER = "opsdash_summarise_insert"
 SUMMARY_TABLES = ("ticket_summary_cells", "ticket_summary_days", "ticket_summary_deadlines",
-                  "ticket_summary_responses", "ticket_summary_zones")
+                  "ticket_summary_responses", "ticket_summary_zones", "ticket_summary_marks",
+                  "ticket_summary_ahead")
 TICKET_COLUMNS = (
     "id", "tenant_id", "ward_id", "tracking_number", "category", "status", "severity", "description", "address",
     "language", "is_sensitive", "created_at", "sla_response_deadline", "sla_resolution_deadline",
@@ -163,6 +165,9 @@ def seed(
         rows = (row for frame in _ticket_frames(rng.getrandbits(64), munis, tickets, now, sensitive_share, days)
                 for row in _rows(frame, as_text))
         result.tickets = insert_tickets(engine, rows, rebuild_indexes=tickets >= BULK_LOAD_ROWS)
+        # New municipalities' deadlines-ahead marks (migration 0013) to the current hour: the
+        # figures' first read then has no hour bucket to subtract (a bulk load's build did it already).
+        advance_marks(engine)
     return result
 
 
@@ -310,9 +315,10 @@ def insert_tickets(engine: Engine, rows, batch_size: int = 10_000, *, rebuild_in
     reading it, so the indexes are kept and maintained row by row (slower, and
     COPY's lock lets reads go on). Emptiness is checked in the load's own
     transaction. A crash rolls everything back, indexes included. The
-    summary tables (migration 0009) are treated the same way: into an empty
-    table, their insert trigger is
-    off during the COPY and they are counted once afterwards.
+    summary tables (migrations 0009, 0013) are treated the same way: into an
+    empty table, their insert trigger is off during the COPY and they are
+    counted once afterwards (``opsdash_summaries_build()``, which also moves
+    the deadlines-ahead marks to the current hour).
     """
     count = 0
     if engine.dialect.name == "postgresql":
@@ -364,8 +370,10 @@ def insert_tickets(engine: Engine, rows, batch_size: int = 10_000, *, rebuild_in
             try:
                 with raw.cursor() as cur:
                     cur.execute("VACUUM (ANALYZE) tickets")
-                    if _has_summaries(cur):
-                        cur.execute(f"ANALYZE {', '.join(SUMMARY_TABLES)}")
+                    if _has_summaries(cur):  # those of the schema's revision (0013's since 0013)
+                        cur.execute("SELECT t FROM unnest(%s::text[]) AS t WHERE to_regclass(t) IS NOT NULL",
+                                    (list(SUMMARY_TABLES),))
+                        cur.execute(f"ANALYZE {', '.join(t for (t,) in cur.fetchall())}")
                 step.done("vacuumed and analysed")
             finally:
                 raw.driver_connection.autocommit = False

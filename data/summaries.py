@@ -1,4 +1,4 @@
-"""Figures from the summary tables (migration 0009) instead of every ticket: cost bounded by cells, not history.
+"""Figures from the summary tables (migrations 0009, 0013) instead of every ticket: cost bounded by cells, not history.
 
 What each figure reads (PostgreSQL; ``data.summary_tables`` lists the tables):
 
@@ -10,17 +10,24 @@ What each figure reads (PostgreSQL; ``data.summary_tables`` lists the tables):
 - SLA breaches at a clock ``now``: a breach is a ticket done after its
   deadline (counted in the cells) or one still pending whose deadline is
   before ``now``. Pending ones = all pending (cells) minus those due at or
-  after ``now``: deadlines from the next UTC day on (day buckets), from the
-  next hour to that day (hour buckets), and the rest of the current hour
-  from the tickets themselves (a partial index holds only pending
-  deadlines). Exact at any clock;
+  after ``now``. Those come from the tenant's mark (migration 0013): the
+  pending deadlines at or after it (``ticket_summary_ahead``, per cell),
+  minus the hour buckets from the mark to the clock's hour (none once the
+  marks have moved to it: ``advance_marks``, every minute in a server),
+  minus this hour's deadlines before ``now`` from the tickets themselves (a
+  partial index holds only pending deadlines): a read bounded by the cells,
+  however many deadline buckets lie ahead. A clock before the mark (a past
+  one) counts as before 0013: deadlines from the next UTC day on (day
+  buckets), from the next hour to that day (hour buckets), and the rest of
+  the current hour from the tickets. Exact at any clock, moved marks or not;
 - the median first response: the histogram ``ticket_summary_responses``
   finds the 300-second bucket of the middle ticket and its rank in it, then
   the response-time index (migration 0004) reads that one bucket in order.
   Exact.
 
 Everything one call reads comes from one snapshot (REPEATABLE READ), the
-tickets of the current hour included, so the figures are those of one moment.
+tickets of the current hour and the mark included, so the figures are those
+of one moment (a mark and its ahead rows move in one transaction).
 The summaries answer the whole-municipality and ward views with status,
 category and ward filters; dates and free-text search scan
 (``data.tickets.summarisable``). Day figures need the Scope's time zone to be
@@ -28,19 +35,41 @@ the one the tenant's days were counted in; otherwise the caller scans.
 """
 from __future__ import annotations
 
+import logging
+import uuid
+import zlib
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 
-from sqlalchemy import ColumnElement, Connection, Engine, and_, case, func, literal_column, or_, select
+from sqlalchemy import ColumnElement, Connection, Engine, and_, case, func, literal_column, or_, select, text, union_all
+from sqlalchemy.exc import DBAPIError
 
 from . import summary_tables
 from .filters import TicketFilters, applied_filters
 from .models import OPEN_STATUSES, Status, Ticket
 from .scope import Scope
-from .summary_tables import RESOLUTION_SLA, RESPONSE_BUCKET_S, RESPONSE_SLA, cells, days, deadlines, responses, zones
+from .summary_tables import (
+    RESOLUTION_SLA,
+    RESPONSE_BUCKET_S,
+    RESPONSE_SLA,
+    ahead,
+    cells,
+    days,
+    deadlines,
+    marks,
+    responses,
+    zones,
+)
 from .tickets import filter_conditions, scope_conditions, summarisable, summary_conditions
 
 _DONE = (Status.RESOLVED.value, Status.CLOSED.value)
+log = logging.getLogger("opsdash.summaries")
+#: The advisory lock that lets one process at a time advance the marks (others skip: no queue).
+ADVANCE_LOCK = zlib.crc32(b"opsdash_summary_advance")
+#: How long an advance waits for a table lock (a bulk load's build, a TRUNCATE) before giving up for now.
+ADVANCE_LOCK_TIMEOUT = "2s"
+#: How long the second try waits for the writers of a tenant the first skipped (writes wait as long).
+ADVANCE_WAIT = "200ms"
 
 
 @dataclass(frozen=True)
@@ -69,11 +98,19 @@ def read_counts(engine: Engine, scope: Scope, filters: TicketFilters | None, now
     """The counts at clock ``now``, with day counts from ``first_day`` (local) on; None: scan instead."""
     if not answers(engine, scope, filters):
         return None
+    hour = now.astimezone(timezone.utc).replace(minute=0, second=0, microsecond=0)
+    tenant = zones.c.tenant_id == scope.municipality_id
     with _snapshot(engine) as conn:
-        zone = conn.execute(select(zones.c.timezone).where(zones.c.tenant_id == scope.municipality_id)).scalar()
+        if summary_tables.ahead_available(engine):  # and the mark at or before the clock's hour
+            usable = (select(marks.c.as_of <= hour).where(marks.c.tenant_id == scope.municipality_id)
+                      .scalar_subquery())
+            found = conn.execute(select(zones.c.timezone, usable).where(tenant)).first()
+        else:
+            found = conn.execute(select(zones.c.timezone, literal_column("NULL")).where(tenant)).first()
+        zone, from_mark = found if found is not None else (None, None)
         if zone is not None and zone != scope.timezone:
             return None  # local days counted in another zone (none recorded: no ticket yet, all zeros)
-        rows = conn.execute(_cells_statement(scope, filters, now)).all()
+        rows = conn.execute(_cells_statement(scope, filters, now, from_mark=bool(from_mark))).all()
         trend = conn.execute(
             select(days.c.day, func.sum(days.c.created), func.sum(days.c.resolved), func.sum(days.c.closed))
             .where(*summary_conditions(days, scope, filters), days.c.day >= first_day).group_by(days.c.day)).all()
@@ -95,38 +132,63 @@ def _key(category: ColumnElement, status: ColumnElement, ward: ColumnElement) ->
             ward.is_(None).label("no_ward")]
 
 
-def _cells_statement(scope: Scope, filters: TicketFilters | None, now: datetime):
+def _cells_statement(scope: Scope, filters: TicketFilters | None, now: datetime, *, from_mark: bool = False):
     """Per cell with tickets: category, status, ward, MEASURES, and the tickets resolved (for the backlog).
 
     One statement, joined in the database: a cell's created-today and not-yet-breached
     counts come from the day and deadline rows and the current hour's tickets.
+    ``from_mark``: the tenant's mark (``ticket_summary_marks``) is at or before the
+    clock's hour, so the deadlines ahead are counted from it.
     """
     utc = now.astimezone(timezone.utc)
-    next_hour = utc.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+    hour = utc.replace(minute=0, second=0, microsecond=0)
+    next_hour = hour + timedelta(hours=1)
     next_day = datetime.combine(utc.date() + timedelta(days=1), time.min, tzinfo=timezone.utc)
     today = now.astimezone(scope.tzinfo).date()
     created_today = (select(*_key(*_cell_of(days)), func.sum(days.c.created).label("n"))
                      .where(*summary_conditions(days, scope, filters), days.c.day >= today)
                      .group_by(*_key(*_cell_of(days))).cte("created_today"))
-    # Pending tickets whose deadline is at or after ``now`` (not breached): from the next UTC
-    # day on by day buckets, to it by hour buckets, and the rest of this hour from the tickets.
+    # Pending tickets whose deadline is at or after ``now`` (not breached), per cell: parts added up.
     d = deadlines.c
-    ahead = (select(*_key(*_cell_of(deadlines)),
-                    func.sum(d.pending).filter(d.kind == RESPONSE_SLA).label("response"),
-                    func.sum(d.pending).filter(d.kind == RESOLUTION_SLA).label("resolution"))
-             .where(*summary_conditions(deadlines, scope, filters),
-                    or_(d.hourly.is_(True) & (d.bucket >= next_hour) & (d.bucket < next_day),
-                        d.hourly.is_(False) & (d.bucket >= next_day)))
-             .group_by(*_key(*_cell_of(deadlines))).cte("ahead"))
-    response = (Ticket.first_responded_at.is_(None) & (Ticket.sla_response_deadline >= now)
-                & (Ticket.sla_response_deadline < next_hour))
-    resolution = (Ticket.resolved_at.is_(None) & (Ticket.sla_resolution_deadline >= now)
-                  & (Ticket.sla_resolution_deadline < next_hour))
-    ticket_key = _key(Ticket.category_key, Ticket.status, Ticket.ward_id)
-    this_hour = (select(*ticket_key, func.count().filter(response).label("response"),
-                        func.count().filter(resolution).label("resolution"))
-                 .where(*scope_conditions(scope), *filter_conditions(scope, filters), or_(response, resolution))
-                 .group_by(*ticket_key).cte("this_hour"))
+
+    def bucket_part(table, amount, *conditions, sign=1):
+        kind = table.c.kind
+        return (select(*_key(*_cell_of(table)),
+                       case((kind == RESPONSE_SLA, amount if sign > 0 else -amount), else_=0).label("response"),
+                       case((kind == RESOLUTION_SLA, amount if sign > 0 else -amount), else_=0).label("resolution"))
+                .where(*summary_conditions(table, scope, filters), *conditions))
+
+    def tickets_part(start, end, sign):
+        response = (Ticket.first_responded_at.is_(None) & (Ticket.sla_response_deadline >= start)
+                    & (Ticket.sla_response_deadline < end))
+        resolution = (Ticket.resolved_at.is_(None) & (Ticket.sla_resolution_deadline >= start)
+                      & (Ticket.sla_resolution_deadline < end))
+        ticket_key = _key(Ticket.category_key, Ticket.status, Ticket.ward_id)
+        def counted(condition):
+            return func.count().filter(condition) if sign > 0 else -func.count().filter(condition)
+
+        return (select(*ticket_key, counted(response).label("response"), counted(resolution).label("resolution"))
+                .where(*scope_conditions(scope), *filter_conditions(scope, filters), or_(response, resolution))
+                .group_by(*ticket_key))
+
+    if from_mark:
+        # Ahead of the mark (kept by the triggers), less the hour buckets from the mark to this
+        # hour (none once the marks have moved to it), less this hour's deadlines before ``now``.
+        mark = select(marks.c.as_of).where(marks.c.tenant_id == scope.municipality_id).scalar_subquery()
+        parts = [bucket_part(ahead, ahead.c.pending),
+                 bucket_part(deadlines, d.pending, d.hourly.is_(True), d.bucket >= mark, d.bucket < hour, sign=-1),
+                 tickets_part(hour, now, -1)]
+    else:
+        # The mark is ahead of the clock (a clock in the past) or absent: from the next UTC day
+        # on by day buckets, to it by hour buckets, and the rest of this hour from the tickets.
+        parts = [bucket_part(deadlines, d.pending, d.hourly.is_(False), d.bucket >= next_day),
+                 bucket_part(deadlines, d.pending, d.hourly.is_(True), d.bucket >= next_hour, d.bucket < next_day),
+                 tickets_part(now, next_hour, 1)]
+    every = union_all(*parts).subquery("parts")
+    part_key = [every.c.category_key, every.c.status, every.c.ward_key, every.c.no_ward]
+    ahead_now = (select(*part_key, func.sum(every.c.response).label("response"),
+                        func.sum(every.c.resolution).label("resolution"))
+                 .group_by(*part_key).cte("ahead"))
     c = cells.c
     cell_key = _key(*_cell_of(cells))
 
@@ -140,12 +202,11 @@ def _cells_statement(scope: Scope, filters: TicketFilters | None, now: datetime)
                    case((c.status.in_(OPEN_STATUSES), c.tickets), else_=0),
                    case((c.status.in_(_DONE), c.tickets), else_=0),
                    zero(created_today.c.n),
-                   c.response_late + c.response_pending - zero(ahead.c.response) - zero(this_hour.c.response),
-                   c.resolution_late + c.resolution_pending - zero(ahead.c.resolution)
-                   - zero(this_hour.c.resolution),
+                   c.response_late + c.response_pending - zero(ahead_now.c.response),
+                   c.resolution_late + c.resolution_pending - zero(ahead_now.c.resolution),
                    c.resolved)
-            .select_from(cells.outerjoin(created_today, joined(created_today)).outerjoin(ahead, joined(ahead))
-                         .outerjoin(this_hour, joined(this_hour)))
+            .select_from(cells.outerjoin(created_today, joined(created_today))
+                         .outerjoin(ahead_now, joined(ahead_now)))
             .where(*summary_conditions(cells, scope, filters), c.tickets > 0))
 
 
@@ -192,4 +253,54 @@ def median_response_s(engine: Engine, scope: Scope, filters: TicketFilters | Non
     return float(sum(middle) / len(middle))
 
 
-__all__ = ["SummaryCounts", "answers", "median_answers", "median_response_s", "read_counts"]
+def advance_marks(engine: Engine, now: datetime | None = None, *, tenant: uuid.UUID | None = None) -> int:
+    """Move every tenant's mark (or ``tenant``'s) to the hour of ``now`` (default: the database's clock),
+    in short transactions of their own; returns how many moved.
+
+    Figures are exact whether or not this runs: it only keeps what a figure
+    reads small (the hour buckets between a mark and the clock). Only one
+    process advances at a time (an advisory lock; the others return 0 at
+    once). A tenant being written to is skipped, never waited for; if one
+    was, a second try waits for the writers in progress at most
+    ``ADVANCE_WAIT`` (new writers wait behind it as long, then for the
+    advance: milliseconds), else it moves at the next call. The server calls
+    this every minute (``dashboard_app/server.py``). 0 where there are no
+    marks (SQLite, a schema before 0013).
+    """
+    if not summary_tables.ahead_available(engine):
+        return 0
+    moved = _advance(engine, now, tenant, wait=False)
+    if moved is None:
+        return 0  # another process is at it
+    if _behind(engine, now, tenant):
+        moved += _advance(engine, now, tenant, wait=True) or 0
+    return moved
+
+
+def _advance(engine: Engine, now: datetime | None, tenant: uuid.UUID | None, *, wait: bool) -> int | None:
+    try:
+        with engine.connect().execution_options(isolation_level="READ COMMITTED") as conn, conn.begin():
+            if not conn.execute(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": ADVANCE_LOCK}).scalar_one():
+                return None
+            conn.execute(text(f"SET LOCAL lock_timeout = '{ADVANCE_WAIT if wait else ADVANCE_LOCK_TIMEOUT}'"))
+            return int(conn.execute(
+                text("SELECT opsdash_summary_advance(coalesce(CAST(:upto AS timestamptz), now()), "
+                     "CAST(:tenant AS uuid), :wait)"), {"upto": now, "tenant": tenant, "wait": wait}).scalar_one())
+    except DBAPIError as exc:
+        if getattr(exc.orig, "sqlstate", None) != "55P03":  # lock_not_available
+            raise
+        log.info("the summaries' marks were busy (writers, a bulk load or a TRUNCATE): not advanced this time")
+        return 0
+
+
+def _behind(engine: Engine, now: datetime | None, tenant: uuid.UUID | None) -> bool:
+    """Whether a mark (``tenant``'s) is still before the hour of ``now`` (a tenant skipped for its writers)."""
+    with engine.connect() as conn:
+        return bool(conn.execute(text(
+            "SELECT EXISTS (SELECT 1 FROM ticket_summary_marks WHERE as_of < date_trunc('hour', "
+            "coalesce(CAST(:upto AS timestamptz), now()) AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' "
+            "AND (CAST(:tenant AS uuid) IS NULL OR tenant_id = CAST(:tenant AS uuid)))"),
+            {"upto": now, "tenant": tenant}).scalar_one())
+
+
+__all__ = ["SummaryCounts", "advance_marks", "answers", "median_answers", "median_response_s", "read_counts"]

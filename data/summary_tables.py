@@ -1,4 +1,4 @@
-"""The summary tables PostgreSQL keeps as tickets change (migration 0009), as SQLAlchemy tables.
+"""The summary tables PostgreSQL keeps as tickets change (migrations 0009, 0013), as SQLAlchemy tables.
 
 Read by ``data.summaries`` (figures, the median) and ``data.tickets.count_tickets``
 (the table's total), always through ``data.tickets.summary_conditions``, the
@@ -43,28 +43,43 @@ responses = Table("ticket_summary_responses", _metadata, Column("tenant_id", Uui
 #: The time zone each tenant's local days are counted in.
 zones = Table("ticket_summary_zones", _metadata, Column("tenant_id", Uuid, primary_key=True),
               Column("timezone", Text))
+#: Per tenant, the mark ``as_of`` (an hour's start, or -infinity) that ``ahead`` counts from (migration 0013).
+marks = Table("ticket_summary_marks", _metadata, Column("tenant_id", Uuid, primary_key=True),
+              Column("as_of", DateTime(timezone=True)))
+#: Pending tickets per cell and SLA (``kind``) whose deadline is at or after the tenant's mark.
+ahead = Table("ticket_summary_ahead", _metadata, *_cell(Column("kind", SmallInteger), Column("pending", BigInteger)))
 
-_known: weakref.WeakKeyDictionary[Engine, bool] = weakref.WeakKeyDictionary()
+_known: weakref.WeakKeyDictionary[Engine, dict[str, bool]] = weakref.WeakKeyDictionary()
 _lock = threading.Lock()
+
+
+def _exists(engine: Engine, table: str) -> bool:
+    if engine.dialect.name != "postgresql":
+        return False
+    with _lock:
+        known = _known.get(engine, {}).get(table)
+    if known is None:
+        with engine.connect() as conn:
+            known = bool(conn.execute(text("SELECT to_regclass(:t) IS NOT NULL"), {"t": table}).scalar_one())
+        if known:  # an absent table is asked again: a migration may create it while this process runs
+            with _lock:
+                _known.setdefault(engine, {})[table] = known
+    return known
 
 
 def available(engine: Engine) -> bool:
     """Whether ``engine``'s database keeps the summaries (PostgreSQL at migration 0009 or later).
 
-    Asked once per engine: a database downgraded below 0009 while a process
+    Known once found: a database downgraded below 0009 while a process
     runs needs that process restarted (as any schema change does).
     """
-    if engine.dialect.name != "postgresql":
-        return False
-    with _lock:
-        known = _known.get(engine)
-    if known is None:
-        with engine.connect() as conn:
-            known = bool(conn.execute(text("SELECT to_regclass('ticket_summary_cells') IS NOT NULL")).scalar_one())
-        with _lock:
-            _known[engine] = known
-    return known
+    return _exists(engine, "ticket_summary_cells")
 
 
-__all__ = ["RESOLUTION_SLA", "RESPONSE_BUCKET_S", "RESPONSE_SLA", "available", "cells", "days", "deadlines",
-           "responses", "zones"]
+def ahead_available(engine: Engine) -> bool:
+    """Whether it keeps the deadlines ahead of a mark as well (migration 0013 or later); asked once likewise."""
+    return available(engine) and _exists(engine, "ticket_summary_marks")
+
+
+__all__ = ["RESOLUTION_SLA", "RESPONSE_BUCKET_S", "RESPONSE_SLA", "ahead", "ahead_available", "available", "cells",
+           "days", "deadlines", "marks", "responses", "zones"]

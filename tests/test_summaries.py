@@ -9,12 +9,15 @@ figure the dashboard reads from the summaries equals the one a scan of the
 tickets gives (``ticket_breakdown``, ``created_and_resolved_by_day``: the scans
 tests/test_properties.py holds to a plain-Python oracle), the table's total
 equals the rows, and the median equals the median of the rows' response times.
+The deadlines-ahead marks (migration 0013) move at random points among the
+changes, or never, so clocks fall before a mark, after it and hours past it.
 """
 from __future__ import annotations
 
 import random
 import statistics
 import threading
+import time
 import uuid
 from datetime import datetime, timedelta, timezone
 
@@ -23,6 +26,7 @@ from alembic import command
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, delete, event, insert, select, text, update
+from sqlalchemy.exc import DBAPIError
 
 import data.seed as seeding
 from data import TicketFilters
@@ -39,6 +43,7 @@ from data.db import _alembic_config, make_engine, migrate
 from data.filters import STATUSES
 from data.models import KnownCategory, Municipality, Ticket
 from data.scope import Scope
+from data.summaries import advance_marks
 from data.tickets import count_tickets, scoped_tickets
 
 from .helpers.databases import add_tickets, empty_pg_database, scope_of, ticket_record
@@ -84,7 +89,7 @@ def ticket_values(draw, extra_category: str) -> dict:
 @st.composite
 def changes(draw, extra_category: str) -> list[tuple[str, object]]:
     """Statements as the ticketing system would run them: (kind, what) pairs."""
-    kinds = st.sampled_from(("set", "set", "set", "delete", "insert", "ward_wide", "known", "forget"))
+    kinds = st.sampled_from(("set", "set", "set", "delete", "insert", "ward_wide", "known", "forget", "advance"))
     out = []
     for _ in range(draw(st.integers(0, 12))):
         kind = draw(kinds)
@@ -100,6 +105,8 @@ def changes(draw, extra_category: str) -> list[tuple[str, object]]:
         elif kind == "ward_wide":
             out.append((kind, (draw(st.sampled_from((*WARDS, None))), draw(st.sampled_from(STATUSES)),
                                moment(draw) if draw(st.booleans()) else None)))
+        elif kind == "advance":  # the marks to a clock's hour (a later one than before, or no move)
+            out.append((kind, NOW + timedelta(seconds=draw(st.integers(-30 * 86400, 10 * 86400)))))
         else:
             out.append((kind, None))
     return out
@@ -108,6 +115,9 @@ def changes(draw, extra_category: str) -> list[tuple[str, object]]:
 def apply_changes(engine: Engine, tenant: uuid.UUID, ids: list[uuid.UUID], extra_category: str, steps) -> None:
     """Run ``steps`` one transaction each; ``ids``: the tenant's tickets in insertion order (kept up to date)."""
     for kind, what in steps:
+        if kind == "advance":
+            advance_marks(engine, what, tenant=tenant)
+            continue
         with engine.begin() as conn:
             if kind == "set" and ids:
                 index, column, value = what
@@ -196,6 +206,8 @@ def test_every_summary_figure_equals_the_scan_after_random_direct_writes(pg_engi
         if isinstance(clock, tuple):
             _, k, offset = clock
             clock = due[k % len(due)] + timedelta(microseconds=offset) if due else NOW
+        if data.draw(st.booleans(), label="marks to the clock's hour first"):
+            advance_marks(pg_engine, clock, tenant=tenant)
         scope = Scope(municipality_id=tenant, role=role, ward_id=ward, timezone=zone)
         assert_summaries_equal_scans(pg_engine, scope, filters, clock, days)
         assert_summaries_equal_scans(pg_engine, scope, filters, clock, days, dims=())
@@ -324,6 +336,7 @@ def test_the_migration_builds_the_summaries_of_existing_tickets_and_truncate_emp
             migrate(engine, "0008")
             result = seeding.seed(engine, tickets=3000, wards=4, municipalities=2, random_seed=20)
             migrate(engine)
+            assert marks_at_the_current_hour(engine)
             for role, ward_index in (("manager", 0), ("ward_councillor", 1)):
                 scope = scope_of(engine, result, role, ward_index=ward_index)
                 assert_summaries_equal_scans(engine, scope, TicketFilters(), datetime.now(timezone.utc), 30)
@@ -353,6 +366,7 @@ def test_a_bulk_load_into_an_empty_table_counts_the_summaries_once_and_the_trigg
             result = seeding.seed(engine, tickets=600, wards=3, municipalities=1, random_seed=7)
             scope = scope_of(engine, result, "manager")
             assert_summaries_equal_scans(engine, scope, TicketFilters(), datetime.now(timezone.utc), 30)
+            assert marks_at_the_current_hour(engine)  # the build moved them (migration 0013)
             before = count_tickets(engine, scope)
             add_tickets(engine, [ticket_record(scope.municipality_id, ward_id=result.municipalities[0]["wards"][0])])
             assert count_tickets(engine, scope) == before + 1
@@ -384,3 +398,256 @@ def test_a_ticket_written_while_the_summary_figures_load_is_in_none_of_their_que
         event.remove(pg_engine, "after_cursor_execute", write_after_the_first_query)
     assert written and during == (3, 3)
     assert figures() == (4, 4)
+
+
+# ---- the deadlines ahead of a mark (migration 0013) ---------------------------------------------------
+def marks_at_the_current_hour(engine: Engine) -> bool:
+    with engine.connect() as conn:
+        # This hour's start, or the last one's (the hour may have turned since the marks moved).
+        return bool(conn.execute(text(
+            "SELECT count(*) > 0 AND bool_and(as_of IN (h, h - interval '1 hour')) FROM ticket_summary_marks, "
+            "LATERAL (SELECT date_trunc('hour', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS h) AS n")).scalar_one())
+
+
+def mark_is(engine: Engine, tenant: uuid.UUID, value) -> bool:
+    with engine.connect() as conn:
+        return bool(conn.execute(text("SELECT as_of = CAST(:v AS timestamptz) FROM ticket_summary_marks "
+                                      "WHERE tenant_id = :t"), {"v": value, "t": tenant}).scalar_one())
+
+
+def deadlines_around(tenant: uuid.UUID, hours: range, rng: random.Random | None = None) -> list[dict]:
+    """Pending tickets with response deadlines through ``hours`` around NOW (several an hour, odd minutes)."""
+    rng = rng or random.Random(0)
+    return [ticket_record(tenant, ward_id=rng.choice(WARDS[:2]), created_at=NOW - timedelta(days=3),
+                          sla_response_deadline=NOW + timedelta(hours=h, minutes=m, microseconds=rng.randint(0, 10)),
+                          sla_resolution_deadline=NOW + timedelta(hours=h + 5, minutes=m))
+            for h in hours for m in (0, 17, 59)]
+
+
+def test_figures_from_the_mark_on_read_the_deadlines_ahead_and_before_it_the_buckets(pg_engine):
+    tenant = uuid.uuid4()
+    add_tickets(pg_engine, deadlines_around(tenant, range(-30, 30, 2)))
+    assert mark_is(pg_engine, tenant, "-infinity")  # a new tenant: every pending deadline is ahead of it
+    figures: list[str] = []
+
+    def record(conn, cursor, statement, *_args):
+        if "created_today" in statement:
+            figures.append(statement)
+
+    def read(clock: datetime) -> bool:
+        """Exact at ``clock``; whether the figures read the deadlines ahead of the mark."""
+        figures.clear()
+        assert_summaries_equal_scans(pg_engine, manager(tenant), TicketFilters(), clock, 10)
+        return "ticket_summary_ahead" in figures[0]
+
+    event.listen(pg_engine, "before_cursor_execute", record)
+    try:
+        assert all(read(NOW + timedelta(hours=h)) for h in (-40, -3, 0, 7))
+        assert advance_marks(pg_engine, NOW, tenant=tenant) == 1
+        assert mark_is(pg_engine, tenant, NOW.replace(minute=0))
+        assert advance_marks(pg_engine, NOW - timedelta(hours=5), tenant=tenant) == 0  # never backwards
+        assert mark_is(pg_engine, tenant, NOW.replace(minute=0))
+        hour = NOW.replace(minute=0)
+        for clock in (hour, NOW, hour + timedelta(minutes=59, seconds=59), NOW + timedelta(hours=9, minutes=17)):
+            assert read(clock), clock
+        for clock in (hour - timedelta(microseconds=1), NOW - timedelta(hours=20)):  # a clock before the mark
+            assert not read(clock), clock
+        # Moved again, past deadlines that then change: still exact on either side of the mark.
+        assert advance_marks(pg_engine, NOW + timedelta(hours=6), tenant=tenant) == 1
+        with pg_engine.begin() as conn:
+            conn.execute(update(Ticket).where(Ticket.tenant_id == tenant, Ticket.sla_response_deadline
+                                              < NOW + timedelta(hours=4)).values(first_responded_at=NOW))
+        for clock in (NOW, NOW + timedelta(hours=6), NOW + timedelta(hours=8, minutes=59)):
+            read(clock)
+    finally:
+        event.remove(pg_engine, "before_cursor_execute", record)
+
+
+def test_an_advance_waits_only_briefly_for_a_tenant_being_written_to_and_moves_it_later(pg_engine):
+    tenant = uuid.uuid4()
+    add_tickets(pg_engine, deadlines_around(tenant, range(-3, 3)))
+    with pg_engine.connect() as writer:
+        with writer.begin():  # the trigger holds the tenant's mark FOR SHARE until this commits
+            writer.execute(update(Ticket).where(Ticket.tenant_id == tenant, Ticket.sla_response_deadline < NOW)
+                           .values(sla_response_deadline=NOW + timedelta(minutes=30)))
+            started = time.monotonic()
+            assert advance_marks(pg_engine, NOW, tenant=tenant) == 0
+            assert time.monotonic() - started < 1.5
+            assert mark_is(pg_engine, tenant, "-infinity")
+    assert advance_marks(pg_engine, NOW, tenant=tenant) == 1
+    for clock in (NOW, NOW + timedelta(minutes=31)):
+        assert_summaries_equal_scans(pg_engine, manager(tenant), TicketFilters(), clock, 10)
+
+
+def test_a_writer_waits_for_an_advance_in_progress_and_counts_against_the_new_mark(pg_engine):
+    """The race the marks' lock closes: a deadline in [old mark, new mark) written while the mark moves."""
+    tenant = uuid.uuid4()
+    add_tickets(pg_engine, deadlines_around(tenant, range(-6, 6)))
+    done = threading.Event()
+    errors: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            with pg_engine.begin() as conn:  # a deadline the advance passes over: counted then not ahead
+                conn.execute(insert(Ticket), [ticket_record(tenant, created_at=NOW - timedelta(hours=9),
+                                                            sla_response_deadline=NOW - timedelta(hours=2))])
+        except BaseException as exc:  # reported by the test thread
+            errors.append(exc)
+        done.set()
+
+    with pg_engine.connect().execution_options(isolation_level="READ COMMITTED") as advancer:
+        with advancer.begin():
+            moved = advancer.execute(text("SELECT opsdash_summary_advance(:now, :t)"), {"now": NOW, "t": tenant})
+            assert moved.scalar_one() == 1
+            thread = threading.Thread(target=write)
+            thread.start()
+            assert not done.wait(0.7), "the writer did not wait for the advance"
+    thread.join(10)
+    assert done.is_set() and not errors, errors
+    for clock in (NOW, NOW - timedelta(hours=1), NOW + timedelta(hours=3, minutes=1)):
+        assert_summaries_equal_scans(pg_engine, manager(tenant), TicketFilters(), clock, 10)
+
+
+def test_a_repeatable_read_writer_whose_snapshot_predates_a_moved_mark_fails_rather_than_miscounts(pg_engine):
+    tenant = uuid.uuid4()
+    add_tickets(pg_engine, deadlines_around(tenant, range(-3, 3)))
+    with pg_engine.connect().execution_options(isolation_level="REPEATABLE READ") as writer:
+        with pytest.raises(DBAPIError) as failed:
+            with writer.begin():
+                writer.execute(text("SELECT 1"))  # its snapshot, before the move
+                assert advance_marks(pg_engine, NOW, tenant=tenant) == 1
+                writer.execute(update(Ticket).where(Ticket.tenant_id == tenant)
+                               .values(sla_response_deadline=NOW - timedelta(hours=1, minutes=5)))
+        assert failed.value.orig.sqlstate == "40001"  # serialization failure: the writer retries
+    assert_summaries_equal_scans(pg_engine, manager(tenant), TicketFilters(), NOW, 10)
+    with pg_engine.connect().execution_options(isolation_level="REPEATABLE READ") as conn:
+        with pytest.raises(DBAPIError, match="READ COMMITTED"):  # the advance needs fresh snapshots
+            conn.execute(text("SELECT opsdash_summary_advance(now())"))
+
+
+def test_writers_at_once_while_the_marks_move_leave_the_figures_exact(pg_engine, random_seed):
+    """Four connections change deadlines and answers of one tenant's cells while another moves its
+    mark hour by hour across those deadlines; then every figure equals the scan."""
+    tenant = uuid.uuid4()
+    rng = random.Random(random_seed)
+    start = deadlines_around(tenant, range(-10, 10), rng)
+    add_tickets(pg_engine, start)
+    ids = [r["id"] for r in start]
+    errors: list[BaseException] = []
+    deadlocks: list[BaseException] = []
+    writing = threading.Event()
+
+    def writer(seed: int) -> None:
+        own = random.Random(seed)
+        try:
+            for _ in range(60):
+                try:
+                    write(own)
+                except DBAPIError as exc:  # two statements may deadlock with another's two: retried by a writer
+                    if exc.orig.sqlstate != "40P01":
+                        raise
+                    deadlocks.append(exc)
+        except BaseException as exc:  # reported by the test thread
+            errors.append(exc)
+
+    def write(own: random.Random) -> None:
+        with pg_engine.begin() as conn:
+            for _ in range(own.choice((1, 1, 2))):  # some transactions of two statements
+                choice = own.random()
+                due = NOW + timedelta(minutes=own.randint(-720, 720), seconds=own.randint(0, 59))
+                if choice < 0.4:
+                    conn.execute(text("UPDATE tickets SET sla_response_deadline = :d, first_responded_at = "
+                                      "NULL WHERE id = :id"), {"d": due, "id": own.choice(ids)})
+                elif choice < 0.6:
+                    conn.execute(text("UPDATE tickets SET first_responded_at = :r, status = :s WHERE id = :id"),
+                                 {"r": None if own.random() < 0.5 else NOW, "s": own.choice(STATUSES),
+                                  "id": own.choice(ids)})
+                elif choice < 0.8:
+                    conn.execute(insert(Ticket), [ticket_record(
+                        tenant, ward_id=own.choice(WARDS[:2]), created_at=NOW - timedelta(days=1),
+                        sla_response_deadline=due, sla_resolution_deadline=due + timedelta(hours=1))])
+                else:
+                    conn.execute(text("UPDATE tickets SET ward_id = :w, is_sensitive = :f, "
+                                      "sla_resolution_deadline = :d WHERE id = :id"),
+                                 {"w": own.choice(WARDS), "f": own.random() < 0.2, "d": due,
+                                  "id": own.choice(ids)})
+
+    def advancer() -> None:
+        clock, moved = NOW - timedelta(hours=11), 0
+        try:
+            while writing.is_set() and clock < NOW + timedelta(hours=11):
+                moved += advance_marks(pg_engine, clock, tenant=tenant)
+                clock += timedelta(minutes=rng.randint(5, 40))
+                time.sleep(0.005)
+        except BaseException as exc:
+            errors.append(exc)
+        moves.append(moved)
+
+    moves: list[int] = []
+    writing.set()
+    threads = [threading.Thread(target=writer, args=(rng.randrange(10**9),)) for _ in range(4)]
+    mover = threading.Thread(target=advancer)
+    for thread in [*threads, mover]:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    writing.clear()
+    mover.join()
+    assert not errors, errors
+    assert moves and moves[0] > 0, "the mark never moved while writers ran"
+    with pg_engine.connect() as conn:
+        mark = conn.execute(text("SELECT as_of FROM ticket_summary_marks WHERE tenant_id = :t"),
+                            {"t": tenant}).scalar_one()
+    clocks = [mark, mark - timedelta(microseconds=1), mark + timedelta(minutes=rng.randint(0, 600)),
+              NOW + timedelta(minutes=rng.randint(-700, 700)), NOW + timedelta(hours=12)]
+    for clock in clocks:
+        assert_summaries_equal_scans(pg_engine, manager(tenant), TicketFilters(), clock, 15)
+    assert advance_marks(pg_engine, NOW + timedelta(hours=12), tenant=tenant) == 1
+    for clock in clocks:
+        assert_summaries_equal_scans(pg_engine, manager(tenant), TicketFilters(), clock, 15)
+    assert_total_and_median(pg_engine, manager(tenant), TicketFilters())
+
+
+def test_migration_0013_counts_the_deadlines_ahead_of_existing_tickets_and_its_downgrade_drops_them():
+    with empty_pg_database() as url:
+        engine = make_engine(url)
+        try:
+            migrate(engine, "0012")
+            result = seeding.seed(engine, tickets=2000, wards=4, municipalities=2, random_seed=12)
+            scope = scope_of(engine, result, "manager")
+            with engine.begin() as conn:  # pending deadlines across the next hours, by the old triggers
+                conn.execute(text("UPDATE tickets SET first_responded_at = NULL, sla_response_deadline = "
+                                  "now() + (abs(hashtext(id::text)) % 1800) * interval '1 minute' "
+                                  "- interval '5 hours' WHERE abs(hashtext(id::text)) % 10 < 3"))
+            migrate(engine)
+        finally:
+            engine.dispose()
+        engine = make_engine(url)  # a process started after the upgrade
+        try:
+            assert marks_at_the_current_hour(engine)
+            now = datetime.now(timezone.utc)
+            for clock in (now, now + timedelta(hours=3, minutes=7), now - timedelta(hours=2)):
+                assert_summaries_equal_scans(engine, scope, TicketFilters(), clock, 30)
+            config = _alembic_config(engine)
+            with engine.begin() as connection:
+                config.attributes["connection"] = connection
+                command.downgrade(config, "0012")
+        finally:
+            engine.dispose()
+        engine = make_engine(url)  # a process started after the downgrade: the buckets again
+        try:
+            with engine.connect() as conn:
+                left = conn.execute(text("SELECT count(*) FROM pg_class WHERE relname IN "
+                                         "('ticket_summary_marks', 'ticket_summary_ahead')")).scalar_one()
+            assert left == 0
+            add_tickets(engine, [ticket_record(scope.municipality_id, ward_id=result.municipalities[0]["wards"][0],
+                                               sla_response_deadline=datetime.now(timezone.utc) + timedelta(hours=2))])
+            assert_summaries_equal_scans(engine, scope, TicketFilters(), datetime.now(timezone.utc), 30)
+            migrate(engine)
+        finally:
+            engine.dispose()
+        engine = make_engine(url)
+        try:
+            assert_summaries_equal_scans(engine, scope, TicketFilters(), datetime.now(timezone.utc), 30)
+        finally:
+            engine.dispose()

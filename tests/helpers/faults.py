@@ -24,7 +24,8 @@ from .servers import OpsDashServer
 
 #: The summary tables the dashboard's figures read on PostgreSQL (migration 0009).
 SUMMARY_TABLES = ("ticket_summary_cells", "ticket_summary_days", "ticket_summary_deadlines",
-                  "ticket_summary_responses", "ticket_summary_zones")
+                  "ticket_summary_responses", "ticket_summary_zones", "ticket_summary_marks",
+                  "ticket_summary_ahead")
 
 
 def dsn(database_url: str) -> str:
