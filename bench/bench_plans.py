@@ -71,6 +71,22 @@ def plan_of(engine: Engine, statement: str, parameters=None, options: str = "COS
         return "\n".join(r[0] for r in conn.exec_driver_sql(f"EXPLAIN ({options}) {statement}", parameters or {}))
 
 
+def statements_of(engine: Engine, call, marker: str) -> list[tuple[str, dict]]:
+    """The SQL statements (with their parameters) that ``call()`` sends which contain ``marker``."""
+    statements: list[tuple[str, dict]] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        if marker in statement:
+            statements.append((statement, parameters))
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        call()
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    return statements
+
+
 def report(name: str, ok: bool, detail: str) -> bool:
     print(f"{'OK    ' if ok else 'MISSED'} {name}: {detail}", flush=True)
     return ok
@@ -85,17 +101,7 @@ def check_search(engine: Engine, scope: Scope) -> bool:
 
 
 def check_median(engine: Engine, scope: Scope, index: str = "ix_tickets_first_response") -> bool:
-    statements: list[tuple[str, dict]] = []
-
-    def record(conn, cursor, statement, parameters, context, executemany):
-        if "first_responded_at" in statement:
-            statements.append((statement, parameters))
-
-    event.listen(engine, "before_cursor_execute", record)
-    try:
-        median_first_response_s(engine, scope)
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
+    statements = statements_of(engine, lambda: median_first_response_s(engine, scope), "first_responded_at")
     ok = bool(statements)
     for i, (statement, parameters) in enumerate(statements, 1):
         plan = plan_of(engine, statement, parameters, options="ANALYZE, COSTS OFF")
@@ -121,17 +127,8 @@ def check_category_estimate(engine: Engine, scope: Scope) -> bool:
 
 def check_deadlines_ahead(engine: Engine, scope: Scope) -> bool:
     advance_marks(engine)
-    statements: list[tuple[str, dict]] = []
-
-    def record(conn, cursor, statement, parameters, context, executemany):
-        if "created_today" in statement:
-            statements.append((statement, parameters))
-
-    event.listen(engine, "before_cursor_execute", record)
-    try:
-        ticket_figures(engine, scope, None, ("category", "status", "ward_id"))
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
+    statements = statements_of(engine, lambda: ticket_figures(engine, scope, None, ("category", "status", "ward_id")),
+                               "created_today")
     if not statements:
         return report("deadlines ahead", False, "the figures did not read the summaries")
     statement, parameters = statements[0]
