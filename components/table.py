@@ -137,7 +137,11 @@ class TicketTable(pn.viewable.Viewer):
                 self.tabulator.page = last
                 return
             self.tabulator.total_rows = page.total
-            self.tabulator.value = display_frame(page.frame)
+            shown = display_frame(page.frame)
+            # A live refresh mostly finds page 1 as it was: sent again, the browser would redraw
+            # every row and lay the page out anew (0.5-1 s of a slow phone's main thread each time).
+            if not shown.equals(self.tabulator.value):
+                self.tabulator.value = shown
             if self.tabulator not in self._body.objects:
                 self._body.objects = [self.tabulator]
         set_text(self._notice, self.message)

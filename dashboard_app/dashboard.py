@@ -32,6 +32,7 @@ from components.panel_compat import PAGE_A11Y_JS, AccessibleFastListTemplate
 from components.store import DashboardStore
 from components.store_view import text
 from components.table import TicketTable
+from components.unfold import UnfoldCard
 from data.filters import TicketFilters
 from data.models import Role
 from data.replica import ReadRoute
@@ -197,18 +198,23 @@ class Dashboard(pn.viewable.Viewer):
         """The figures, the live feed and the tickets.
 
         The feed comes under the cards, in view when the page opens (below the 25-row table it
-        was out of view; at most ~8 lines high); on a phone it waits folded there, one tap to open. The first parts are one column: the
-        template puts a margin around each part (a ~130 px gap above the cards on a phone).
+        was out of view; at most ~8 lines high); on a phone it waits folded there, one tap to open,
+        as do the charts (built only once opened: ``UnfoldCard``). The first
+        parts are one column: the template puts a margin around each part (a ~130 px gap above
+        the cards on a phone).
         """
         top = pn.Column(pn.Row(self._banner, self._retry, sizing_mode="stretch_width"),
                         *([self.hidden_categories] if self.scope.role is Role.ADMIN else []),
                         self.kpis, sizing_mode="stretch_width", margin=0)
-        tickets = [pn.pane.Markdown("### Tickets", margin=(10, 10, 0, 10)), self.table]
+        heading = pn.pane.Markdown("### Tickets", margin=(10, 10, 0, 10))
         if phone:
-            live = pn.Card(self.live_area, title="Live activity", collapsed=True, sizing_mode="stretch_width",
-                           css_classes=["opsdash-live-card"])
-            return [top, live, self.charts, *tickets]
-        return [top, self.live_area, self.charts, *tickets]
+            # Folded, and built in the browser only once opened (a phone's data and CPU:
+            # components.unfold); their figures load now, on the server.
+            live = UnfoldCard(view=self.live_area, title="Live activity", css_classes=["opsdash-live-card"])
+            charts = UnfoldCard(view=self.charts, title="Charts", placeholder=self.charts.placeholder(),
+                                css_classes=["opsdash-charts-card"])
+            return [top, live, charts, heading, self.table]
+        return [top, self.live_area, self.charts, heading, self.table]
 
     def __panel__(self) -> pn.viewable.Viewable:
         """The notebook view: header line, sidebar column, main column."""

@@ -94,6 +94,9 @@ def test_scripts_come_compressed_versioned_files_cached_for_a_year_and_the_webso
             {k.lower(): v for k, v in event["response"]["headers"].items()}.get("sec-websocket-extensions", "")))
         user = user_of(result, "ward_councillor")
         browser_sign_in(page, server.url, user["username"], user["password"])
+        charts = page.locator(".opsdash-charts-card")  # folded on a phone: opened, its plots join the page
+        charts.get_by_role("button").first.tap()
+        charts.locator(".bk-Canvas").first.wait_for(timeout=30_000)
         # The page goes without bokeh-gl.min.js: no plot of it may ask for WebGL.
         backends = page.evaluate("""() => [...Bokeh.documents[0].all_models]
             .filter(m => m.output_backend !== undefined).map(m => m.output_backend)""")
@@ -114,3 +117,22 @@ def test_scripts_come_compressed_versioned_files_cached_for_a_year_and_the_webso
     # Nothing the page does not use (measured in docs/performance.md): no WebGL bundle, no MathJax.
     assert not [url for url in scripts if "bokeh-gl" in url or "mathjax" in url]
     assert extensions and all("permessage-deflate" in value for value in extensions), extensions
+
+
+def test_a_phone_gets_the_cards_first_and_the_charts_only_once_their_card_is_opened(site, chromium_browser):
+    """Field-ready: a phone builds no chart (nor the live feed) before the reader opens its card (components.unfold)."""
+    result, server = site
+    context = chromium_browser.new_context(**PHONE)
+    try:
+        page = context.new_page()
+        user = user_of(result, "ward_councillor")
+        browser_sign_in(page, server.url, user["username"], user["password"])
+        charts = page.locator(".opsdash-charts-card")
+        page.wait_for_timeout(1_000)  # time enough for anything already on its way
+        assert charts.locator(".bk-Canvas").count() == 0
+        assert page.locator(".opsdash-live-card").locator(".opsdash-feed-empty, .opsdash-feed-table").count() == 0
+        charts.get_by_role("button").first.tap()
+        charts.locator(".bk-Canvas").first.wait_for(timeout=30_000)
+        assert charts.locator(".bk-Canvas").count() == 2  # a councillor: by category, and the backlog
+    finally:
+        context.close()

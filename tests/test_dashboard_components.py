@@ -7,7 +7,7 @@ the component itself calls.
 from __future__ import annotations
 
 from concurrent import futures
-from datetime import date
+from datetime import date, datetime, timedelta, timezone
 from itertools import accumulate
 from urllib.parse import parse_qsl
 
@@ -21,6 +21,7 @@ from components.filters import FilterBar
 from components.kpis import KpiCards, format_duration, matching_text
 from components.store import UNAVAILABLE, DashboardStore
 from components.table import TABLE_COLUMNS, UNTRUSTED_COLUMNS, TicketTable, sort_spec
+from components.unfold import UnfoldCard
 from dashboard_app.dashboard import Dashboard
 from data.db import make_engine
 from data.errors import InvalidFilter, NotAuthorized
@@ -514,3 +515,38 @@ def test_a_failed_query_is_not_cached(engine, make_seed, tmp_path):
     assert query_cache.cached("flaky", engine, scope, (), flaky, ttl_s=60) == "ok"
     assert query_cache.cached("flaky", engine, scope, (), flaky, ttl_s=60) == "ok"
     assert len(calls) == 2
+
+
+def test_a_folded_card_holds_its_placeholder_until_opened_but_its_view_loads_at_once(engine, make_seed):
+    result = make_seed(tickets=120, random_seed=31)
+    store = store_for(engine, result, "ward_councillor")
+    charts = TicketCharts(store=store)
+    waiting = charts.placeholder()
+    folded = UnfoldCard(view=charts, title="Charts", placeholder=waiting)
+    card = folded.__panel__()
+    assert card.collapsed and card.objects == [waiting] and not folded.built
+    # Loaded already (here at once; served, in a worker): the figures wait on the server, not the reader.
+    own = scoped_tickets(engine, store.scope)
+    assert charts.load().by_category_status.tickets.sum() == len(own) > 0
+    assert card.select(pn.pane.Bokeh) == []  # no figure in the page yet
+    card.collapsed = False  # what the browser reports when the reader opens it
+    assert folded.built and len(card.objects) == 1 and card.objects[0] is not waiting
+    assert len(card.select(pn.pane.Bokeh)) == 2  # a councillor: by category, and the backlog
+    card.collapsed = True
+    card.collapsed = False  # opened again: the same view, not a second one
+    assert len(card.select(pn.pane.Bokeh)) == 2
+
+
+def test_a_refresh_that_finds_the_same_page_sends_nothing_to_the_browser(engine, make_seed):
+    result = make_seed(tickets=120, random_seed=37)
+    store = store_for(engine, result, "manager")
+    table = TicketTable(store=store)
+    sent: list[int] = []
+    table.tabulator.param.watch(lambda event: sent.append(len(event.new)), "value")
+    table.reload()  # what a live refresh does when no row of the page changed
+    assert sent == []
+    add_ticket(engine, store.scope.municipality_id, None, description="a new leak on page one",
+               created_at=datetime.now(timezone.utc) + timedelta(minutes=1))  # newest: first on page 1
+    table.reload()
+    assert sent == [min(table.page_size, table.tabulator.total_rows)]
+    assert "a new leak on page one" in set(table.tabulator.value.description)
