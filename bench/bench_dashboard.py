@@ -187,8 +187,9 @@ WATCH_SIGN_IN_JS = "(() => {" + MODEL_JS + """
     let values = 0, total = false, rows = false, figures = 0;
     for (const m of doc.all_models) {
       if (busy(m)) return false;
-      if (has(m, 'opsdash-kpi-value') && text(m).length) values++;
-      if (has(m, 'opsdash-kpi-total') && text(m).length) total = true;
+      // The cards are one HTML pane (components.kpis): its markup holds every value and the caption.
+      if (has(m, 'opsdash-kpis')) values += text(m).split('opsdash-kpi-value').length - 1;
+      if (has(m, 'opsdash-kpis') && /tickets? match/.test(text(m))) total = true;
       if (isTable(m) && m.source.get_length() > 0) rows = true;
       if (isFigure(m)) figures++;
     }
@@ -273,7 +274,7 @@ WATCH_FILTER_JS = "(expected) => {" + MODEL_JS + """
     let total = false, first = false;
     for (const m of doc.all_models) {
       if (busy(m)) return false;
-      if (has(m, 'opsdash-kpi-total') && text(m).includes(expected.total)) total = true;
+      if (has(m, 'opsdash-kpis') && text(m).includes(expected.total)) total = true;
       const column = isTable(m) && m.source.data && m.source.data.tracking_number;
       if (column && column[0] === expected.first) first = true;
     }

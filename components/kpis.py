@@ -9,7 +9,7 @@ import param
 
 from data.aggregates import Kpis, ticket_kpis
 
-from .store_view import StoreView, text
+from .store_view import StoreView
 
 
 def format_duration(seconds: float | None) -> str:
@@ -56,23 +56,32 @@ KPI_TITLES = tuple(kpi_values(Kpis(total=0, open=0, created_today=0, response_br
                                    resolved=0, median_first_response_s=None)))
 
 
-def _value_styles(alert: bool) -> dict[str, str]:
-    return {"font-size": "1.8em", "font-weight": "600", "color": "#b3261e" if alert else "#1a1a1a"}
+#: The cards are one HTML pane: as a Panel column of two panes each they were 21 Bokeh models (and 21
+#: more for their placeholder), each with its own shadow root, built and laid out by a phone's CPU.
+KPI_CSS = """
+.opsdash-kpi-cards { display: flex; flex-wrap: wrap; gap: 10px; }
+.opsdash-kpi, .opsdash-kpi-pending { width: 165px; box-sizing: border-box; background: white;
+  border: 1px solid #ddd; border-radius: 6px; padding: 6px 12px 8px 12px; }
+.opsdash-kpi-title, .opsdash-kpi-pending-title { font-size: 0.85em; color: #555; }
+.opsdash-kpi-value, .opsdash-kpi-pending-value { font-size: 1.8em; font-weight: 600; color: #1a1a1a; }
+.opsdash-kpi-value.opsdash-alert { color: #b3261e; }
+.opsdash-kpi-total, .opsdash-kpi-pending-total { color: #555; margin-top: 10px; }
+"""
 
 
-def _card(title: str, value: Any, styles: Any, kind: str = "kpi") -> pn.viewable.Viewable:
-    return pn.Column(
-        text(title, styles={"font-size": "0.85em", "color": "#555"}, margin=(6, 12, 0, 12),
-             css_classes=[f"opsdash-{kind}-title"]),
-        pn.pane.HTML(value, styles=styles, margin=(0, 12, 8, 12), css_classes=[f"opsdash-{kind}-value"]),
-        css_classes=[f"opsdash-{kind}"], width=165, margin=0,
-        styles={"background": "white", "border": "1px solid #ddd", "border-radius": "6px"},
-    )
+def cards_html(values: dict[str, str], total: str, kind: str = "kpi") -> str:
+    """The cards (title -> shown text) and the caption as markup; every text escaped here."""
+    cards = []
+    for title, value in values.items():
+        alert = " opsdash-alert" if kind == "kpi" and title in ALERT_TITLES and value != "0" else ""
+        cards.append(f'<div class="opsdash-{kind}"><div class="opsdash-{kind}-title">{html.escape(title)}</div>'
+                     f'<div class="opsdash-{kind}-value{alert}">{html.escape(value)}</div></div>')
+    return (f'<div class="opsdash-kpi-cards">{"".join(cards)}</div>'
+            f'<div class="opsdash-{kind}-total">{html.escape(total)}</div>')
 
 
-def _layout(cards: list[pn.viewable.Viewable], caption: pn.viewable.Viewable) -> pn.viewable.Viewable:
-    return pn.Column(pn.FlexBox(*cards, gap="10px", flex_wrap="wrap", sizing_mode="stretch_width"),
-                     caption, sizing_mode="stretch_width")
+def _pane(markup: Any) -> pn.pane.HTML:
+    return pn.pane.HTML(markup, stylesheets=[KPI_CSS], sizing_mode="stretch_width", css_classes=["opsdash-kpis"])
 
 
 #: The cards' value line before the figures arrive: a line of the same height, no figure.
@@ -96,20 +105,13 @@ class KpiCards(StoreView):
         return Kpis.from_breakdown(store.breakdown(filters), median)
 
     def render(self, data: Kpis) -> pn.viewable.Viewable:
-        """Cards bound to ``shown``: later figures change their text and colour only (``update``)."""
+        """The cards bound to ``shown``: later figures change the pane's text only (``update``)."""
         self.shown = data
-        values = self.param.shown.rx().rx.pipe(kpi_values)
-        cards = [_card(title, values[title].rx.pipe(html.escape),
-                       values[title].rx.pipe(lambda value, alert=title in ALERT_TITLES: _value_styles(alert and value != "0")))
-                 for title in kpi_values(data)]
-        caption = pn.pane.HTML(self.param.shown.rx().total.rx.pipe(matching_text), styles={"color": "#555"},
-                               css_classes=["opsdash-kpi-total"])
-        return _layout(cards, caption)
+        return _pane(self.param.shown.rx().rx.pipe(lambda kpis: cards_html(kpi_values(kpis), matching_text(kpis.total))))
 
     def placeholder(self) -> pn.viewable.Viewable:
         """The cards with their titles and no figures (own classes: nothing reads them as values)."""
-        cards = [_card(title, PENDING, _value_styles(False), kind="kpi-pending") for title in KPI_TITLES]
-        return _layout(cards, pn.pane.HTML(PENDING, css_classes=["opsdash-kpi-pending-total"]))
+        return _pane(cards_html(dict.fromkeys(KPI_TITLES, PENDING), PENDING, kind="kpi-pending"))
 
     def update(self, data: Kpis) -> bool:
         self.shown = data

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import html
+import re
 import uuid
 from datetime import datetime, timedelta, timezone
 
@@ -29,14 +30,21 @@ def add_ticket(engine: Engine, municipality_id, ward_id: str | None, **fields) -
 
 
 def rendered_texts(view: pn.viewable.Viewable, css_class: str) -> list[str]:
-    """The literal texts of the ``text()`` panes with ``css_class`` in a rendered view."""
-    return [html.unescape(p.object) for p in view.select(pn.pane.HTML) if css_class in (p.css_classes or [])]
+    """The literal texts of the ``text()`` panes with ``css_class`` in a rendered view, and of the
+    elements with that class in the markup of its HTML panes (the KPI cards are one pane)."""
+    inner = re.compile(rf'<div class="{re.escape(css_class)}(?: [^"]*)?">([^<]*)</div>')
+    texts = []
+    for pane in view.select(pn.pane.HTML):
+        if css_class in (pane.css_classes or []):
+            texts.append(html.unescape(pane.object))
+        else:
+            texts += [html.unescape(t) for t in inner.findall(str(pane.object or ""))]
+    return texts
 
 
 def kpi_cards(view: pn.viewable.Viewable) -> dict[str, str]:
     """Card title -> shown value, from KpiCards.render output."""
-    cards = [c for c in view.select(pn.Column) if "opsdash-kpi" in (c.css_classes or [])]
-    return {html.unescape(c.objects[0].object): html.unescape(c.objects[1].object) for c in cards}
+    return dict(zip(rendered_texts(view, "opsdash-kpi-title"), rendered_texts(view, "opsdash-kpi-value")))
 
 
 def other_ward(result, scope: Scope) -> str:
