@@ -1,4 +1,4 @@
-"""What moves and what paints largest while a councillor's dashboard loads on a phone (issue 17).
+"""What moves, what paints largest and what blocks while a councillor's dashboard loads on a phone (issue 17).
 
 Lighthouse 12.2.3's own "layout-shift-elements" and "largest-contentful-paint-element"
 audits fail with Debian's Chromium ("frame_sequence"), so this asks the browser
@@ -12,6 +12,10 @@ fresh page that signs a councillor in to ``opsdash serve --demo`` (or
     python bench/bench_layout_shift.py [--runs 3] [--cpu 4] [--url URL --username U --password P]
 
 ``--cpu N`` slows the page's CPU N times (CDP), as Lighthouse's simulation assumes of a phone.
+It also prints the main thread's long tasks (``longtask`` entries) and their blocking time (each
+task's time past 50 ms, summed from the first contentful paint to the end of ``--settle``): what
+Lighthouse's total blocking time estimates, measured here in the page instead of simulated, which
+varies less from run to run (Lighthouse: 11.6-21.9 s over 6 runs of one build on a slow host).
 """
 from __future__ import annotations
 
@@ -39,7 +43,10 @@ USER_AGENT = ("Mozilla/5.0 (Linux; Android 11; moto g power (2022)) AppleWebKit/
 
 OBSERVE = """
 (() => {
-  window.__shifts = []; window.__lcp = [];
+  window.__shifts = []; window.__lcp = []; window.__long = [];
+  new PerformanceObserver(list => {
+    for (const e of list.getEntries()) window.__long.push([Math.round(e.startTime), Math.round(e.duration)]);
+  }).observe({type: 'longtask', buffered: true});
   const describe = node => {
     if (!node) return null;
     const parts = [];
@@ -84,10 +91,16 @@ def one_load(browser, url: str, cookies: list[dict], cpu: float, settle_s: float
     page.goto(url, timeout=120_000)
     wait_for_dashboard(page, timeout_ms=120_000)
     time.sleep(settle_s)
-    result = page.evaluate("({shifts: window.__shifts, lcp: window.__lcp, "
+    result = page.evaluate("({shifts: window.__shifts, lcp: window.__lcp, long: window.__long, "
                            "fcp: (performance.getEntriesByName('first-contentful-paint')[0] || {}).startTime})")
     context.close()
     return result
+
+
+def blocking(result: dict) -> int:
+    """Each long task's time past 50 ms, from the first contentful paint on (Lighthouse's definition)."""
+    start = result["fcp"] or 0
+    return sum(max(0, min(duration, t + duration - start) - 50) for t, duration in result["long"] if t + duration > start)
 
 
 def main() -> int:
@@ -128,7 +141,8 @@ def main() -> int:
                 runs.append(result)
                 cls = sum(s["value"] for s in result["shifts"])
                 print(f"run {run + 1}: CLS {cls:.3f}, FCP {result['fcp'] or 0:.0f} ms, "
-                      f"LCP {result['lcp'][-1]['t'] if result['lcp'] else '-'} ms")
+                      f"LCP {result['lcp'][-1]['t'] if result['lcp'] else '-'} ms, blocking {blocking(result):,} ms "
+                      f"in {len(result['long'])} long tasks (longest {max((d for _, d in result['long']), default=0):,} ms)")
                 for shift in result["shifts"]:
                     print(f"  shift {shift['value']:.4f} at {shift['t']} ms")
                     for source in shift["sources"]:
@@ -138,7 +152,8 @@ def main() -> int:
             browser.close()
         if args.json:
             args.json.write_text(json.dumps(runs, indent=1))
-        print(f"median CLS {median(sum(s['value'] for s in r['shifts']) for r in runs):.3f}")
+        print(f"median CLS {median(sum(s['value'] for s in r['shifts']) for r in runs):.3f}, "
+              f"median blocking {median(blocking(r) for r in runs):,.0f} ms (CPU {args.cpu:g}x)")
     finally:
         if server is not None:
             server.stop()

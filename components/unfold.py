@@ -1,12 +1,10 @@
 """UnfoldCard: a folded section whose view the browser builds only once the reader opens it.
 
-A councillor's phone pays for every Bokeh model twice: in data on a metered
-link, and in main-thread time a slow CPU spends building and laying out the
-page. A folded Panel Card still sends everything in it, and the browser
-builds it hidden (and redraws it at each live refresh). Here the card holds
-only a placeholder until its ``collapsed`` turns False in the browser; the
-view then goes in. On a phone the live feed and the charts wait like this
-(dashboard_app.dashboard), one tap away; docs/performance.md has what it saves.
+A folded Panel Card still sends everything in it, and the browser builds it
+hidden (and redraws it at each live refresh): a phone's data and main-thread
+time for what nobody looks at. Here the card holds only a placeholder until
+its ``collapsed`` turns False in the browser; the view then goes in. On a
+phone the live feed waits like this (dashboard_app.dashboard), one tap away.
 
 The view is laid out on the server at once: a StoreView's first load starts
 with the page, so its figures are ready when the reader opens the card.

@@ -198,8 +198,8 @@ class Dashboard(pn.viewable.Viewer):
         """The figures, the live feed and the tickets.
 
         The feed comes under the cards, in view when the page opens (below the 25-row table it
-        was out of view; at most ~8 lines high); on a phone it waits folded there, one tap to open,
-        as do the charts (built only once opened: ``UnfoldCard``). The first
+        was out of view; at most ~8 lines high); on a phone it waits folded there, one tap to open
+        (built only once opened: ``UnfoldCard``). The first
         parts are one column: the template puts a margin around each part (a ~130 px gap above
         the cards on a phone).
         """
@@ -208,12 +208,10 @@ class Dashboard(pn.viewable.Viewer):
                         self.kpis, sizing_mode="stretch_width", margin=0)
         heading = pn.pane.Markdown("### Tickets", margin=(10, 10, 0, 10))
         if phone:
-            # Folded, and built in the browser only once opened (a phone's data and CPU:
-            # components.unfold); their figures load now, on the server.
+            # Folded, and built in the browser only once opened (components.unfold): hidden, the
+            # feed was still drawn, and redrawn at each event, by the phone's CPU.
             live = UnfoldCard(view=self.live_area, title="Live activity", css_classes=["opsdash-live-card"])
-            charts = UnfoldCard(view=self.charts, title="Charts", placeholder=self.charts.placeholder(),
-                                css_classes=["opsdash-charts-card"])
-            return [top, live, charts, heading, self.table]
+            return [top, live, self.charts, heading, self.table]
         return [top, self.live_area, self.charts, heading, self.table]
 
     def __panel__(self) -> pn.viewable.Viewable:
