@@ -56,8 +56,8 @@ KPI_TITLES = tuple(kpi_values(Kpis(total=0, open=0, created_today=0, response_br
                                    resolved=0, median_first_response_s=None)))
 
 
-#: The cards are one HTML pane: as a Panel column of two panes each they were 21 Bokeh models (and 21
-#: more for their placeholder), each with its own shadow root, built and laid out by a phone's CPU.
+#: The cards are one HTML pane (with its placeholder, 2 Bokeh models): as Panel columns of two panes
+#: each they were 42, each with a shadow root of its own for the browser to build and lay out.
 KPI_CSS = """
 .opsdash-kpi-cards { display: flex; flex-wrap: wrap; gap: 10px; }
 .opsdash-kpi, .opsdash-kpi-pending { width: 165px; box-sizing: border-box; background: white;

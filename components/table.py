@@ -139,7 +139,7 @@ class TicketTable(pn.viewable.Viewer):
             self.tabulator.total_rows = page.total
             shown = display_frame(page.frame)
             # A live refresh mostly finds page 1 as it was: sent again, the browser would redraw
-            # every row and lay the page out anew (0.5-1 s of a slow phone's main thread each time).
+            # every row and lay the page out anew.
             if not shown.equals(self.tabulator.value):
                 self.tabulator.value = shown
             if self.tabulator not in self._body.objects:

@@ -199,20 +199,19 @@ class Dashboard(pn.viewable.Viewer):
 
         The feed comes under the cards, in view when the page opens (below the 25-row table it
         was out of view; at most ~8 lines high); on a phone it waits folded there, one tap to open
-        (built only once opened: ``UnfoldCard``). The first
-        parts are one column: the template puts a margin around each part (a ~130 px gap above
-        the cards on a phone).
+        (built only once opened: ``UnfoldCard``). The first parts are one column: the template
+        puts a margin around each part (a ~130 px gap above the cards on a phone).
         """
         top = pn.Column(pn.Row(self._banner, self._retry, sizing_mode="stretch_width"),
                         *([self.hidden_categories] if self.scope.role is Role.ADMIN else []),
                         self.kpis, sizing_mode="stretch_width", margin=0)
-        heading = pn.pane.Markdown("### Tickets", margin=(10, 10, 0, 10))
+        tickets = [pn.pane.Markdown("### Tickets", margin=(10, 10, 0, 10)), self.table]
         if phone:
             # Folded, and built in the browser only once opened (components.unfold): hidden, the
             # feed was still drawn, and redrawn at each event, by the phone's CPU.
             live = UnfoldCard(view=self.live_area, title="Live activity", css_classes=["opsdash-live-card"])
-            return [top, live, self.charts, heading, self.table]
-        return [top, self.live_area, self.charts, heading, self.table]
+            return [top, live, self.charts, *tickets]
+        return [top, self.live_area, self.charts, *tickets]
 
     def __panel__(self) -> pn.viewable.Viewable:
         """The notebook view: header line, sidebar column, main column."""
