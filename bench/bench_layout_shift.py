@@ -14,8 +14,9 @@ fresh page that signs a councillor in to ``opsdash serve --demo`` (or
 ``--cpu N`` slows the page's CPU N times (CDP), as Lighthouse's simulation assumes of a phone.
 It also prints the main thread's long tasks (``longtask`` entries) and their blocking time (each
 task's time past 50 ms, summed from the first contentful paint to the end of ``--settle``): what
-Lighthouse's total blocking time estimates, measured here in the page instead of simulated, which
-varies less from run to run (Lighthouse: 11.6-21.9 s over 6 runs of one build on a slow host).
+Lighthouse's total blocking time estimates, measured here in the page instead of simulated. Both
+vary with the demo's live events: run against a quiet server to compare builds (one build on a slow
+host: Lighthouse 14.5-21.9 s over 6 runs; here 10.0-14.2 s without events, 10.6-26.1 s with them).
 """
 from __future__ import annotations
 
