@@ -46,6 +46,7 @@ import pandas as pd
 import panel as pn
 import param
 from bokeh.document import Document
+from bokeh.embed import wrappers as bokeh_wrappers
 from bokeh.resources import Resources as BokehResources
 from bokeh.server.tornado import BokehTornado
 from bokeh.settings import settings as bokeh_settings
@@ -167,15 +168,65 @@ def serve_pages_without_google_fonts() -> bool:
     return True
 
 
-#: Panel's ``js_resources.html`` with ``defer`` on every script file, its inline snippets run once they
-#: have (at DOMContentLoaded, before Bokeh's own embed script, which waits for the same event).
+#: What a served page loads only once the browser has painted its own HTML (the header and the
+#: who/where line): every script file, the Fast design's modules, and the stylesheets its widgets
+#: use. Panel writes ~850 KB (compressed) of scripts into the head; a phone painted nothing until all
+#: had arrived and run, and with ``defer`` the browser still ran them before its first frame
+#: whenever they arrived with the HTML (on a fast link, from its cache): Lighthouse's simulation
+#: then counted all of them into the first paint (FCP 2.4 s or 6.4 s from run to run, LCP up to
+#: 9 s; docs/performance.md, "Page weight"). The page's ``<script>``s push to ``opsdashLater``;
+#: the loader (``DEFERRED_JS_RESOURCES``) adds them once the browser reports the page's first
+#: largest paint (or first paint where it reports no largest one), at once in a hidden tab, which
+#: paints nothing, and after 5 s whatever happens. Script files run in their order
+#: (``async = false``); ``opsdashScriptsReady`` settles when everything has loaded, and Panel's
+#: snippets, the Fast design's set-up (``TEMPLATE_FIXES``) and Bokeh's embed script
+#: (``SCRIPTS_READY_ONLOAD``) wait for it instead of DOMContentLoaded.
+LATER_QUEUE_JS = "window.opsdashLater = window.opsdashLater || {styles: [], modules: []};"
+
+#: Bokeh's ``css_resources.html``: its stylesheets (Tabulator's, the notifications', icons') wait too.
+LATER_CSS_RESOURCES = jinja2.Template("""<script type="text/javascript">
+""" + LATER_QUEUE_JS + """
+opsdashLater.styles.push(...{{ css_files | map("string") | list | tojson }});
+</script>
+{%- for css in css_raw %}
+<style>
+  {{ css }}
+</style>
+{%- endfor %}
+""")
+
+#: Panel's ``js_resources.html`` with the loader instead of its ``<script src>`` and module tags.
 DEFERRED_JS_RESOURCES = jinja2.Template("""<script type="esms-options">{"shimMode": true}</script>
-{% for file in js_files %}
-<script type="text/javascript" src="{{ file }}" defer></script>
-{%- endfor %}
-{% for file in js_modules %}
-<script type="module" src="{{ file }}"></script>
-{%- endfor %}
+<script type="text/javascript">
+""" + LATER_QUEUE_JS + """
+opsdashLater.modules.push(...{{ js_modules | map("string") | list | tojson }});
+window.opsdashScriptsReady = new Promise(resolve => {
+  const files = {{ js_files | map("string") | list | tojson }};
+  let started = false;
+  const add = (tag, properties) => new Promise(done => {
+    const element = Object.assign(document.createElement(tag), properties);
+    element.onload = element.onerror = done;
+    document.head.appendChild(element);
+  });
+  const load = () => {
+    if (started) return;
+    started = true;
+    const loading = [
+      ...[...new Set(opsdashLater.styles)].map(href => add("link", {rel: "stylesheet", href})),
+      ...[...new Set(opsdashLater.modules)].map(src => add("script", {type: "module", src})),
+      ...files.map(src => add("script", {src, async: false})),
+    ];
+    Promise.all(loading).then(() => resolve());
+  };
+  if (document.visibilityState === "hidden") { load(); return; }
+  setTimeout(load, 5000);
+  const types = (window.PerformanceObserver && PerformanceObserver.supportedEntryTypes) || [];
+  const type = ["largest-contentful-paint", "paint"].find(name => types.includes(name));
+  if (type) new PerformanceObserver((_, observer) => { observer.disconnect(); setTimeout(load, 0); })
+    .observe({type, buffered: true});
+  else requestAnimationFrame(() => setTimeout(load, 0));
+});
+</script>
 {%- for name, file in js_module_exports.items() %}
 <script type="module">
   import {{ name }} from "{% if not file.startswith('http') %}./{% endif %}{{ file }}";
@@ -184,29 +235,43 @@ DEFERRED_JS_RESOURCES = jinja2.Template("""<script type="esms-options">{"shimMod
 {%- endfor %}
 {%- for js in js_raw %}
 <script type="text/javascript">
-document.addEventListener("DOMContentLoaded", () => {
+window.opsdashScriptsReady.then(() => {
   {{ js }}
-}, {once: true});
+});
 </script>
 {%- endfor %}
 """)
 
+#: Bokeh's embed script runs its code once ``opsdashScriptsReady`` (above) has settled; a page
+#: without the loader (none of ours) keeps Panel's own wait for DOMContentLoaded.
+SCRIPTS_READY_ONLOAD = """\
+(function() {
+  const fn = function() {
+%(code)s
+  };
+  if (window.opsdashScriptsReady) window.opsdashScriptsReady.then(fn);
+  else if (document.readyState != "loading") fn();
+  else document.addEventListener("DOMContentLoaded", fn, {once: true});
+})();\
+"""
+
 
 def serve_pages_with_deferred_scripts() -> bool:
-    """Load the page's scripts without holding up its first paint; False when this Panel cannot.
+    """Paint a served page's own HTML before its scripts load and run; False when this Panel cannot.
 
-    Panel writes ~850 KB (compressed) of scripts into the page's head as plain
-    ``<script src>``: a phone paints nothing until all have arrived and run
-    (Lighthouse, mobile: first contentful paint 7.3 s). Deferred, they still
-    download at once and run in the same order, before the DOMContentLoaded
-    event Bokeh's embed script waits for; the header shows meanwhile
-    (docs/performance.md, "Page weight"). Panel has no setting for it.
-    Called at server start only: a notebook's output keeps Panel's own.
+    Replaces Panel's ``panel.io.resources.JS_RESOURCES`` and ``BkCSS_RESOURCES`` templates and
+    the ``bokeh.embed.wrappers._ONLOAD`` wrapper Panel itself replaces (see ``LATER_QUEUE_JS``);
+    Panel has no setting for any of them. Called at server start only: a notebook's output keeps
+    Panel's own. Pages of ``AccessibleFastListTemplate`` load their queue themselves without it.
     """
-    if not isinstance(getattr(panel_resources, "JS_RESOURCES", None), jinja2.Template):
-        log.warning("this Panel renders its scripts differently: served pages load them without defer")
+    if (not isinstance(getattr(panel_resources, "JS_RESOURCES", None), jinja2.Template)
+            or not isinstance(getattr(panel_resources, "BkCSS_RESOURCES", None), jinja2.Template)
+            or "DOMContentLoaded" not in getattr(bokeh_wrappers, "_ONLOAD", "")):
+        log.warning("this Panel renders its scripts differently: served pages load them as Panel does")
         return False
     panel_resources.JS_RESOURCES = DEFERRED_JS_RESOURCES
+    panel_resources.BkCSS_RESOURCES = LATER_CSS_RESOURCES
+    bokeh_wrappers._ONLOAD = SCRIPTS_READY_ONLOAD
     return True
 
 
@@ -240,7 +305,57 @@ TEMPLATE_FIXES = {
     '<a class="title" href="" >{{ app_title }}</a>':
         '<h1 style="display:inline;font-size:inherit;font-weight:inherit;margin:0">'
         '<a class="title" href="" >{{ app_title }}</a></h1>',
+    # The Fast design's set-up needs its modules, which load after the first paint (``LATER_QUEUE_JS``).
+    "document.addEventListener('DOMContentLoaded', (event) => {":
+        "(window.opsdashScriptsReady || new Promise(ready => document.addEventListener("
+        "'DOMContentLoaded', ready, {once: true}))).then(() => {",
 }
+
+#: Panel's ``base/base.html`` postamble, but for what a first paint needs: the template's own and
+#: the theme's stylesheets block it as before; the widgets' stylesheets and the Fast design's
+#: modules join the queue loaded after it (``LATER_QUEUE_JS``), or load at once where no loader is.
+LATER_POSTAMBLE = """
+{% block postamble %}
+    <!-- Template CSS -->
+    {%- set later_styles = [] %}
+    {%- for css in template_resources['css'].values() %}
+    {%- if 'template/' in css | string or '/theme/' in css | string %}
+    <link rel="stylesheet" href="{{ css }}">
+    {%- else %}{% set _ = later_styles.append(css | string) %}{% endif %}
+    {%- endfor %}
+    <style>
+    /* Until the Fast design's modules have loaded: no tooltip text in the header, the title at its size. */
+    fast-tooltip:not(:defined) { display: none; }
+    .title { font-size: var(--type-ramp-plus-3-font-size, 28px); }
+    </style>
+    <script type="text/javascript">
+    (function (styles, modules) {
+      if (window.opsdashLater) {
+        opsdashLater.styles.push(...styles);
+        opsdashLater.modules.push(...modules);
+        return;
+      }
+      for (const href of styles) document.head.appendChild(Object.assign(document.createElement("link"), {rel: "stylesheet", href}));
+      for (const src of modules) document.head.appendChild(Object.assign(document.createElement("script"), {type: "module", src}));
+    })({{ later_styles | tojson }}, {{ template_resources['js_modules'].values() | map('string') | list | tojson }});
+    </script>
+
+    {{ self.custom_css() }}
+
+    {% for raw_css in template_resources['raw_css'] %}
+    <style type="text/css">
+    {{ raw_css }}
+    </style>
+    {% endfor %}
+
+    <!-- Template JS -->
+    {% for src in template_resources['js'].values() %}
+    <script src="{{ src }}"></script>
+    {% endfor %}
+
+    {{ self.custom_js() }}
+{% endblock %}
+"""
 
 
 class _TemplateText:
@@ -265,7 +380,7 @@ def accessible_template_text() -> str:
         if old not in text:
             raise ValueError(f"Panel's FastListTemplate markup changed: {old!r} not found")
         text = text.replace(old, new)
-    return text
+    return text + LATER_POSTAMBLE
 
 
 class AccessibleFastListTemplate(FastListTemplate):

@@ -133,3 +133,39 @@ def test_a_phone_builds_the_folded_live_feed_only_once_it_is_opened(site, chromi
         assert "Waiting for activity" in card.locator(".opsdash-feed-empty").inner_text()
     finally:
         context.close()
+
+
+def test_a_phone_paints_the_pages_own_text_before_any_script_file_is_even_asked_for(site, chromium_browser):
+    """Field-ready: ~900 KB of scripts arrived with the HTML and ran before the browser's first frame, so a phone (and
+    Lighthouse) saw nothing until all had run (components.panel_compat.LATER_QUEUE_JS). Now the header and the who/where
+    line paint first, the page's largest paint is that line, and every script and widget stylesheet is asked for after."""
+    result, server = site
+    context = chromium_browser.new_context(**PHONE)
+    try:
+        page = context.new_page()
+        page.add_init_script("""
+            window.__lcp = [];
+            new PerformanceObserver(list => { for (const e of list.getEntries())
+              window.__lcp.push([e.startTime, e.element ? e.element.className : '']); })
+              .observe({type: 'largest-contentful-paint', buffered: true});""")
+        user = user_of(result, "ward_councillor")
+        browser_sign_in(page, server.url, user["username"], user["password"])
+        timing = page.evaluate("""() => ({
+            paint: performance.getEntriesByName('first-contentful-paint')[0].startTime,
+            lcp: window.__lcp,
+            later: performance.getEntriesByType('resource')
+              // all but the template's own (its 2 KB menu script and its frame's stylesheets paint the page)
+              .filter(r => (/[.]js([?]|$)/.test(r.name) && r.name.includes('/static/') || /panel[/]css[/]|tabulator.*[.]css/.test(r.name))
+                           && !r.name.includes('template/'))
+              .map(r => [r.name, r.startTime]),
+        })""")
+        kpis = page.locator(".opsdash-kpi-value").count()
+    finally:
+        context.close()
+    names = [name for name, _ in timing["later"]]
+    assert any("bokeh.min.js" in name for name in names) and any("fast-components" in name for name in names), names
+    assert any("/panel/css/" in name for name in names), names  # the widgets' stylesheets wait too
+    early = [(name, start) for name, start in timing["later"] if start < timing["paint"]]
+    assert not early, (timing["paint"], early)
+    assert timing["lcp"] and "opsdash-lead" in timing["lcp"][0][1], timing["lcp"]
+    assert kpis > 0  # and the dashboard came all the same

@@ -193,6 +193,67 @@ def test_the_fast_list_template_still_has_the_markup_the_accessible_template_fix
     assert '<p class="opsdash-who opsdash-lead">Ward &lt;b&gt;7&lt;/b&gt; &amp; co</p>' in saved.read_text()
 
 
+def test_panels_page_templates_hold_only_what_the_after_paint_loader_carries():
+    """``serve_pages_with_deferred_scripts`` replaces Panel's script and stylesheet templates and its onload wrapper:
+    each of Panel's must still consist of script files, modules, module exports and snippets (scripts), links and
+    styles (stylesheets), and the wrapper wait for DOMContentLoaded, or a page would lose what ours does not carry."""
+    import bokeh.embed.wrappers
+    import jinja2
+
+    hook = "serve_pages_with_deferred_scripts"
+    for name in ("JS_RESOURCES", "BkCSS_RESOURCES"):
+        assert isinstance(getattr(panel_resources, name, None), jinja2.Template), UPGRADE.format(
+            what=f"panel.io.resources.{name} (a jinja2 Template)", hook=hook)
+    scripts = dict(js_files=["a.js", "b.js"], js_modules=["m.js"], js_module_exports={"X": "x.js"},
+                   js_raw=["Bokeh.set_log_level('info');"], hashes={})
+    panels = panel_resources.JS_RESOURCES.render(**scripts)
+    if panels == panel_compat.DEFERRED_JS_RESOURCES.render(**scripts):  # served pages' hooks are already on
+        panels = jinja2.Template((Path(pn.__file__).parent / "_templates" / "js_resources.html").read_text()).render(**scripts)
+    ours = panel_compat.DEFERRED_JS_RESOURCES.render(**scripts)
+    known = [r'<script type="esms-options">\{"shimMode": true\}</script>',
+             r'<script type="text/javascript" src="a\.js"></script>', r'<script type="text/javascript" src="b\.js"></script>',
+             r'<script type="module" src="m\.js"></script>',
+             r'<script type="module">\s*import X from "\./x\.js";\s*window\.X = X\s*</script>',
+             r"<script type=\"text/javascript\">\s*Bokeh\.set_log_level\('info'\);\s*</script>"]
+    rest = panels
+    for pattern in known:
+        rest, found = re.subn(pattern, "", rest)
+        assert found == 1, UPGRADE.format(what=f"Panel's js_resources.html ({pattern})", hook=hook)
+    assert not re.sub(r"\{#.*?#\}", "", rest, flags=re.S).strip(), UPGRADE.format(what=f"js_resources.html: {rest!r}", hook=hook)
+    assert 'const files = ["a.js", "b.js"];' in ours and 'opsdashLater.modules.push(...["m.js"]);' in ours
+    assert re.search(r"window\.opsdashScriptsReady\.then\(\(\) => \{\s*Bokeh\.set_log_level\('info'\);\s*\}\);", ours)
+    assert re.search(known[4], ours) and "<script src" not in ours and " src=" not in ours
+
+    styles = dict(css_files=["s.css"], css_raw=[".x { color: red }"])
+    theirs = bokeh.embed.bundle.CSS_RESOURCES.render(**styles)
+    rest = re.sub(r'<link rel="stylesheet" href="s\.css" type="text/css" />|<style>\s*\.x \{ color: red \}\s*</style>', "", theirs)
+    assert not re.sub(r"\{#.*?#\}", "", rest, flags=re.S).strip(), UPGRADE.format(what=f"css_resources.html: {rest!r}", hook=hook)
+    ours = panel_compat.LATER_CSS_RESOURCES.render(**styles)
+    assert 'opsdashLater.styles.push(...["s.css"]);' in ours and ".x { color: red }" in ours and "<link" not in ours
+
+    onload = bokeh.embed.wrappers._ONLOAD
+    if onload == panel_compat.SCRIPTS_READY_ONLOAD:
+        onload = inspect.getsource(panel_resources).split("bokeh.embed.wrappers._ONLOAD = ", 1)[1]
+    assert "%(code)s" in onload and 'addEventListener("DOMContentLoaded", fn' in onload, UPGRADE.format(
+        what="Panel's bokeh.embed.wrappers._ONLOAD", hook=hook)
+
+
+def test_the_postamble_the_accessible_template_replaces_is_still_panels():
+    """``LATER_POSTAMBLE`` is Panel's ``base/base.html`` postamble with the widgets' stylesheets and the Fast modules
+    queued: Panel's must still render exactly the same resources and blocks, in the same order."""
+    hook = "AccessibleFastListTemplate (LATER_POSTAMBLE)"
+    base = (Path(pn.__file__).parent / "template" / "base" / "base.html").read_text(encoding="utf-8")
+    block = re.search(r"\{% block postamble %\}(.*?)\{% block custom_js %\}\s*\{% endblock %\}\s*\{% endblock %\}", base, re.S)
+    assert block, UPGRADE.format(what="base/base.html's postamble block", hook=hook)
+    uses = re.findall(r"template_resources\['(\w+)'\]|\{% block (\w+) %\}", block.group(1))
+    assert [a or b for a, b in uses] == ["css", "custom_css", "raw_css", "js", "js_modules"], UPGRADE.format(
+        what=f"base/base.html's postamble ({uses})", hook=hook)
+    ours = panel_compat.LATER_POSTAMBLE
+    for used in ("template_resources['css']", "self.custom_css()", "template_resources['raw_css']",
+                 "template_resources['js']", "template_resources['js_modules']", "self.custom_js()"):
+        assert used in ours
+
+
 def test_tabulator_still_marks_its_box_a_grid_where_the_roles_script_changes_it():
     hook = "PAGE_A11Y_JS"
     bundles = list(Path(pn.__file__).parent.glob("dist/bundled/datatabulator/tabulator-tables@*/dist/js/tabulator.min.js"))

@@ -18,7 +18,6 @@ from urllib.parse import quote
 
 import bokeh
 import brotli
-import jinja2
 import panel
 import panel.auth  # noqa: F401  (first: it imports our provider while it loads, see dashboard_app/auth.py)
 import pytest
@@ -171,17 +170,3 @@ def test_accept_encoding_is_read_with_its_weights(header, expected):
 ])
 def test_only_files_whose_url_names_their_version_are_immutable(path, query, expected):
     assert cache_control(path, query) == expected
-
-
-def test_the_deferred_script_template_is_panels_own_but_for_defer():
-    """``panel_compat.DEFERRED_JS_RESOURCES`` is a copy of Panel's template: a Panel that changes its own fails here."""
-    from components.panel_compat import DEFERRED_JS_RESOURCES
-
-    panels = jinja2.Template((Path(panel.__file__).parent / "_templates" / "js_resources.html").read_text())
-    args = dict(js_files=["a.js", "b.js"], js_modules=["m.js"], js_module_exports={"X": "x.js"},
-                js_raw=["Bokeh.set_log_level('info');"], hashes={})
-    ours = DEFERRED_JS_RESOURCES.render(**args)
-    assert ours.count(" defer>") == 2 and ours.count('addEventListener("DOMContentLoaded"') == 1
-    undeferred = (ours.replace(" defer>", ">").replace('document.addEventListener("DOMContentLoaded", () => {', "")
-                  .replace("}, {once: true});", ""))
-    assert "".join(undeferred.split()) == "".join(panels.render(**args).split())
