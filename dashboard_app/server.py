@@ -50,7 +50,7 @@ def start() -> None:
     panel_fence.install()
     # Lighter pages (issue 17): compressed responses and cache lifetimes (Tornado's public
     # OutputTransform, added where Bokeh builds its application), no WebGL bundle nor Google
-    # Fonts, scripts deferred. Notebooks keep Panel's own pages: this runs in a server only.
+    # Fonts, scripts after the page's first paint. Notebooks keep Panel's own pages: this runs in a server only.
     panel_compat.add_response_transform(CompressedResponses)
     panel_compat.serve_pages_without_webgl()
     panel_compat.serve_pages_without_google_fonts()
