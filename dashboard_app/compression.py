@@ -12,10 +12,11 @@ Compression (brotli where the browser offers it, else gzip):
   progress without a total).
 - Static files (Bokeh's and Panel's ``/static/``, ``/components/``, the
   favicon) are the page's weight: their best compression (brotli quality 11,
-  gzip level 9; ~1.8 s of CPU for bokeh.min.js) is made once per process in a
-  background thread (brotli and zlib release the GIL) and kept in memory,
-  keyed by the file's ETag (a hash of its content). Until it is ready, a
-  quicker setting streams the file.
+  gzip level 9; ~1.8 s of CPU for bokeh.min.js) is made once in a background
+  thread (brotli and zlib release the GIL), kept in memory keyed by the file's
+  ETag (a hash of its content) and in a folder of this user's for later
+  processes (``CompressedCache``). Until it is ready, a quicker setting streams
+  the file.
 - HTML is compressed only on the sign-in page. The dashboard's page carries
   the Bokeh session token beside what the request sent (its query and headers,
   in the token's claims): compressed, its length could let someone who can
@@ -36,16 +37,24 @@ Cache lifetimes of static files:
 """
 from __future__ import annotations
 
+import getpass
+import hashlib
+import logging
+import os
 import re
+import tempfile
 import threading
 import zlib
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Callable
 
 import brotli
 import tornado.httputil
 import tornado.web
+
+log = logging.getLogger("opsdash.compression")
 
 IMMUTABLE = "public, max-age=31536000, immutable"
 REVALIDATE = "no-cache"
@@ -72,11 +81,19 @@ class CompressedCache:
     One background worker makes them; a page's first load asks ~25 files at once, so up to 64
     wait (their raw bytes, ~4.5 MB for a page), files over 8 MB are not kept: a burst of requests
     for many different static files costs one core for a while, never a queue without end.
+
+    Each best copy is also kept in ``folder``, named by the file's content hash, for every later
+    process and restart: brotli 11 of the dashboard's scripts is ~7 s of CPU, and made anew by each
+    process it took a core from its first sign-ins (10M tickets, paired: a process's first session
+    2.2 s against 2.5 s, the next sign-ins 1.7 s against 2.2 s; docs/performance.md). A copy read
+    back is used only if it decompresses to exactly the file, so a damaged or planted one is made
+    again; without a writable folder the copies stay in memory only.
     """
 
     def __init__(self, max_bytes: int = 48 * 1024 * 1024, max_pending: int = 64,
-                 max_file: int = 8 * 1024 * 1024) -> None:
+                 max_file: int = 8 * 1024 * 1024, folder: Path | None = None) -> None:
         self.max_bytes, self.max_pending, self.max_file = max_bytes, max_pending, max_file
+        self.folder = folder
         self._bodies: OrderedDict[tuple[str, str, str], bytes] = OrderedDict()
         self._size = 0
         self._pending: set[tuple[str, str, str]] = set()
@@ -100,7 +117,10 @@ class CompressedCache:
 
     def _make(self, key: tuple[str, str, str], raw: bytes) -> None:
         try:
-            body = compress_whole(raw, key[2])
+            body = self._kept(raw, key[2])
+            if body is None:
+                body = compress_whole(raw, key[2])
+                self._keep(raw, key[2], body)
             with self._lock:
                 self._bodies[key] = body
                 self._size += len(body)
@@ -116,8 +136,39 @@ class CompressedCache:
             self._bodies.clear()
             self._size = 0
 
+    def _path(self, raw: bytes, encoding: str) -> Path | None:
+        return None if self.folder is None else self.folder / f"{hashlib.sha256(raw).hexdigest()}.{encoding}"
 
-STATIC_CACHE = CompressedCache()
+    def _kept(self, raw: bytes, encoding: str) -> bytes | None:
+        """The best copy an earlier process kept, if it is one of exactly ``raw``."""
+        path = self._path(raw, encoding)
+        try:
+            body = path.read_bytes() if path is not None else None
+            return body if body is not None and decompress_whole(body, encoding) == raw else None
+        except (OSError, brotli.error, zlib.error):
+            return None
+
+    def _keep(self, raw: bytes, encoding: str, body: bytes) -> None:
+        """Write the copy for later processes: whole or not at all (a temporary file renamed)."""
+        path = self._path(raw, encoding)
+        if path is None:
+            return
+        try:
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".part-", delete=False) as part:
+                part.write(body)
+            os.replace(part.name, path)
+        except OSError:
+            log.debug("could not keep a compressed copy in %s", path.parent, exc_info=True)
+
+
+def static_copies_folder() -> Path:
+    """Where the best copies of static files are kept between processes: this user's own folder."""
+    owner = os.getuid() if hasattr(os, "getuid") else getpass.getuser()
+    return Path(tempfile.gettempdir()) / f"opsdash-static-{owner}"
+
+
+STATIC_CACHE = CompressedCache(folder=static_copies_folder())
 
 
 def compress_whole(raw: bytes, encoding: str) -> bytes:
@@ -125,6 +176,10 @@ def compress_whole(raw: bytes, encoding: str) -> bytes:
         return brotli.compress(raw, quality=BEST[0])
     compressor = zlib.compressobj(BEST[1], zlib.DEFLATED, 16 + zlib.MAX_WBITS)
     return compressor.compress(raw) + compressor.flush()
+
+
+def decompress_whole(body: bytes, encoding: str) -> bytes:
+    return brotli.decompress(body) if encoding == "br" else zlib.decompress(body, 16 + zlib.MAX_WBITS)
 
 
 def stream_encoder(encoding: str, setting: tuple[int, int]) -> Callable[[bytes, bool], bytes]:

@@ -23,7 +23,8 @@ import panel.auth  # noqa: F401  (first: it imports our provider while it loads,
 import pytest
 import requests
 
-from dashboard_app.compression import IMMUTABLE, REVALIDATE, accepted_encoding, cache_control
+from dashboard_app.compression import (IMMUTABLE, REVALIDATE, CompressedCache, accepted_encoding, cache_control,
+                                      compress_whole)
 from data.export_token import sign_export_token
 from data.filters import TicketFilters
 
@@ -96,6 +97,49 @@ def test_a_static_files_best_compression_is_kept_and_served_whole(site):
             break
     assert int(again.headers["Content-Length"]) == len(again.content) <= len(first.content)
     assert decoded(again) == on_disk
+
+
+def best_copy(cache: CompressedCache, key: tuple[str, str, str], raw: bytes) -> bytes:
+    cache.make(key, raw)
+    for _ in range(600):
+        body = cache.get(key)
+        if body is not None:
+            return body
+        time.sleep(0.05)
+    raise AssertionError(f"no best copy of {key} after 30 s")
+
+
+@pytest.mark.parametrize("encoding", ["br", "gzip"])
+def test_a_best_copy_is_kept_for_the_next_process_which_uses_it_instead_of_compressing_again(tmp_path, encoding):
+    """Made anew by every process, brotli 11 of the page's scripts took a core from each process's first sign-ins."""
+    raw = (PANEL_DIST / "panel.min.js").read_bytes()[:200_000]
+    key = ("/static/extensions/panel/panel.min.js", '"etag"', encoding)
+    first = best_copy(CompressedCache(folder=tmp_path), key, raw)
+    assert first == compress_whole(raw, encoding)
+    kept = list(tmp_path.iterdir())
+    assert len(kept) == 1 and kept[0].read_bytes() == first and not kept[0].name.startswith(".part")
+    # What the next process finds is what it serves: a quick copy planted in its place comes back as it is.
+    quick = brotli.compress(raw, quality=1) if encoding == "br" else gzip.compress(raw, compresslevel=1)
+    assert quick != first
+    kept[0].write_bytes(quick)
+    assert best_copy(CompressedCache(folder=tmp_path), key, raw) == quick
+
+
+def test_a_kept_copy_that_is_not_exactly_the_file_is_made_again(tmp_path):
+    """A damaged copy, or one of other content planted under the file's name, is never served."""
+    raw = (PANEL_DIST / "panel.min.js").read_bytes()[:100_000]
+    key = ("/static/extensions/panel/panel.min.js", '"etag"', "br")
+    best_copy(CompressedCache(folder=tmp_path), key, raw)
+    (kept,) = tmp_path.iterdir()
+    for planted in (b"not brotli at all", brotli.compress(b"alert('not the file')"), kept.read_bytes()[:-10]):
+        kept.write_bytes(planted)
+        body = best_copy(CompressedCache(folder=tmp_path), key, raw)
+        assert brotli.decompress(body) == raw
+        assert kept.read_bytes() == body  # and the good copy replaces the bad one
+    # No folder it may write to: the copies stay in memory, served all the same.
+    blocked = tmp_path / "a-file-not-a-folder"
+    blocked.write_text("")
+    assert brotli.decompress(best_copy(CompressedCache(folder=blocked), key, raw)) == raw
 
 
 def test_versioned_files_are_cached_for_a_year_and_the_rest_revalidate_with_a_304(site):
