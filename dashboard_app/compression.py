@@ -163,7 +163,15 @@ class CompressedCache:
 
 
 def static_copies_folder() -> Path:
-    """Where the best copies of static files are kept between processes: this user's own folder."""
+    """Where the best copies of static files are kept between processes and restarts.
+
+    systemd's ``CacheDirectory=`` (``$CACHE_DIRECTORY``, docs/deployment/opsdash@.service: kept
+    across restarts, shared by the host's instances); else a folder of this user's in the
+    system's temporary folder.
+    """
+    systemd = os.environ.get("CACHE_DIRECTORY", "").split(":")[0]
+    if systemd:
+        return Path(systemd) / "static"
     owner = os.getuid() if hasattr(os, "getuid") else getpass.getuser()
     return Path(tempfile.gettempdir()) / f"opsdash-static-{owner}"
 

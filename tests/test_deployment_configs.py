@@ -240,6 +240,8 @@ def test_systemd_unit_runs_opsdash_serve_unprivileged_restarts_and_keeps_secrets
     assert service["User"] not in ("root", "0") and service["Restart"] == "on-failure"
     assert service["KillSignal"] == "SIGTERM" and int(service["TimeoutStopSec"]) > 0
     assert service["EnvironmentFile"] == "/etc/opsdash/opsdash.env" and service["NoNewPrivileges"] == "yes"
+    # Best-compressed static files outlive a restart (PrivateTmp's /tmp does not): compression.static_copies_folder.
+    assert service["CacheDirectory"] == "opsdash"
     assert not any(key.startswith("Environment") and "SECRET" in value for key, value in service.items())
     assert unit["Install"]["WantedBy"] == "multi-user.target"
     # Every OPSDASH_ variable of the example environment is a documented setting.

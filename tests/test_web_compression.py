@@ -24,7 +24,7 @@ import pytest
 import requests
 
 from dashboard_app.compression import (IMMUTABLE, REVALIDATE, CompressedCache, accepted_encoding, cache_control,
-                                      compress_whole)
+                                      compress_whole, static_copies_folder)
 from data.export_token import sign_export_token
 from data.filters import TicketFilters
 
@@ -140,6 +140,13 @@ def test_a_kept_copy_that_is_not_exactly_the_file_is_made_again(tmp_path):
     blocked = tmp_path / "a-file-not-a-folder"
     blocked.write_text("")
     assert brotli.decompress(best_copy(CompressedCache(folder=blocked), key, raw)) == raw
+
+
+def test_best_copies_live_in_systemds_cache_directory_when_there_is_one(monkeypatch, tmp_path):
+    monkeypatch.setenv("CACHE_DIRECTORY", f"{tmp_path}:/elsewhere")
+    assert static_copies_folder() == tmp_path / "static"
+    monkeypatch.delenv("CACHE_DIRECTORY")
+    assert static_copies_folder().name.startswith("opsdash-static-")
 
 
 def test_versioned_files_are_cached_for_a_year_and_the_rest_revalidate_with_a_304(site):
