@@ -85,7 +85,7 @@ class CompressedCache:
     Each best copy is also kept in ``folder``, named by the file's content hash, for every later
     process and restart: brotli 11 of the dashboard's scripts is ~7 s of CPU, and made anew by each
     process it took a core from its first sign-ins (10M tickets, paired: a process's first session
-    2.2 s against 2.5 s, the next sign-ins 1.7 s against 2.2 s; docs/performance.md). A copy read
+    2.4 s against 2.8 s, the next sign-ins 1.9 s against 2.4 s; docs/performance.md). A copy read
     back is used only if it decompresses to exactly the file, so a damaged or planted one is made
     again; without a writable folder the copies stay in memory only.
     """
@@ -153,6 +153,7 @@ class CompressedCache:
         path = self._path(raw, encoding)
         if path is None:
             return
+        part = None
         try:
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".part-", delete=False) as part:
@@ -160,6 +161,8 @@ class CompressedCache:
             os.replace(part.name, path)
         except OSError:
             log.debug("could not keep a compressed copy in %s", path.parent, exc_info=True)
+            if part is not None:
+                Path(part.name).unlink(missing_ok=True)
 
 
 def static_copies_folder() -> Path:
