@@ -54,6 +54,8 @@ import brotli
 import tornado.httputil
 import tornado.web
 
+from data.settings import systemd_cache_directory
+
 log = logging.getLogger("opsdash.compression")
 
 IMMUTABLE = "public, max-age=31536000, immutable"
@@ -172,9 +174,9 @@ def static_copies_folder() -> Path:
     across restarts, shared by the host's instances); else a folder of this user's in the
     system's temporary folder.
     """
-    systemd = os.environ.get("CACHE_DIRECTORY", "").split(":")[0]
-    if systemd:
-        return Path(systemd) / "static"
+    systemd = systemd_cache_directory()
+    if systemd is not None:
+        return systemd / "static"
     owner = os.getuid() if hasattr(os, "getuid") else getpass.getuser()
     return Path(tempfile.gettempdir()) / f"opsdash-static-{owner}"
 

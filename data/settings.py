@@ -12,6 +12,7 @@ these fields (tests/test_settings_fields.py compares them).
 """
 from __future__ import annotations
 
+import os
 import re
 import tomllib
 from functools import lru_cache
@@ -309,6 +310,16 @@ def _sentence(error: Mapping[str, Any]) -> str:
     if kind == "literal_error":
         return f"{variable} must be one of {ctx['expected']}{got}"
     return f"{variable} is not valid ({error['msg']}){got}"
+
+
+def systemd_cache_directory() -> Path | None:
+    """The folder systemd keeps for this service (``CacheDirectory=``, given as ``$CACHE_DIRECTORY``).
+
+    Not an OpsDash setting: the service manager's own, read here as every environment read is.
+    ``docs/deployment/opsdash@.service`` asks for one; the best-compressed static files live there.
+    """
+    first = os.environ.get("CACHE_DIRECTORY", "").split(":")[0]
+    return Path(first) if first else None
 
 
 def load_settings(*, dotenv: Path | Literal["home"] | None = "home") -> Settings:
