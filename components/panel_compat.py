@@ -13,7 +13,7 @@ Widgets and pages:
 2. ``OptionalFileDownload``: a FileDownload whose callback may send nothing.
 3. ``serve_pages_without_mathjax``: no MathJax bundle in served pages;
    ``serve_pages_without_webgl``, ``serve_pages_without_google_fonts``,
-   ``serve_pages_with_deferred_scripts``: lighter pages, no third-party host (issue 17).
+   ``serve_pages_scripts_after_first_paint``: lighter pages, no third-party host (issue 17).
 4. ``models_frozen``: add a page's roots to a document in one model walk.
 4a. ``AccessibleFastListTemplate`` and ``PAGE_A11Y_JS``: landmarks and ARIA roles
     axe-core asks for that Panel's template and Tabulator's markup lack (issue 17).
@@ -175,7 +175,7 @@ def serve_pages_without_google_fonts() -> bool:
 #: whenever they arrived with the HTML (on a fast link, from its cache): Lighthouse's simulation
 #: then counted all of them into the first paint (FCP 2.4 s or 6.4 s from run to run, LCP up to
 #: 9 s; docs/performance.md, "Page weight"). The page's ``<script>``s push to ``opsdashLater``;
-#: the loader (``DEFERRED_JS_RESOURCES``) adds them once the browser reports the page's first
+#: the loader (``LATER_JS_RESOURCES``) adds them once the browser reports the page's first
 #: largest paint (or first paint where it reports no largest one), at once in a hidden tab, which
 #: paints nothing, and after 5 s whatever happens. Script files run in their order
 #: (``async = false``); ``opsdashScriptsReady`` settles when everything has loaded, and Panel's
@@ -196,7 +196,7 @@ opsdashLater.styles.push(...{{ css_files | map("string") | list | tojson }});
 """)
 
 #: Panel's ``js_resources.html`` with the loader instead of its ``<script src>`` and module tags.
-DEFERRED_JS_RESOURCES = jinja2.Template("""<script type="esms-options">{"shimMode": true}</script>
+LATER_JS_RESOURCES = jinja2.Template("""<script type="esms-options">{"shimMode": true}</script>
 <script type="text/javascript">
 """ + LATER_QUEUE_JS + """
 opsdashLater.modules.push(...{{ js_modules | map("string") | list | tojson }});
@@ -256,7 +256,7 @@ SCRIPTS_READY_ONLOAD = """\
 """
 
 
-def serve_pages_with_deferred_scripts() -> bool:
+def serve_pages_scripts_after_first_paint() -> bool:
     """Paint a served page's own HTML before its scripts load and run; False when this Panel cannot.
 
     Replaces Panel's ``panel.io.resources.JS_RESOURCES`` and ``BkCSS_RESOURCES`` templates and
@@ -269,7 +269,7 @@ def serve_pages_with_deferred_scripts() -> bool:
             or "DOMContentLoaded" not in getattr(bokeh_wrappers, "_ONLOAD", "")):
         log.warning("this Panel renders its scripts differently: served pages load them as Panel does")
         return False
-    panel_resources.JS_RESOURCES = DEFERRED_JS_RESOURCES
+    panel_resources.JS_RESOURCES = LATER_JS_RESOURCES
     panel_resources.BkCSS_RESOURCES = LATER_CSS_RESOURCES
     bokeh_wrappers._ONLOAD = SCRIPTS_READY_ONLOAD
     return True

@@ -54,7 +54,7 @@ def start() -> None:
     panel_compat.add_response_transform(CompressedResponses)
     panel_compat.serve_pages_without_webgl()
     panel_compat.serve_pages_without_google_fonts()
-    panel_compat.serve_pages_with_deferred_scripts()
+    panel_compat.serve_pages_scripts_after_first_paint()
     use_opsdash_cookie_secret()
     # What is alive now (modules, classes, Panel's and Bokeh's registries: ~230,000 objects) lives
     # as long as the process. Frozen, the garbage collector stops scanning it over and over: its

@@ -194,22 +194,22 @@ def test_the_fast_list_template_still_has_the_markup_the_accessible_template_fix
 
 
 def test_panels_page_templates_hold_only_what_the_after_paint_loader_carries():
-    """``serve_pages_with_deferred_scripts`` replaces Panel's script and stylesheet templates and its onload wrapper:
+    """``serve_pages_scripts_after_first_paint`` replaces Panel's script and stylesheet templates and its onload wrapper:
     each of Panel's must still consist of script files, modules, module exports and snippets (scripts), links and
     styles (stylesheets), and the wrapper wait for DOMContentLoaded, or a page would lose what ours does not carry."""
     import bokeh.embed.wrappers
     import jinja2
 
-    hook = "serve_pages_with_deferred_scripts"
+    hook = "serve_pages_scripts_after_first_paint"
     for name in ("JS_RESOURCES", "BkCSS_RESOURCES"):
         assert isinstance(getattr(panel_resources, name, None), jinja2.Template), UPGRADE.format(
             what=f"panel.io.resources.{name} (a jinja2 Template)", hook=hook)
     scripts = dict(js_files=["a.js", "b.js"], js_modules=["m.js"], js_module_exports={"X": "x.js"},
                    js_raw=["Bokeh.set_log_level('info');"], hashes={})
     panels = panel_resources.JS_RESOURCES.render(**scripts)
-    if panels == panel_compat.DEFERRED_JS_RESOURCES.render(**scripts):  # served pages' hooks are already on
+    if panels == panel_compat.LATER_JS_RESOURCES.render(**scripts):  # served pages' hooks are already on
         panels = jinja2.Template((Path(pn.__file__).parent / "_templates" / "js_resources.html").read_text()).render(**scripts)
-    ours = panel_compat.DEFERRED_JS_RESOURCES.render(**scripts)
+    ours = panel_compat.LATER_JS_RESOURCES.render(**scripts)
     known = [r'<script type="esms-options">\{"shimMode": true\}</script>',
              r'<script type="text/javascript" src="a\.js"></script>', r'<script type="text/javascript" src="b\.js"></script>',
              r'<script type="module" src="m\.js"></script>',
