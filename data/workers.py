@@ -171,18 +171,28 @@ class _Task:
         lane = self.lane
         with lane._lock:
             lane.running += 1
+        result: Any = None
+        error: BaseException | None = None
+        started = False
         try:
-            if self.future.set_running_or_notify_cancel():
+            started = self.future.set_running_or_notify_cancel()
+            if started:
                 try:
                     result = self.call()
                 except BaseException as exc:
-                    self.future.set_exception(exc)
-                else:
-                    self.future.set_result(result)
+                    error = exc
         finally:
+            # The task leaves the lane before its caller hears of it: a caller that reads the
+            # lane's snapshot after the result never sees its own task still running.
             with lane._lock:
                 lane.running -= 1
                 lane._admitted -= 1
+        if not started:
+            return
+        if error is not None:
+            self.future.set_exception(error)
+        else:
+            self.future.set_result(result)
 
 
 def _with_statement_timeout(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
