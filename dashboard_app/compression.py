@@ -15,8 +15,9 @@ Compression (brotli where the browser offers it, else gzip):
   gzip level 9; ~1.8 s of CPU for bokeh.min.js) is made once in a background
   thread (brotli and zlib release the GIL), kept in memory keyed by the file's
   ETag (a hash of its content) and in a folder of this user's for later
-  processes (``CompressedCache``). Until it is ready, a quicker setting streams
-  the file.
+  processes (``CompressedCache``). A later process serves a kept copy from the
+  file's first request on; until a copy is ready, a quicker setting streams the
+  file.
 - HTML is compressed only on the sign-in page. The dashboard's page carries
   the Bokeh session token beside what the request sent (its query and headers,
   in the token's claims): compressed, its length could let someone who can
@@ -75,6 +76,8 @@ STATIC_PATH = re.compile(r"(?:^|/)(?:static|components)/")
 #: A path segment naming an exact version (``name@1.2.3``): its contents never change at that URL.
 EXACT_VERSION = re.compile(r"@\d+\.\d+\.\d+(?:[-+][\w.]+)?/")
 SIGN_IN_PATH = re.compile(r"/login/?$")
+#: Tornado's static ETag: the SHA-512 of the file, in hex (``StaticFileHandler.get_content_version``).
+SHA512_HEX = re.compile(r"[0-9a-f]{128}")
 
 
 class CompressedCache:
@@ -84,12 +87,15 @@ class CompressedCache:
     wait (their raw bytes, ~4.5 MB for a page), files over 8 MB are not kept: a burst of requests
     for many different static files costs one core for a while, never a queue without end.
 
-    Each best copy is also kept in ``folder``, named by the file's content hash, for every later
-    process and restart: brotli 11 of the dashboard's scripts is ~7 s of CPU, and made anew by each
-    process it took a core from its first sign-ins (10M tickets, paired: a process's first session
-    2.4 s against 2.8 s, the next sign-ins 1.9 s against 2.4 s; docs/performance.md). A copy read
-    back is used only if it decompresses to exactly the file, so a damaged or planted one is made
-    again; without a writable folder the copies stay in memory only.
+    Each best copy is also kept in ``folder``, named by the SHA-512 of the file's content, for every
+    later process and restart: brotli 11 of the dashboard's scripts is ~7 s of CPU, and made anew by
+    each process it took a core from its first sign-ins (10M tickets, paired: a process's first session
+    2.4 s against 2.8 s, the next sign-ins 1.9 s against 2.4 s; docs/performance.md). Tornado's static
+    ETag is that same SHA-512, so a process finds a kept copy at a file's first request
+    (``kept_for``) and serves it at once, instead of streaming a quick compression on the event
+    loop meanwhile (~0.18 s of a process's first sign-in). A copy read back is used only if it
+    decompresses to exactly the file (the bytes the ETag hashes, or the raw file), so a damaged or
+    planted one is made again; without a writable folder the copies stay in memory only.
     """
 
     def __init__(self, max_bytes: int = 48 * 1024 * 1024, max_pending: int = 64,
@@ -117,42 +123,59 @@ class CompressedCache:
             self._pending.add(key)
         self._worker.submit(self._make, key, raw)
 
+    def kept_for(self, key: tuple[str, str, str]) -> bytes | None:
+        """The copy an earlier process kept of the file whose ETag is ``key[1]`` (its SHA-512), checked
+        against that hash, now kept in memory too; None when there is none (or the ETag is no SHA-512)."""
+        digest = key[1].removeprefix("W/").strip('"')
+        if not SHA512_HEX.fullmatch(digest):
+            return None
+        body = self._read(digest, key[2], lambda raw: hashlib.sha512(raw).hexdigest() == digest)
+        if body is not None:
+            self._remember(key, body)
+        return body
+
     def _make(self, key: tuple[str, str, str], raw: bytes) -> None:
         try:
-            body = self._kept(raw, key[2])
+            digest = hashlib.sha512(raw).hexdigest()
+            body = self._read(digest, key[2], lambda kept: kept == raw)
             if body is None:
                 body = compress_whole(raw, key[2])
-                self._keep(raw, key[2], body)
-            with self._lock:
-                self._bodies[key] = body
-                self._size += len(body)
-                while self._size > self.max_bytes and self._bodies:
-                    _, dropped = self._bodies.popitem(last=False)
-                    self._size -= len(dropped)
+                self._keep(digest, key[2], body)
+            self._remember(key, body)
         finally:
             with self._lock:
                 self._pending.discard(key)
+
+    def _remember(self, key: tuple[str, str, str], body: bytes) -> None:
+        with self._lock:
+            if key in self._bodies:
+                return
+            self._bodies[key] = body
+            self._size += len(body)
+            while self._size > self.max_bytes and self._bodies:
+                _, dropped = self._bodies.popitem(last=False)
+                self._size -= len(dropped)
 
     def clear(self) -> None:
         with self._lock:
             self._bodies.clear()
             self._size = 0
 
-    def _path(self, raw: bytes, encoding: str) -> Path | None:
-        return None if self.folder is None else self.folder / f"{hashlib.sha256(raw).hexdigest()}.{encoding}"
+    def _path(self, digest: str, encoding: str) -> Path | None:
+        return None if self.folder is None else self.folder / f"{digest}.{encoding}"
 
-    def _kept(self, raw: bytes, encoding: str) -> bytes | None:
-        """The best copy an earlier process kept, if it is one of exactly ``raw``."""
-        path = self._path(raw, encoding)
+    def _read(self, digest: str, encoding: str, is_the_file: Callable[[bytes], bool]) -> bytes | None:
+        """The best copy an earlier process kept under ``digest``, if it decompresses to the file."""
+        path = self._path(digest, encoding)
         try:
             body = path.read_bytes() if path is not None else None
-            return body if body is not None and decompress_whole(body, encoding) == raw else None
+            return body if body is not None and is_the_file(decompress_whole(body, encoding)) else None
         except (OSError, brotli.error, zlib.error):
             return None
 
-    def _keep(self, raw: bytes, encoding: str, body: bytes) -> None:
+    def _keep(self, digest: str, encoding: str, body: bytes) -> None:
         """Write the copy for later processes: whole or not at all (a temporary file renamed)."""
-        path = self._path(raw, encoding)
+        path = self._path(digest, encoding)
         if path is None:
             return
         part = None
@@ -287,7 +310,7 @@ class CompressedResponses(tornado.web.OutputTransform):
             headers["Etag"] = weak(etag)
         if self.static and etag:
             self._cache_key = (self.path, etag, self.encoding)
-            cached = STATIC_CACHE.get(self._cache_key)
+            cached = STATIC_CACHE.get(self._cache_key) or STATIC_CACHE.kept_for(self._cache_key)
             if cached is not None:
                 headers["Content-Length"] = str(len(cached))
                 self._done = True

@@ -11,6 +11,7 @@ template that defers the page's scripts still matches Panel's own.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import re
 import time
 from pathlib import Path
@@ -29,7 +30,7 @@ from data.export_token import sign_export_token
 from data.filters import TicketFilters
 
 from .helpers.databases import user_of
-from .helpers.servers import seeded_server
+from .helpers.servers import OpsDashServer, seeded_server
 from .helpers.web import sign_in
 
 BOKEH_JS = Path(bokeh.__file__).parent / "server" / "static" / "js" / "bokeh.min.js"
@@ -140,6 +141,49 @@ def test_a_kept_copy_that_is_not_exactly_the_file_is_made_again(tmp_path):
     blocked = tmp_path / "a-file-not-a-folder"
     blocked.write_text("")
     assert brotli.decompress(best_copy(CompressedCache(folder=blocked), key, raw)) == raw
+
+
+def test_a_later_process_finds_a_kept_copy_by_the_files_etag_and_checks_it_against_that_hash(tmp_path):
+    """Tornado's static ETag is the file's SHA-512: the copy is served from a file's first request on."""
+    raw = (PANEL_DIST / "panel.min.js").read_bytes()[:150_000]
+    etag = f'"{hashlib.sha512(raw).hexdigest()}"'
+    key = ("/static/extensions/panel/panel.min.js", etag, "br")
+    made = best_copy(CompressedCache(folder=tmp_path), key, raw)
+    later = CompressedCache(folder=tmp_path)
+    assert later.get(key) is None and later.kept_for(key) == made
+    assert later.get(key) == made  # in memory from then on
+    assert CompressedCache(folder=tmp_path).kept_for((key[0], '"not-a-content-hash"', "br")) is None
+    assert CompressedCache(folder=tmp_path).kept_for((key[0], etag, "gzip")) is None  # none made
+    (kept,) = tmp_path.iterdir()
+    for planted in (b"not brotli at all", brotli.compress(b"alert('not the file')"), made[:-10]):
+        kept.write_bytes(planted)
+        assert CompressedCache(folder=tmp_path).kept_for(key) is None
+
+
+def test_a_restarted_server_sends_its_best_copy_whole_at_a_files_first_request(pg_url, tmp_path):
+    """No quick compression streamed on the event loop of a new process for a file an earlier one compressed."""
+    url_path = "/static/extensions/panel/panel.min.js?v=1"
+    on_disk = (PANEL_DIST / "panel.min.js").read_bytes()
+    env = {"CACHE_DIRECTORY": str(tmp_path / "cache")}
+    first = OpsDashServer(database_url=pg_url, log_dir=tmp_path, env=env)
+    first.start()
+    try:
+        assert "Content-Length" not in raw_get(first.url + url_path, "br").headers  # streamed: no copy yet
+        for _ in range(300):
+            if "Content-Length" in raw_get(first.url + url_path, "br").headers:
+                break
+            time.sleep(0.1)
+    finally:
+        first.stop()
+    assert len(list((tmp_path / "cache" / "static").glob("*.br"))) == 1
+    second = OpsDashServer(database_url=pg_url, log_dir=tmp_path, env=env)
+    second.start()
+    try:
+        response = raw_get(second.url + url_path, "br")
+    finally:
+        second.stop()
+    assert int(response.headers["Content-Length"]) == len(response.content)
+    assert decoded(response) == on_disk
 
 
 def test_best_copies_live_in_systemds_cache_directory_when_there_is_one(monkeypatch, tmp_path):
