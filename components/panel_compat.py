@@ -17,6 +17,7 @@ Widgets and pages:
 4. ``models_frozen``: add a page's roots to a document in one model walk.
 4a. ``AccessibleFastListTemplate`` and ``PAGE_A11Y_JS``: landmarks and ARIA roles
     axe-core asks for that Panel's template and Tabulator's markup lack (issue 17).
+4b. ``rehearse_page_parts``: a page's kinds of parts built once at server start, unserved.
 
 Sign-in (dashboard_app/auth.py, web_session.py):
 5. ``validate_next_url``, ``login_endpoint``, ``encode_id_token`` / ``decode_id_token``.
@@ -441,6 +442,22 @@ function opsdashA11y() { opsdashTabulatorRoles(document); opsdashDownloadKeys(do
 opsdashA11y();
 if (!window.opsdashA11yTimer) window.opsdashA11yTimer = setInterval(opsdashA11y, 500);
 """
+
+
+# ---- 4b. a page rehearsed at server start ----------------------------------------------------------
+
+def rehearse_page_parts(parts: list[pn.viewable.Viewable]) -> None:
+    """Build the models of each of ``parts`` once, into a document nobody sees, and forget them.
+
+    For a server's start (``dashboard_app.pages.rehearse_first_page``). Private:
+    ``state._views``, where ``get_root`` registers every root it builds (Panel removes
+    them only when a served session ends). Public alternative missing: a way to build
+    a view's models without registering them.
+    """
+    doc = Document()
+    for part in parts:
+        root = part.get_root(doc)
+        state._views.pop(root.ref["id"], None)
 
 
 # ---- 5. sign-in ----------------------------------------------------------------------------------

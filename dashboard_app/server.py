@@ -24,7 +24,7 @@ from data.workers import SHORT
 from . import pages
 from . import panel_fence
 from . import shutdown
-from .compression import CompressedResponses
+from .compression import STATIC_CACHE, CompressedResponses
 from .live import process_hub
 from .log_format import configure_logging
 from .metrics_route import register_process_collectors
@@ -52,10 +52,15 @@ def start() -> None:
     # OutputTransform, added where Bokeh builds its application), no WebGL bundle nor Google
     # Fonts, scripts after the page's first paint. Notebooks keep Panel's own pages: this runs in a server only.
     panel_compat.add_response_transform(CompressedResponses)
+    STATIC_CACHE.preload()  # an earlier process's best copies, read in the background
     panel_compat.serve_pages_without_webgl()
     panel_compat.serve_pages_without_google_fonts()
     panel_compat.serve_pages_scripts_after_first_paint()
     use_opsdash_cookie_secret()
+    try:
+        pages.rehearse_first_page()
+    except Exception:  # only the first sign-in is slower for it
+        log.warning("could not rehearse a page at start", exc_info=True)
     # What is alive now (modules, classes, Panel's and Bokeh's registries: ~230,000 objects) lives
     # as long as the process. Frozen, the garbage collector stops scanning it over and over: its
     # full collections during sign-ins measured 130-250 ms each, 35-80 ms after the freeze.

@@ -136,6 +136,22 @@ def test_a_background_periodic_callback_never_marks_the_server_busy():
         "PeriodicCallback(background=True) marks the server busy again: dashboard_app/live.py must change"
 
 
+def test_panel_still_registers_every_root_get_root_builds_where_the_rehearsal_forgets_it():
+    """``rehearse_page_parts`` pops the roots it builds from ``state._views``: Panel must keep them there."""
+    pane = pn.pane.Markdown("### rehearsed")
+    root = pane.get_root(Document())
+    assert state._views.pop(root.ref["id"])[0] is pane
+
+
+def test_the_servers_rehearsal_of_a_page_leaves_no_view_behind():
+    from dashboard_app.pages import rehearse_first_page
+
+    before = set(state._views)
+    rehearse_first_page()
+    rehearse_first_page()
+    assert set(state._views) == before
+
+
 def test_panel_still_decides_about_mathjax_in_the_helper_the_fence_replaces():
     hook = "serve_pages_without_mathjax"
     assert params(panel_resources._panel_use_mathjax) == ["roots"], \

@@ -158,6 +158,14 @@ def test_a_later_process_finds_a_kept_copy_by_the_files_etag_and_checks_it_again
     for planted in (b"not brotli at all", brotli.compress(b"alert('not the file')"), made[:-10]):
         kept.write_bytes(planted)
         assert CompressedCache(folder=tmp_path).kept_for(key) is None
+        preloaded = CompressedCache(folder=tmp_path)
+        preloaded.preload().result(30)
+        assert preloaded.kept_for(key) is None
+    kept.write_bytes(made)
+    preloaded = CompressedCache(folder=tmp_path)
+    preloaded.preload().result(30)
+    kept.unlink()  # read at start: found in memory, whatever happens to the folder since
+    assert preloaded.kept_for(key) == made
 
 
 def test_a_restarted_server_sends_its_best_copy_whole_at_a_files_first_request(pg_url, tmp_path):
