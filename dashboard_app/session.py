@@ -1,6 +1,7 @@
 """Who is this session? Decided on the server from Panel's signed cookie."""
 from __future__ import annotations
 
+from concurrent.futures import Future
 from functools import partial
 from typing import Any, Mapping
 
@@ -43,8 +44,8 @@ def username_for_sign_in(
     return account.username
 
 
-def prefetch_dashboard(engine: Engine, username: str, reads: ReadRoute | None = None) -> None:
-    """Start loading what ``username``'s dashboard shows first (``DashboardStore.prefetch``).
+def prefetch_dashboard(engine: Engine, username: str, reads: ReadRoute | None = None) -> list[Future[None]]:
+    """Start loading what ``username``'s dashboard shows first (``DashboardStore.prefetch``); its loads.
 
     For the moment of sign-in, when the browser is only about to ask for the
     page. Nothing happens for a role without a dashboard. The figures are
@@ -54,10 +55,10 @@ def prefetch_dashboard(engine: Engine, username: str, reads: ReadRoute | None = 
     try:
         scope = scope_for_user(engine, username)
     except NotAuthorized:
-        return
+        return []
     store = DashboardStore(scope=scope, engine=engine, reads=reads,
                            change_mark=partial(process_hub().change_mark, scope.municipality_id))
-    store.prefetch()
+    return store.prefetch()
 
 
 def current_username() -> str:
