@@ -26,6 +26,7 @@ from data.errors import InvalidFilter
 from data.filters import TicketFilters, applied_filters
 from data.replica import ReadRoute
 from data.scope import Scope
+from data.tickets import TicketPage, ticket_page
 from data.workers import DASHBOARD
 
 from . import query_cache
@@ -51,6 +52,9 @@ def _jittered(seconds: float) -> float:
 BREAKDOWN_DIMS = ("category", "status", "ward_id")
 #: Days of history in the trend that ``DashboardStore.figures`` loads with the breakdown.
 TREND_DAYS = 30
+#: Rows in a page of the ticket table, unless a table asks for another size; its order until the reader sorts.
+DEFAULT_PAGE_SIZE = 25
+DEFAULT_SORT: tuple[tuple[str, str], ...] = (("created_at", "desc"),)
 
 #: Filter keys (as accepted by TicketFilters.parse) that name a ward.
 WARD_KEYS = frozenset({"ward", "wards", "ward_id"})
@@ -211,20 +215,29 @@ class DashboardStore(param.Parameterized):
         filters = self.filters if filters is None else filters
         return self.cached("median", filters, lambda: median_first_response_s(self.read_engine(), self.scope, filters))
 
+    def page(self, filters: TicketFilters | None = None, page: int = 1, page_size: int = DEFAULT_PAGE_SIZE,
+             sort: tuple[tuple[str, str], ...] = DEFAULT_SORT) -> TicketPage:
+        """One page of the ticket table (its total from ``breakdown``), shared as ``figures``."""
+        filters = self.filters if filters is None else filters
+        return self.cached("page", (filters, page, page_size, sort), lambda: ticket_page(
+            self.read_engine(), self.scope, filters, page=page, page_size=page_size, sort=sort,
+            total=lambda: int(self.breakdown(filters)["tickets"].sum())))
+
     def prefetch(self) -> list[Future[None]]:
-        """Start loading the figures and the median of the current filters, in the DASHBOARD lane.
+        """Start loading the figures, the median and the table's first page of the current filters.
 
         For a sign-in, before the browser has asked for the page: the redirect,
         the page build and the browser's start-up then overlap the figures' scan
         and the median (at 1,000,000 tickets ~1.1 s of database CPU), and the new page's views
         find the results cached, or still running and wait for them
-        (``query_cache``). Returns the two tasks. A failure is only logged
+        (``query_cache``). Returns the tasks (DASHBOARD lane). A failure is only logged
         (here, or by the lane when it was full): the views load again and report it.
         """
         filters = self.filters
         # The figures in one scan: the browser loading the page needs the other core more than
         # the figures need it (the views show them only once the page has loaded).
-        loads = (("figures", partial(self.figures, filters, side_by_side=False)), ("median", partial(self.median, filters)))
+        loads = (("figures", partial(self.figures, filters, side_by_side=False)), ("median", partial(self.median, filters)),
+                 ("table", partial(self.page, filters)))
         return [DASHBOARD.submit(self._prefetch, name, load) for name, load in loads]
 
     def _prefetch(self, name: str, load: Callable[[], Any]) -> None:

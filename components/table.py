@@ -20,10 +20,10 @@ import pandas as pd
 import panel as pn
 import param
 
-from data.tickets import SORTABLE_COLUMNS, TicketPage, ticket_page
+from data.tickets import SORTABLE_COLUMNS, TicketPage
 
 from .panel_compat import PagedTabulator
-from .store import DashboardStore
+from .store import DEFAULT_PAGE_SIZE, DEFAULT_SORT, DashboardStore
 from .store_view import NO_TICKETS, LatestLoad, guarded_load, notice, set_text
 
 
@@ -54,7 +54,6 @@ COLUMN_WIDTHS: dict[str, int] = {
     "resolved_at": 130, "assigned_to": 115,
 }
 TIME_FORMAT = "%Y-%m-%d %H:%M"
-DEFAULT_PAGE_SIZE = 25
 #: The table's name in the store's failing views (``DashboardStore.report_loaded``).
 TABLE_VIEW = "the ticket table"
 
@@ -66,7 +65,7 @@ def sort_spec(sorters: list[dict[str, Any]]) -> list[tuple[str, str]]:
         field, direction = sorter.get("field"), sorter.get("dir")
         if field in SORTABLE_COLUMNS and field in TABLE_COLUMNS and direction in ("asc", "desc"):
             spec.append((field, direction))
-    return spec or [("created_at", "desc")]
+    return spec or list(DEFAULT_SORT)
 
 
 def display_frame(frame: pd.DataFrame) -> pd.DataFrame:
@@ -119,12 +118,8 @@ class TicketTable(pn.viewable.Viewer):
     # -- loading -------------------------------------------------------------
     def load_page(self) -> TicketPage:
         """The current page from the database (blocking)."""
-        store = self.store
         page, sort = max(1, int(self.tabulator.page or 1)), tuple(sort_spec(self.tabulator.sorters))
-        filters = store.filters
-        return store.cached("page", (filters, page, self.page_size, sort), lambda: ticket_page(
-            store.read_engine(), store.scope, filters, page=page, page_size=self.page_size, sort=sort,
-            total=lambda: int(store.breakdown(filters)["tickets"].sum())))
+        return self.store.page(self.store.filters, page, self.page_size, sort)
 
     def _show(self, fetched: tuple[TicketPage | None, str]) -> None:
         page, error = fetched

@@ -14,7 +14,7 @@ from dashboard_app.session import username_for_sign_in
 from data.errors import NotAuthorized
 from data.seed import seed
 from data.scope import scope_for_user
-from data.tickets import scoped_tickets
+from data.tickets import scoped_tickets, ticket_page
 from data.users import create_user
 
 from .helpers.databases import user_of
@@ -109,8 +109,8 @@ def test_served_sign_in_is_throttled_even_for_the_right_password(opsdash_server,
 
 def test_a_served_sign_in_starts_loading_its_dashboard_before_the_page_is_asked_for(opsdash_server, pg_engine, pg_url,
                                                                                       random_seed):
-    """The figures and the median start at the sign-in POST and, quick, are ready before its redirect, so the
-    page's first message already holds them.
+    """The figures, the median and the table's first page start at the sign-in POST and, quick, are ready before
+    its redirect, so the page's first message already holds them.
 
     A Bokeh client that never reports a page load sees a view's figures only when they were in
     the cache while the page was built (tests/test_first_render.py): here, because the sign-in
@@ -133,9 +133,11 @@ def test_a_served_sign_in_starts_loading_its_dashboard_before_the_page_is_asked_
     sign_in_as("field_worker")  # signed in, but no dashboard to load
     sign_in_as("manager", next_url="./?status=open")  # a link's own filters: other queries
     http = sign_in_as("manager")
-    # Quick figures are loaded before the redirect: the browser asks for a page they are ready for.
-    assert sorted(line.split("prefetched the ")[1].split()[0] for line in prefetched()) == ["figures", "median"]
+    # Quick loads end before the redirect: the browser asks for a page they are ready for.
+    assert sorted(line.split("prefetched the ")[1].split()[0] for line in prefetched()) == ["figures", "median", "table"]
 
-    visible = scoped_tickets(pg_engine, scope_for_user(pg_engine, manager["username"]), columns=("id",), sort=None)
+    scope = scope_for_user(pg_engine, manager["username"])
+    visible = scoped_tickets(pg_engine, scope, columns=("id",), sort=None)
     document = pull_document(server.url, http.cookies.get_dict(), page_token(http, server.url))
     assert f"{len(visible):,} tickets match the filters" in document
+    assert ticket_page(pg_engine, scope, page_size=1).frame.tracking_number.iloc[0] in document  # the table's rows too

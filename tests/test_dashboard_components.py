@@ -19,7 +19,7 @@ from panel.io.location import Location
 from components.charts import TicketCharts
 from components.filters import FilterBar
 from components.kpis import KpiCards, format_duration, matching_text
-from components.store import UNAVAILABLE, DashboardStore
+from components.store import DEFAULT_PAGE_SIZE, UNAVAILABLE, DashboardStore
 from components.table import TABLE_COLUMNS, UNTRUSTED_COLUMNS, TicketTable, sort_spec
 from components.unfold import UnfoldCard
 from dashboard_app.dashboard import Dashboard
@@ -486,14 +486,16 @@ def test_sign_in_prefetch_loads_exactly_what_the_new_pages_views_ask_for(engine,
     manager, councillor = scope_of(engine, result, "manager"), scope_of(engine, result, "ward_councillor")
     tasks = DashboardStore(scope=manager, engine=engine, change_mark=lambda: (1, 1)).prefetch()
     futures.wait(tasks, timeout=60)
-    assert len(tasks) == 2 and all(t.done() and t.exception() is None for t in tasks)
+    assert len(tasks) == 3 and all(t.done() and t.exception() is None for t in tasks)
     page = DashboardStore(scope=manager, engine=engine, change_mark=lambda: (1, 1))
-    with DashboardStore.cache_only():  # the new page's KPI cards and charts: every query already answered
+    with DashboardStore.cache_only():  # the new page's KPI cards, charts and table: every query already answered
         kpis = KpiCards(store=page).load()
         charts = TicketCharts(store=page).load()
+        first_page = TicketTable(store=page).load_page()
     rows = scoped_tickets(engine, manager)
     assert kpis.total == len(rows) and int(charts.by_day["created"].sum()) <= len(rows)
     assert int(charts.by_category_status["tickets"].sum()) == len(rows)
+    assert first_page.total == len(rows) and len(first_page.frame) == DEFAULT_PAGE_SIZE
     with DashboardStore.cache_only(), pytest.raises(query_cache.CacheMiss):  # never another scope's figures
         KpiCards(store=DashboardStore(scope=councillor, engine=engine)).load()
 
