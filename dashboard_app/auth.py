@@ -48,11 +48,11 @@ CROSS_SITE_ERROR = "Sign-in refused: the form was not sent from this site's sign
 #: The only texts the sign-in page shows for ``?error=``: anything else in
 #: the URL (a phishing text, markup) is replaced by the generic message.
 KNOWN_ERRORS = (GENERIC_ERROR, THROTTLED_ERROR, UNAVAILABLE_ERROR)
-#: How long a sign-in's redirect waits for the dashboard's first figures, loaded from the moment the
-#: password checks out. Ready when the browser asks for the page, they go out with it: the browser lays
-#: the page out once, with no placeholders to fill over a second round trip (10M tickets, a manager
-#: after a change: 2.41 -> 2.04 s to rendered). Slower figures stop the wait: the page then comes with
-#: placeholders, as before, and the figures follow.
+#: How long a sign-in's redirect waits for what the dashboard shows first (figures, median, the table's
+#: first page), loaded from the moment the password checks out. Ready when the browser asks for the page,
+#: they go out with it: the browser lays the page out once, with no placeholders to fill over a second
+#: round trip (10M tickets, a manager after a change, paired: 2.56 / 2.15 -> 2.03 / 2.00 s to rendered;
+#: docs/performance.md). Slower loads end the wait: the page then comes with placeholders, as before.
 FIGURES_WAIT_S = 0.6
 TEMPLATE_DIR = Path(__file__).with_name("templates")
 ACCENT = "#0b6e4f"
@@ -161,7 +161,7 @@ class OpsDashLoginHandler(RequestContext, BasicLoginHandler):
         self.set_secure_cookie("id_token", encode_id_token({"user": username}), **options)
 
     async def _prefetch(self, username: str) -> None:
-        """Start loading the dashboard's first figures; wait for them up to ``FIGURES_WAIT_S``."""
+        """Start loading what the dashboard shows first; wait for it up to ``FIGURES_WAIT_S``."""
         try:
             loads = prefetch_dashboard(get_engine(), username, get_read_route())
         except Exception:  # only a head start: the page loads its figures anyway
