@@ -96,8 +96,8 @@ class CompressedCache:
     ETag is that same SHA-512, so a process finds a kept copy at a file's first request
     (``kept_for``) and serves it at once, instead of streaming a quick compression on the event
     loop meanwhile (~0.18 s of a process's first sign-in). A copy read back is used only if it
-    decompresses to exactly the file (the bytes the ETag hashes, or the raw file), so a damaged or
-    planted one is made again; without a writable folder the copies stay in memory only.
+    decompresses to bytes of the SHA-512 it is named by, so a damaged or planted one is made again;
+    without a writable folder the copies stay in memory only.
     """
 
     def __init__(self, max_bytes: int = 48 * 1024 * 1024, max_pending: int = 64,
@@ -135,7 +135,7 @@ class CompressedCache:
         with self._lock:
             body = self._preloaded.pop((digest, key[2]), None)
         if body is None:
-            body = self._read(digest, key[2], _hashes_to(digest))
+            body = self._read(digest, key[2])
         if body is not None:
             self._remember(key, body)
         return body
@@ -155,7 +155,7 @@ class CompressedCache:
         total = 0
         for path in kept:
             digest, encoding = path.name.split(".")
-            body = self._read(digest, encoding, _hashes_to(digest))
+            body = self._read(digest, encoding)
             if body is None:
                 continue
             total += len(body)
@@ -167,7 +167,7 @@ class CompressedCache:
     def _make(self, key: tuple[str, str, str], raw: bytes) -> None:
         try:
             digest = hashlib.sha512(raw).hexdigest()
-            body = self._read(digest, key[2], lambda kept: kept == raw)
+            body = self._read(digest, key[2])
             if body is None:
                 body = compress_whole(raw, key[2])
                 self._keep(digest, key[2], body)
@@ -194,12 +194,12 @@ class CompressedCache:
     def _path(self, digest: str, encoding: str) -> Path | None:
         return None if self.folder is None else self.folder / f"{digest}.{encoding}"
 
-    def _read(self, digest: str, encoding: str, is_the_file: Callable[[bytes], bool]) -> bytes | None:
-        """The best copy an earlier process kept under ``digest``, if it decompresses to the file."""
+    def _read(self, digest: str, encoding: str) -> bytes | None:
+        """The best copy an earlier process kept under ``digest``, if it decompresses to bytes of that SHA-512."""
         path = self._path(digest, encoding)
         try:
             body = path.read_bytes() if path is not None else None
-            if body is None or not is_the_file(decompress_whole(body, encoding)):
+            if body is None or hashlib.sha512(decompress_whole(body, encoding)).hexdigest() != digest:
                 return None
             os.utime(path)  # used: among the copies the next process reads first (``preload``)
             return body
@@ -221,10 +221,6 @@ class CompressedCache:
             log.debug("could not keep a compressed copy in %s", path.parent, exc_info=True)
             if part is not None:
                 Path(part.name).unlink(missing_ok=True)
-
-
-def _hashes_to(digest: str) -> Callable[[bytes], bool]:
-    return lambda raw: hashlib.sha512(raw).hexdigest() == digest
 
 
 def static_copies_folder() -> Path:
