@@ -71,8 +71,9 @@ class PagedTabulator(pn.widgets.Tabulator):
     With ``pagination='remote'`` Panel's Tabulator holds the whole frame and pages it on
     the server. Here the owner answers the browser's ``page`` and ``sorters`` with one
     page (SQL LIMIT/OFFSET + ORDER BY) and sets ``total_rows``, so the browser's pager
-    still shows every page. Private: ``Tabulator._rename`` (which parameters reach the
-    browser), ``_length`` (rows for the page count), ``_get_data`` /
+    still shows every page; a new ``total_rows`` alone recounts the pages (the table's
+    rows and its total load apart). Private: ``Tabulator._rename`` (which parameters reach the
+    browser), ``_length`` (rows for the page count), ``_update_max_page`` (the count), ``_get_data`` /
     ``_process_df_and_convert_to_cds`` (the rows sent) and ``_sort_df`` (Panel's own
     sort). Public alternative missing: Tabulator has no documented data-source hook;
     ``pagination='remote'`` always slices a complete ``value``.
@@ -94,6 +95,11 @@ class PagedTabulator(pn.widgets.Tabulator):
 
     def _sort_df(self, df: pd.DataFrame) -> pd.DataFrame:
         return df  # sorted by the database, across all pages
+
+    @param.depends("total_rows", watch=True)
+    def _count_pages(self) -> None:
+        if self.pagination:
+            self._update_max_page()  # Panel recounts on a new value or page size only
 
 
 # ---- 2. a FileDownload that may send nothing ---------------------------------------------------------

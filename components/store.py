@@ -26,7 +26,7 @@ from data.errors import InvalidFilter
 from data.filters import TicketFilters, applied_filters
 from data.replica import ReadRoute
 from data.scope import Scope
-from data.tickets import TicketPage, ticket_page
+from data.tickets import TicketPage, page_rows
 from data.workers import DASHBOARD
 
 from . import query_cache
@@ -215,13 +215,23 @@ class DashboardStore(param.Parameterized):
         filters = self.filters if filters is None else filters
         return self.cached("median", filters, lambda: median_first_response_s(self.read_engine(), self.scope, filters))
 
+    def rows(self, filters: TicketFilters | None = None, page: int = 1, page_size: int = DEFAULT_PAGE_SIZE,
+             sort: tuple[tuple[str, str], ...] = DEFAULT_SORT) -> pd.DataFrame:
+        """The rows of one page of the ticket table, not counted (``data.tickets.page_rows``), shared as ``figures``."""
+        filters = self.filters if filters is None else filters
+        return self.cached("rows", (filters, page, page_size, sort), lambda: page_rows(
+            self.read_engine(), self.scope, filters, page=page, page_size=page_size, sort=sort))
+
+    def total(self, filters: TicketFilters | None = None) -> int:
+        """How many tickets ``filters`` matches: the sum of ``breakdown`` (no COUNT of its own)."""
+        return int(self.breakdown(filters)["tickets"].sum())
+
     def page(self, filters: TicketFilters | None = None, page: int = 1, page_size: int = DEFAULT_PAGE_SIZE,
              sort: tuple[tuple[str, str], ...] = DEFAULT_SORT) -> TicketPage:
-        """One page of the ticket table (its total from ``breakdown``), shared as ``figures``."""
+        """One page of the ticket table with its total: ``rows``, then ``total`` (blocking until both are read)."""
         filters = self.filters if filters is None else filters
-        return self.cached("page", (filters, page, page_size, sort), lambda: ticket_page(
-            self.read_engine(), self.scope, filters, page=page, page_size=page_size, sort=sort,
-            total=lambda: int(self.breakdown(filters)["tickets"].sum())))
+        return TicketPage(frame=self.rows(filters, page, page_size, sort), total=self.total(filters),
+                          page=page, page_size=page_size)
 
     def prefetch(self) -> list[Future[None]]:
         """Start loading the figures, the median and the table's first page of the current filters.
@@ -237,7 +247,7 @@ class DashboardStore(param.Parameterized):
         # The figures in one scan: the browser loading the page needs the other core more than
         # the figures need it (the views show them only once the page has loaded).
         loads = (("figures", partial(self.figures, filters, side_by_side=False)), ("median", partial(self.median, filters)),
-                 ("table", partial(self.page, filters)))
+                 ("table", partial(self.rows, filters)))
         return [DASHBOARD.submit(self._prefetch, name, load) for name, load in loads]
 
     def _prefetch(self, name: str, load: Callable[[], Any]) -> None:

@@ -78,7 +78,7 @@ class LatestLoad:
     """Runs ``fetch`` and hands its result to ``show``; only the latest request is shown.
 
     In a served session the fetch runs in a worker thread (the event loop
-    keeps serving every other session). Meanwhile ``busy`` shows Panel's
+    keeps serving every other session). Meanwhile ``busy`` (if not None) shows Panel's
     loading spinner while it has nothing to show yet; later loads leave
     the figures on screen as they are and report ``on_busy(True)`` /
     ``on_busy(False)`` instead (the page shows one "Updating" note for all
@@ -109,7 +109,7 @@ class LatestLoad:
     shared cache. Each of these costs a target or loses a behaviour.
     """
 
-    def __init__(self, fetch: Callable[[], Any], show: Callable[[Any], None], busy: pn.viewable.Viewable,
+    def __init__(self, fetch: Callable[[], Any], show: Callable[[Any], None], busy: pn.viewable.Viewable | None,
                  on_busy: Callable[[bool], None] | None = None,
                  on_refused: Callable[[str], None] | None = None) -> None:
         self._fetch, self._show, self._busy, self._on_busy = fetch, show, busy, on_busy
@@ -168,9 +168,11 @@ class LatestLoad:
 
     def _set_busy(self, busy: bool) -> None:
         if busy and not self._shown:
-            self._busy.loading = True
+            if self._busy is not None:
+                self._busy.loading = True
             return
-        self._busy.loading = False
+        if self._busy is not None:
+            self._busy.loading = False
         if self._on_busy is not None and busy != self._reported:
             self._reported = busy
             self._on_busy(busy)

@@ -4,9 +4,11 @@ Panel's Tabulator with ``pagination='remote'`` still holds the whole frame
 on the server and pages it there, which at 1,000,000 tickets costs seconds
 and hundreds of MB per session. ``PagedTabulator`` keeps only the current
 page: the browser's page and sort requests (``page``, ``sorters``) become
-``data.tickets.ticket_page`` calls (LIMIT/OFFSET + ORDER BY on the scoped
-SELECT), and the page count comes from the SQL count. (``PagedTabulator``
-reaches into Tabulator's internals, so it lives in ``panel_compat``.)
+``data.tickets.page_rows`` calls (LIMIT/OFFSET + ORDER BY on the scoped
+SELECT), and the page count comes from the figures' count, which loads
+apart: the rows show as soon as they are read, however long the count of a
+search over millions of tickets takes. (``PagedTabulator`` reaches into
+Tabulator's internals, so it lives in ``panel_compat``.)
 
 Citizen text (description, address) uses Tabulator's ``plaintext``
 formatter, which escapes markup; no HTML formatter touches it.
@@ -14,12 +16,13 @@ formatter, which escapes markup; no HTML formatter touches it.
 from __future__ import annotations
 
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 import pandas as pd
 import panel as pn
 import param
 
+from data.filters import TicketFilters
 from data.tickets import SORTABLE_COLUMNS, TicketPage
 
 from .panel_compat import PagedTabulator
@@ -56,6 +59,15 @@ COLUMN_WIDTHS: dict[str, int] = {
 TIME_FORMAT = "%Y-%m-%d %H:%M"
 #: The table's name in the store's failing views (``DashboardStore.report_loaded``).
 TABLE_VIEW = "the ticket table"
+#: Its total's (the figures' count; the KPI cards report a failure of theirs).
+TABLE_TOTAL = "the ticket table's total"
+
+
+class Rows(NamedTuple):
+    """A page of rows as read, with the filters and page they were read for."""
+    filters: TicketFilters
+    page: int
+    frame: pd.DataFrame
 
 
 def sort_spec(sorters: list[dict[str, Any]]) -> list[tuple[str, str]]:
@@ -105,8 +117,14 @@ class TicketTable(pn.viewable.Viewer):
         # The Tabulator joins the page with its first page of rows: created empty and
         # filled by a later update, the browser sometimes kept showing no rows.
         self._body = pn.Column(notice("Loading tickets\u2026"), sizing_mode="stretch_width", min_height=200)
+        # The rows and their total load apart: a page's rows are a few index entries, its total
+        # the count behind the figures (seconds for a search matching millions). The rows show
+        # as soon as they are read; until the total is, the pager offers one page more after a
+        # full page (``_pager_total``).
+        self._total: tuple[TicketFilters, int] | None = None  # the last total read, and of which filters
         self._loader = LatestLoad(self._fetch, self._show, self._body, self.store.view_busy,
                                   partial(self.store.report_busy, what=TABLE_VIEW))
+        self._total_loader = LatestLoad(self._fetch_total, self._show_total, None)
         self.tabulator.param.watch(self._loader.request, ["page", "sorters"])
         self._requested = False
         doc = pn.state.curdoc
@@ -117,22 +135,39 @@ class TicketTable(pn.viewable.Viewer):
 
     # -- loading -------------------------------------------------------------
     def load_page(self) -> TicketPage:
-        """The current page from the database (blocking)."""
-        page, sort = max(1, int(self.tabulator.page or 1)), tuple(sort_spec(self.tabulator.sorters))
+        """The current page from the database, with its total (blocking)."""
+        page, sort = self._requested_page()
         return self.store.page(self.store.filters, page, self.page_size, sort)
 
-    def _show(self, fetched: tuple[TicketPage | None, str]) -> None:
-        page, error = fetched
-        if page is None:
+    def _requested_page(self) -> tuple[int, tuple[tuple[str, str], ...]]:
+        return max(1, int(self.tabulator.page or 1)), tuple(sort_spec(self.tabulator.sorters))
+
+    def load_rows(self) -> Rows:
+        """The rows of the current page from the database, not counted (blocking)."""
+        filters, (page, sort) = self.store.filters, self._requested_page()
+        return Rows(filters, page, self.store.rows(filters, page, self.page_size, sort))
+
+    def load_total(self) -> tuple[TicketFilters, int]:
+        """How many tickets the current filters match, and which filters those were (blocking)."""
+        filters = self.store.filters
+        return filters, self.store.total(filters)
+
+    def _fetch(self) -> tuple[Rows | None, str]:
+        ok, rows, message = guarded_load(self.store, self.load_rows, TABLE_VIEW, keep_on_busy=True)
+        return (rows, "") if ok else (None, message or "The tickets could not be loaded right now.")
+
+    def _show(self, fetched: tuple[Rows | None, str]) -> None:
+        rows, error = fetched
+        if rows is None:
             self.message = error
         else:
-            self.message = "" if page.total else NO_TICKETS
-            last = page.page_count
-            if page.page > last:  # rows vanished under us (a refresh): show the last page instead
-                self.tabulator.page = last
+            empty = rows.frame.empty
+            self.message = NO_TICKETS if empty and rows.page == 1 else ""
+            if empty and rows.page > 1:  # rows vanished under us (a refresh): the last page, or page 1
+                self.tabulator.page = max(1, min(rows.page - 1, self._page_count(rows.filters)))
                 return
-            self.tabulator.total_rows = page.total
-            shown = display_frame(page.frame)
+            self.tabulator.total_rows = self._pager_total(rows)
+            shown = display_frame(rows.frame)
             # A live refresh mostly finds page 1 as it was: sent again, the browser would redraw
             # every row and lay the page out anew.
             if not shown.equals(self.tabulator.value):
@@ -142,18 +177,45 @@ class TicketTable(pn.viewable.Viewer):
         set_text(self._notice, self.message)
         self._notice.visible = bool(self.message)
 
-    def _fetch(self) -> tuple[TicketPage | None, str]:
-        ok, page, message = guarded_load(self.store, self.load_page, TABLE_VIEW, keep_on_busy=True)
-        return (page, "") if ok else (None, message or "The tickets could not be loaded right now.")
+    def _pager_total(self, rows: Rows) -> int:
+        """The total the pager counts pages of: the one read for these filters, else as far as is known."""
+        if self._total is not None and self._total[0] == rows.filters:
+            return self._total[1]
+        seen = (rows.page - 1) * self.page_size + len(rows.frame)
+        return seen + (1 if len(rows.frame) == self.page_size else 0)
+
+    def _page_count(self, filters: TicketFilters) -> int:
+        if self._total is None or self._total[0] != filters:
+            return 1
+        return max(1, -(-self._total[1] // self.page_size))
+
+    def _fetch_total(self) -> tuple[TicketFilters, int] | None:
+        # A failure is the figures' own (the KPI cards report it too); the pager keeps what it shows.
+        ok, total, _message = guarded_load(self.store, self.load_total, TABLE_TOTAL)
+        return total if ok else None
+
+    def _show_total(self, fetched: tuple[TicketFilters, int] | None) -> None:
+        if fetched is None:
+            return
+        self._total = fetched
+        filters, total = fetched
+        if filters != self.store.filters or self.tabulator not in self._body.objects:
+            return  # the rows of these filters are not on screen (yet): they take the total when they are
+        if self.tabulator.page > self._page_count(filters):  # rows vanished under us (a refresh)
+            self.tabulator.page = self._page_count(filters)
+            return
+        self.tabulator.total_rows = total
 
     def reload(self) -> None:
-        """Load and show the current page now (blocking; notebooks and tests)."""
+        """Load and show the current page and its total now (blocking; notebooks and tests)."""
+        self._show_total(self._fetch_total())
         self._show(self._fetch())
 
     # -- reactions ---------------------------------------------------------------
     @param.depends("store.data_version", watch=True)
     def _on_refresh(self) -> None:
         self._loader.request()
+        self._total_loader.request()
 
     @param.depends("store.filters", watch=True)
     def _on_filters(self, *_events) -> None:
@@ -161,11 +223,13 @@ class TicketTable(pn.viewable.Viewer):
             self.tabulator.page = 1  # new filters start on page 1 (the page watcher reloads)
         else:
             self._loader.request()
+        self._total_loader.request()
 
     def _first_request(self) -> None:
         if not self._requested:
             self._requested = True
             self._loader.request()
+            self._total_loader.request()
 
     def __panel__(self) -> pn.viewable.Viewable:
         self._first_request()

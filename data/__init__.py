@@ -24,7 +24,7 @@ from .aggregates import (
     ticket_figures,
     ticket_kpis,
 )
-from .tickets import TicketPage, count_tickets, iter_ticket_chunks, scoped_tickets, ticket_page
+from .tickets import TicketPage, count_tickets, iter_ticket_chunks, page_rows, scoped_tickets, ticket_page
 
 
 def connect(url: str | None = None, *, migrate_schema: bool = False) -> Engine:
@@ -59,5 +59,5 @@ def reads():
 __all__ = [
     "ConfigError", "Figures", "InvalidFilter", "InvalidValue", "Kpis", "NotAuthorized", "NotFound", "OpsDashError", "Scope",
     "Settings", "TicketFilters", "TicketPage", "connect", "reads", "count_tickets", "counts_by", "counts_by_pair", "created_and_resolved_by_day",
-    "iter_ticket_chunks", "load_settings", "scope_for_user", "scoped_tickets", "ticket_breakdown", "ticket_figures", "ticket_kpis", "ticket_page",
+    "iter_ticket_chunks", "load_settings", "page_rows", "scope_for_user", "scoped_tickets", "ticket_breakdown", "ticket_figures", "ticket_kpis", "ticket_page",
 ]

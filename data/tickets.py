@@ -265,6 +265,30 @@ class TicketPage:
         return max(1, -(-self.total // self.page_size))
 
 
+def page_rows(
+    engine: Engine,
+    scope: Scope,
+    filters: TicketFilters | None = None,
+    *,
+    page: int = 1,
+    page_size: int = 50,
+    sort: SortSpec | None = DEFAULT_SORT,
+    columns: Sequence[str] = TICKET_COLUMNS,
+) -> pd.DataFrame:
+    """The rows of one page (1-based) of visible tickets, without counting them all (``ticket_page``).
+
+    Page 1 in the default order reads the created-at index until it has
+    ``page_size`` matches, or the few matches a rare search term has by the
+    trigram index: at 10,000,000 tickets 3-6 ms for 'street' (5.4 million
+    matches), 'pipe' or '0000123', where the count behind a total reads every
+    match (seconds for 'street').
+    """
+    whole_number(page, "page", 1, 10**9)
+    whole_number(page_size, "page size", 1, MAX_PAGE_SIZE)
+    return scoped_tickets(engine, scope, filters, columns=columns, sort=sort, limit=page_size,
+                          offset=(page - 1) * page_size)
+
+
 def ticket_page(
     engine: Engine,
     scope: Scope,
@@ -284,11 +308,7 @@ def ticket_page(
     it from the figures its other views are loading meanwhile, so its rows'
     query runs alongside theirs rather than after them).
     """
-    whole_number(page, "page", 1, 10**9)
-    whole_number(page_size, "page size", 1, MAX_PAGE_SIZE)
-    frame = scoped_tickets(
-        engine, scope, filters, columns=columns, sort=sort, limit=page_size, offset=(page - 1) * page_size
-    )
+    frame = page_rows(engine, scope, filters, page=page, page_size=page_size, sort=sort, columns=columns)
     if total is None:
         total = count_tickets(engine, scope, filters)
     elif callable(total):

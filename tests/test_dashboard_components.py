@@ -6,6 +6,9 @@ the component itself calls.
 """
 from __future__ import annotations
 
+import threading
+import time
+import uuid
 from concurrent import futures
 from datetime import date, datetime, timedelta, timezone
 from itertools import accumulate
@@ -19,7 +22,7 @@ from panel.io.location import Location
 from components.charts import TicketCharts
 from components.filters import FilterBar
 from components.kpis import KpiCards, format_duration, matching_text
-from components.store import DEFAULT_PAGE_SIZE, UNAVAILABLE, DashboardStore
+from components.store import BREAKDOWN_DIMS, DEFAULT_PAGE_SIZE, TREND_DAYS, UNAVAILABLE, DashboardStore
 from components.table import TABLE_COLUMNS, UNTRUSTED_COLUMNS, TicketTable, sort_spec
 from components.unfold import UnfoldCard
 from dashboard_app.dashboard import Dashboard
@@ -28,7 +31,9 @@ from data.errors import InvalidFilter, NotAuthorized
 from data.filters import TicketFilters
 from data.models import OPEN_STATUSES
 from data.scope import Scope
-from data.tickets import scoped_tickets
+from data.aggregates import ticket_figures
+from data.models import Ticket
+from data.tickets import count_tickets, page_rows, scoped_tickets
 
 from .helpers.databases import scope_of, user_of
 from .helpers.dashboard import XSS_DESCRIPTION, add_ticket, kpi_cards, other_ward, rendered_texts
@@ -295,6 +300,62 @@ def test_table_holds_only_one_page_in_memory(engine, make_seed):
     table = TicketTable(store=store, page_size=25)
     table.tabulator.page = 4
     assert len(table.tabulator.value) == 25 < table.tabulator.total_rows
+
+
+def test_the_table_shows_a_searchs_rows_while_their_total_is_still_being_counted(engine, make_seed):
+    """Issue 20: at 10,000,000 tickets a search's first rows take milliseconds, its count (the
+    figures) seconds. The rows show first; the pager offers one page more after a full page
+    until the count arrives, then counts every page."""
+    store = DashboardStore(scope=scope_of(engine, make_seed(tickets=400, random_seed=39), "manager"),
+                           engine=engine)  # results shared: another session's count can be awaited
+    table = TicketTable(store=store, page_size=25)
+    search = TicketFilters(search="road")
+    total = count_tickets(engine, store.scope, search)
+    first = list(page_rows(engine, store.scope, search, page=1, page_size=25)["tracking_number"])
+    assert 25 < total < table.tabulator.total_rows and list(table.tabulator.value["tracking_number"]) != first
+    counting, counted = threading.Event(), threading.Event()
+
+    def slow_count():  # another session's count of the same search, still running
+        counting.set()
+        assert counted.wait(30)
+        return ticket_figures(engine, store.scope, search, BREAKDOWN_DIMS, days=TREND_DAYS)
+
+    other = futures.ThreadPoolExecutor(2)
+    try:
+        holder = other.submit(store.cached, "figures", (search, TREND_DAYS), slow_count)
+        assert counting.wait(10)
+        change = other.submit(store.set_filters, search="road")  # the table's watchers run in that thread
+        deadline = time.monotonic() + 10
+        while list(table.tabulator.value["tracking_number"]) != first and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert list(table.tabulator.value["tracking_number"]) == first, "the rows must not wait for the count"
+        assert table.tabulator.total_rows == 26 and table.tabulator.param.page.bounds == (1, 2)
+        assert not change.done(), "the total is still being counted"
+        counted.set()
+        change.result(10), holder.result(10)
+    finally:
+        counted.set()
+        other.shutdown()
+    assert table.tabulator.total_rows == total
+    assert table.tabulator.param.page.bounds == (1, -(-total // 25))
+    assert list(table.tabulator.value["tracking_number"]) == first
+
+
+def test_a_page_emptied_by_a_refresh_moves_to_the_last_page_there_is(engine, make_seed):
+    store = store_for(engine, make_seed(tickets=130, random_seed=40), "manager")
+    table = TicketTable(store=store, page_size=25)
+    visible = scoped_tickets(engine, store.scope)
+    assert 50 < len(visible) <= 75
+    table.tabulator.page = 3
+    assert len(table.tabulator.value) == len(visible) - 50
+    with engine.begin() as conn:  # flagged sensitive elsewhere: they leave every view
+        conn.execute(Ticket.__table__.update().where(Ticket.id.in_([uuid.UUID(i) for i in visible["id"][:25]]))
+                     .values(is_sensitive=True))
+    store.refresh()
+    left = len(visible) - 25
+    assert table.tabulator.page == 2 and table.tabulator.total_rows == left
+    assert list(table.tabulator.value["tracking_number"]) == list(visible["tracking_number"][50:])
+    assert table.message == ""
 
 
 # -- failures: a banner, never a traceback ------------------------------------------------

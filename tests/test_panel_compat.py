@@ -70,6 +70,8 @@ def test_tabulator_still_has_the_paging_internals_paged_tabulator_overrides():
     assert params(tabulator._sort_df) == ["self", "df"], UPGRADE.format(what="Tabulator._sort_df(df)", hook=hook)
     assert "self._length" in inspect.getsource(tabulator._update_max_page), \
         UPGRADE.format(what="how Tabulator counts pages (_update_max_page no longer reads _length)", hook=hook)
+    assert params(tabulator._update_max_page) == ["self"], UPGRADE.format(what="Tabulator._update_max_page()",
+                                                                          hook=hook)
 
 
 def test_paged_tabulator_shows_the_page_it_is_given_and_counts_pages_from_total_rows():
@@ -82,6 +84,8 @@ def test_paged_tabulator_shows_the_page_it_is_given_and_counts_pages_from_total_
     table.total_rows = 2000
     table.value = pd.DataFrame({"n": [1, 2, 3]})
     assert model.max_page == 667 and list(model.source.data["n"]) == [1, 2, 3]
+    table.total_rows = 4  # the total alone, after its rows (counted apart from them)
+    assert model.max_page == 2 and table.param.page.bounds == (1, 2)
     assert "total_rows" not in model.properties(), "total_rows must stay on the server"
 
 
