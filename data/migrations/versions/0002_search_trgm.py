@@ -7,7 +7,7 @@ Create Date: 2026-11-25
 The dashboard's search is ``ILIKE '%term%'`` over tracking number,
 description and address; no B-tree index can serve a leading wildcard, so
 without these every search scans all of a municipality's tickets. pg_trgm GIN
-indexes serve ILIKE directly (figures: docs/performance.md, "Search index").
+indexes serve ILIKE directly (figures: docs/performance.md, "Search").
 
 - SQLite: nothing to do (no pg_trgm; demo-sized data scans fast anyway).
 - PostgreSQL without the extension or the right to create it (e.g. the
