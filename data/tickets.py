@@ -300,13 +300,12 @@ def ticket_page(
     columns: Sequence[str] = TICKET_COLUMNS,
     total: int | Callable[[], int] | None = None,
 ) -> TicketPage:
-    """One page (1-based) of visible tickets and the total count.
+    """One page (1-based) of visible tickets and the total count: ``page_rows`` and ``count_tickets``.
 
     ``total``: the count when the caller already has it for the same scope
     and filters, which saves a COUNT over every matching row; or a function
-    that gives it, called once the rows are read (the dashboard's table takes
-    it from the figures its other views are loading meanwhile, so its rows'
-    query runs alongside theirs rather than after them).
+    that gives it, called once the rows are read. (The dashboard's table
+    reads the two apart: ``components.table``.)
     """
     frame = page_rows(engine, scope, filters, page=page, page_size=page_size, sort=sort, columns=columns)
     if total is None:
