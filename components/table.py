@@ -70,6 +70,17 @@ class Rows(NamedTuple):
     frame: pd.DataFrame
 
 
+class Total(NamedTuple):
+    """How many tickets matched, with the filters and the store's data version it was read for."""
+    filters: TicketFilters
+    data_version: int
+    total: int
+
+    def of(self, filters: TicketFilters, data_version: int) -> bool:
+        """Whether this is the count of ``filters`` as the data stand at ``data_version``."""
+        return self.filters == filters and self.data_version == data_version
+
+
 def sort_spec(sorters: list[dict[str, Any]]) -> list[tuple[str, str]]:
     """Tabulator sorters -> data-layer sort; unknown fields or directions are dropped, not trusted."""
     spec = []
@@ -121,10 +132,12 @@ class TicketTable(pn.viewable.Viewer):
         # the count behind the figures (seconds for a search matching millions). The rows show
         # as soon as they are read; until the total is, the pager offers one page more after a
         # full page (``_pager_total``).
-        self._total: tuple[TicketFilters, int] | None = None  # the last total read, and of which filters
+        self._total: Total | None = None  # the last total read
+        self._on_screen: TicketFilters | None = None  # the filters of the rows shown
         self._loader = LatestLoad(self._fetch, self._show, self._body, self.store.view_busy,
                                   partial(self.store.report_busy, what=TABLE_VIEW))
-        self._total_loader = LatestLoad(self._fetch_total, self._show_total, None)
+        self._total_loader = LatestLoad(self._fetch_total, self._show_total, None,
+                                        on_refused=partial(self.store.report_busy, what=TABLE_TOTAL))
         self.tabulator.param.watch(self._loader.request, ["page", "sorters"])
         self._requested = False
         doc = pn.state.curdoc
@@ -147,10 +160,10 @@ class TicketTable(pn.viewable.Viewer):
         filters, (page, sort) = self.store.filters, self._requested_page()
         return Rows(filters, page, self.store.rows(filters, page, self.page_size, sort))
 
-    def load_total(self) -> tuple[TicketFilters, int]:
-        """How many tickets the current filters match, and which filters those were (blocking)."""
-        filters = self.store.filters
-        return filters, self.store.total(filters)
+    def load_total(self) -> Total:
+        """How many tickets the current filters match, with the filters and data version read (blocking)."""
+        filters, version = self.store.filters, self.store.data_version
+        return Total(filters, version, self.store.total(filters))
 
     def _fetch(self) -> tuple[Rows | None, str]:
         ok, rows, message = guarded_load(self.store, self.load_rows, TABLE_VIEW, keep_on_busy=True)
@@ -163,9 +176,14 @@ class TicketTable(pn.viewable.Viewer):
         else:
             empty = rows.frame.empty
             self.message = NO_TICKETS if empty and rows.page == 1 else ""
-            if empty and rows.page > 1:  # rows vanished under us (a refresh): the last page, or page 1
-                self.tabulator.page = max(1, min(rows.page - 1, self._page_count(rows.filters)))
+            if empty and rows.page > 1:
+                # Past the end: rows vanished under us (a refresh), or the page the pager offered
+                # beyond a full one before the count came. The last page when the count is of
+                # these rows; else the page before (the count, when it comes, moves on from there).
+                current = self._total is not None and self._total.of(rows.filters, self.store.data_version)
+                self.tabulator.page = self._page_count() if current else rows.page - 1
                 return
+            self._on_screen = rows.filters
             self.tabulator.total_rows = self._pager_total(rows)
             shown = display_frame(rows.frame)
             # A live refresh mostly finds page 1 as it was: sent again, the browser would redraw
@@ -178,33 +196,32 @@ class TicketTable(pn.viewable.Viewer):
         self._notice.visible = bool(self.message)
 
     def _pager_total(self, rows: Rows) -> int:
-        """The total the pager counts pages of: the one read for these filters, else as far as is known."""
-        if self._total is not None and self._total[0] == rows.filters:
-            return self._total[1]
+        """The total the pager counts pages of: the one read for these filters (never fewer rows than
+        are shown), else as far as is known: after a full page, one row more."""
         seen = (rows.page - 1) * self.page_size + len(rows.frame)
+        if self._total is not None and self._total.filters == rows.filters:
+            return max(self._total.total, seen)
         return seen + (1 if len(rows.frame) == self.page_size else 0)
 
-    def _page_count(self, filters: TicketFilters) -> int:
-        if self._total is None or self._total[0] != filters:
-            return 1
-        return max(1, -(-self._total[1] // self.page_size))
+    def _page_count(self) -> int:
+        return max(1, -(-self._total.total // self.page_size)) if self._total is not None else 1
 
-    def _fetch_total(self) -> tuple[TicketFilters, int] | None:
+    def _fetch_total(self) -> Total | None:
         # A failure is the figures' own (the KPI cards report it too); the pager keeps what it shows.
         ok, total, _message = guarded_load(self.store, self.load_total, TABLE_TOTAL)
         return total if ok else None
 
-    def _show_total(self, fetched: tuple[TicketFilters, int] | None) -> None:
+    def _show_total(self, fetched: Total | None) -> None:
         if fetched is None:
             return
         self._total = fetched
-        filters, total = fetched
-        if filters != self.store.filters or self.tabulator not in self._body.objects:
-            return  # the rows of these filters are not on screen (yet): they take the total when they are
-        if self.tabulator.page > self._page_count(filters):  # rows vanished under us (a refresh)
-            self.tabulator.page = self._page_count(filters)
+        if fetched.filters != self._on_screen or self.tabulator not in self._body.objects:
+            return  # not the rows on screen: rows of these filters take it when they are shown
+        if self.tabulator.page > self._page_count():  # rows vanished under us (a refresh)
+            self.tabulator.page = self._page_count()
             return
-        self.tabulator.total_rows = total
+        self.tabulator.total_rows = max(fetched.total, len(self.tabulator.value)
+                                        + (self.tabulator.page - 1) * self.page_size)
 
     def reload(self) -> None:
         """Load and show the current page and its total now (blocking; notebooks and tests)."""

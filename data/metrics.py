@@ -77,7 +77,7 @@ for _outcome in SIGN_IN_OUTCOMES:
 for _role in sorted(role.value for role in DASHBOARD_ROLES):
     SESSIONS.labels(_role)
 #: The kinds of query the dashboard makes (``components.query_cache`` names); others appear when first run.
-QUERY_KINDS = ("figures", "median", "page", "kpis", "hidden_categories")
+QUERY_KINDS = ("figures", "median", "rows", "kpis", "hidden_categories")
 for _kind in QUERY_KINDS:
     QUERY_SECONDS.labels(_kind)
     CACHE_HITS.labels(_kind)

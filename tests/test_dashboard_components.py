@@ -348,14 +348,60 @@ def test_a_page_emptied_by_a_refresh_moves_to_the_last_page_there_is(engine, mak
     assert 50 < len(visible) <= 75
     table.tabulator.page = 3
     assert len(table.tabulator.value) == len(visible) - 50
+    pages, totals = [], []
+    table.tabulator.param.watch(lambda e: pages.append(e.new), "page")
+    table.tabulator.param.watch(lambda e: totals.append(e.new), "total_rows")
     with engine.begin() as conn:  # flagged sensitive elsewhere: they leave every view
         conn.execute(Ticket.__table__.update().where(Ticket.id.in_([uuid.UUID(i) for i in visible["id"][:25]]))
                      .values(is_sensitive=True))
     store.refresh()
     left = len(visible) - 25
-    assert table.tabulator.page == 2 and table.tabulator.total_rows == left
+    # The rows come first and page 3 is empty; the count they have is from before the refresh, so
+    # one page back (never page 1, never a walk), then the new count.
+    assert pages == [2] and totals[-1] == left and table.tabulator.page == 2
     assert list(table.tabulator.value["tracking_number"]) == list(visible["tracking_number"][50:])
     assert table.message == ""
+
+
+def test_the_page_the_pager_offered_before_the_count_came_may_be_empty_then_the_last_one_stays(engine, make_seed):
+    """Before its count, the pager offers a page after every full one; with exactly 50 matches
+    the third is empty: the table stays on the second, and the count then closes the pager there."""
+    result = make_seed(tickets=20, random_seed=41)
+    store = DashboardStore(scope=scope_of(engine, result, "manager"), engine=engine)
+    ward = scoped_tickets(engine, store.scope).ward_id.dropna().iloc[0]
+    for n in range(50):
+        add_ticket(engine, store.scope.municipality_id, ward, description=f"zebra crossing faded {n}",
+                   created_at=datetime.now(timezone.utc) - timedelta(minutes=10 + n))
+    table = TicketTable(store=store, page_size=25)
+    search = TicketFilters(search="zebra crossing")
+    counting, counted = threading.Event(), threading.Event()
+
+    def slow_count():
+        counting.set()
+        assert counted.wait(30)
+        return ticket_figures(engine, store.scope, search, BREAKDOWN_DIMS, days=TREND_DAYS)
+
+    other = futures.ThreadPoolExecutor(2)
+    try:
+        holder = other.submit(store.cached, "figures", (search, TREND_DAYS), slow_count)
+        assert counting.wait(10)
+        change = other.submit(store.set_filters, search="zebra crossing")
+        deadline = time.monotonic() + 10
+        while table.tabulator.param.page.bounds != (1, 2) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        table.tabulator.page = 2
+        assert table.tabulator.param.page.bounds == (1, 3)  # a full second page: maybe a third
+        second = list(table.tabulator.value["tracking_number"])
+        table.tabulator.page = 3
+        assert table.tabulator.page == 2 and list(table.tabulator.value["tracking_number"]) == second
+        assert table.message == "" and not change.done()
+        counted.set()
+        change.result(10), holder.result(10)
+    finally:
+        counted.set()
+        other.shutdown()
+    assert table.tabulator.total_rows == 50 and table.tabulator.param.page.bounds == (1, 2)
+    assert table.tabulator.page == 2 and list(table.tabulator.value["tracking_number"]) == second
 
 
 # -- failures: a banner, never a traceback ------------------------------------------------
