@@ -6,6 +6,7 @@ the component itself calls.
 """
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import uuid
@@ -302,6 +303,37 @@ def test_table_holds_only_one_page_in_memory(engine, make_seed):
     assert len(table.tabulator.value) == 25 < table.tabulator.total_rows
 
 
+@contextlib.contextmanager
+def searching_while_counted(store: DashboardStore, term: str, until):
+    """Another session's count (figures) of ``term`` is running in the shared cache; meanwhile this
+    store's filters change to it, in a thread of its own (the views' watchers run there). Yields
+    that change's future; ``until()`` is waited for (10 s) before it comes. The count is let
+    finish on leaving, and the change then ends."""
+    search = TicketFilters(search=term)
+    counting, counted = threading.Event(), threading.Event()
+
+    def slow_count():
+        counting.set()
+        assert counted.wait(30)
+        return ticket_figures(store.engine, store.scope, search, BREAKDOWN_DIMS, days=TREND_DAYS)
+
+    other = futures.ThreadPoolExecutor(2)
+    try:
+        holder = other.submit(store.cached, "figures", (search, TREND_DAYS), slow_count)
+        assert counting.wait(10)
+        change = other.submit(store.set_filters, search=term)
+        deadline = time.monotonic() + 10
+        while not until() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        yield change
+        assert not change.done(), "the total was still being counted"
+        counted.set()
+        change.result(10), holder.result(10)
+    finally:
+        counted.set()
+        other.shutdown()
+
+
 def test_the_table_shows_a_searchs_rows_while_their_total_is_still_being_counted(engine, make_seed):
     """Issue 20: at 10,000,000 tickets a search's first rows take milliseconds, its count (the
     figures) seconds. The rows show first; the pager offers one page more after a full page
@@ -313,29 +345,10 @@ def test_the_table_shows_a_searchs_rows_while_their_total_is_still_being_counted
     total = count_tickets(engine, store.scope, search)
     first = list(page_rows(engine, store.scope, search, page=1, page_size=25)["tracking_number"])
     assert 25 < total < table.tabulator.total_rows and list(table.tabulator.value["tracking_number"]) != first
-    counting, counted = threading.Event(), threading.Event()
-
-    def slow_count():  # another session's count of the same search, still running
-        counting.set()
-        assert counted.wait(30)
-        return ticket_figures(engine, store.scope, search, BREAKDOWN_DIMS, days=TREND_DAYS)
-
-    other = futures.ThreadPoolExecutor(2)
-    try:
-        holder = other.submit(store.cached, "figures", (search, TREND_DAYS), slow_count)
-        assert counting.wait(10)
-        change = other.submit(store.set_filters, search="road")  # the table's watchers run in that thread
-        deadline = time.monotonic() + 10
-        while list(table.tabulator.value["tracking_number"]) != first and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert list(table.tabulator.value["tracking_number"]) == first, "the rows must not wait for the count"
+    shown = lambda: list(table.tabulator.value["tracking_number"])  # noqa: E731
+    with searching_while_counted(store, "road", until=lambda: shown() == first):
+        assert shown() == first, "the rows must not wait for the count"
         assert table.tabulator.total_rows == 26 and table.tabulator.param.page.bounds == (1, 2)
-        assert not change.done(), "the total is still being counted"
-        counted.set()
-        change.result(10), holder.result(10)
-    finally:
-        counted.set()
-        other.shutdown()
     assert table.tabulator.total_rows == total
     assert table.tabulator.param.page.bounds == (1, -(-total // 25))
     assert list(table.tabulator.value["tracking_number"]) == first
@@ -373,33 +386,14 @@ def test_the_page_the_pager_offered_before_the_count_came_may_be_empty_then_the_
         add_ticket(engine, store.scope.municipality_id, ward, description=f"zebra crossing faded {n}",
                    created_at=datetime.now(timezone.utc) - timedelta(minutes=10 + n))
     table = TicketTable(store=store, page_size=25)
-    search = TicketFilters(search="zebra crossing")
-    counting, counted = threading.Event(), threading.Event()
-
-    def slow_count():
-        counting.set()
-        assert counted.wait(30)
-        return ticket_figures(engine, store.scope, search, BREAKDOWN_DIMS, days=TREND_DAYS)
-
-    other = futures.ThreadPoolExecutor(2)
-    try:
-        holder = other.submit(store.cached, "figures", (search, TREND_DAYS), slow_count)
-        assert counting.wait(10)
-        change = other.submit(store.set_filters, search="zebra crossing")
-        deadline = time.monotonic() + 10
-        while table.tabulator.param.page.bounds != (1, 2) and time.monotonic() < deadline:
-            time.sleep(0.01)
+    assert table.tabulator.total_rows > 50  # (so a pager of two pages is the search's, uncounted)
+    with searching_while_counted(store, "zebra crossing", until=lambda: table.tabulator.param.page.bounds == (1, 2)):
         table.tabulator.page = 2
         assert table.tabulator.param.page.bounds == (1, 3)  # a full second page: maybe a third
         second = list(table.tabulator.value["tracking_number"])
         table.tabulator.page = 3
         assert table.tabulator.page == 2 and list(table.tabulator.value["tracking_number"]) == second
-        assert table.message == "" and not change.done()
-        counted.set()
-        change.result(10), holder.result(10)
-    finally:
-        counted.set()
-        other.shutdown()
+        assert table.message == ""
     assert table.tabulator.total_rows == 50 and table.tabulator.param.page.bounds == (1, 2)
     assert table.tabulator.page == 2 and list(table.tabulator.value["tracking_number"]) == second
 
