@@ -198,10 +198,14 @@ class TicketTable(pn.viewable.Viewer):
     def _pager_total(self, rows: Rows) -> int:
         """The total the pager counts pages of: the one read for these filters (never fewer rows than
         are shown), else as far as is known: after a full page, one row more."""
-        seen = (rows.page - 1) * self.page_size + len(rows.frame)
+        seen = self._seen(rows.page, len(rows.frame))
         if self._total is not None and self._total.filters == rows.filters:
             return max(self._total.total, seen)
         return seen + (1 if len(rows.frame) == self.page_size else 0)
+
+    def _seen(self, page: int, rows: int) -> int:
+        """Rows up to the end of ``page``, which shows ``rows`` of them."""
+        return (page - 1) * self.page_size + rows
 
     def _page_count(self) -> int:
         return max(1, -(-self._total.total // self.page_size)) if self._total is not None else 1
@@ -220,8 +224,7 @@ class TicketTable(pn.viewable.Viewer):
         if self.tabulator.page > self._page_count():  # rows vanished under us (a refresh)
             self.tabulator.page = self._page_count()
             return
-        self.tabulator.total_rows = max(fetched.total, len(self.tabulator.value)
-                                        + (self.tabulator.page - 1) * self.page_size)
+        self.tabulator.total_rows = max(fetched.total, self._seen(self.tabulator.page, len(self.tabulator.value)))
 
     def reload(self) -> None:
         """Load and show the current page and its total now (blocking; notebooks and tests)."""
