@@ -146,7 +146,10 @@ def test_200_sessions_open_and_close_while_events_flow_and_nothing_stays_behind(
             print(f"{sessions} sessions in {time.monotonic() - started:.1f} s; after {after}", flush=True)
             assert {k: after[k] for k in ("sessions", "periodic_callbacks", "hub_sessions")} == {
                 "sessions": 0, "periodic_callbacks": 0, "hub_sessions": 0}, after
-            assert after["asyncio_tasks"] <= baseline["asyncio_tasks"], (baseline, after)
+            # A task of the last connections' close may still be finishing (CI saw 3 against 2 once,
+            # at 1 s); a leaked one never finishes, and 100 sessions would leave many.
+            wait_until(lambda: counts(server)["asyncio_tasks"] <= baseline["asyncio_tasks"], timeout=10,
+                       what=f"the asyncio tasks to come back to the baseline's {baseline['asyncio_tasks']}")
             assert len(server.stores) <= kept, f"{len(server.stores)} sessions' stores outlived their sessions"
     finally:
         stop.set()
