@@ -184,7 +184,7 @@ class TicketTable(pn.viewable.Viewer):
                 self.tabulator.page = self._page_count() if current else rows.page - 1
                 return
             self._on_screen = rows.filters
-            self.tabulator.total_rows = self._pager_total(rows)
+            self.tabulator.total_rows = self._pager_total(rows.filters, rows.page, len(rows.frame))
             shown = display_frame(rows.frame)
             # A live refresh mostly finds page 1 as it was: sent again, the browser would redraw
             # every row and lay the page out anew.
@@ -195,17 +195,14 @@ class TicketTable(pn.viewable.Viewer):
         set_text(self._notice, self.message)
         self._notice.visible = bool(self.message)
 
-    def _pager_total(self, rows: Rows) -> int:
-        """The total the pager counts pages of: the one read for these filters (never fewer rows than
-        are shown), else as far as is known: after a full page, one row more."""
-        seen = self._seen(rows.page, len(rows.frame))
-        if self._total is not None and self._total.filters == rows.filters:
+    def _pager_total(self, filters: TicketFilters, page: int, shown: int) -> int:
+        """The total the pager counts pages of, for ``page`` of ``filters`` showing ``shown`` rows: the one
+        read for these filters (never fewer rows than are shown), else as far as is known: after a full
+        page, one row more."""
+        seen = (page - 1) * self.page_size + shown
+        if self._total is not None and self._total.filters == filters:
             return max(self._total.total, seen)
-        return seen + (1 if len(rows.frame) == self.page_size else 0)
-
-    def _seen(self, page: int, rows: int) -> int:
-        """Rows up to the end of ``page``, which shows ``rows`` of them."""
-        return (page - 1) * self.page_size + rows
+        return seen + (1 if shown == self.page_size else 0)
 
     def _page_count(self) -> int:
         return max(1, -(-self._total.total // self.page_size)) if self._total is not None else 1
@@ -224,7 +221,7 @@ class TicketTable(pn.viewable.Viewer):
         if self.tabulator.page > self._page_count():  # rows vanished under us (a refresh)
             self.tabulator.page = self._page_count()
             return
-        self.tabulator.total_rows = max(fetched.total, self._seen(self.tabulator.page, len(self.tabulator.value)))
+        self.tabulator.total_rows = self._pager_total(fetched.filters, self.tabulator.page, len(self.tabulator.value))
 
     def reload(self) -> None:
         """Load and show the current page and its total now (blocking; notebooks and tests)."""
